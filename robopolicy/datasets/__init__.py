@@ -1,0 +1,1 @@
+"""Episode stores, training-window sampling, normalization and point-cloud utilities."""

@@ -1,0 +1,1 @@
+"""Converters from other demonstration formats into an episode store (one module per format)."""

@@ -1,0 +1,223 @@
+"""SequenceDataset: padded training windows from an episode store as torch tensors.
+
+A sample is `{"obs": {key: (To_k, ...)}, "action": (horizon, Da), "action_is_pad": (horizon,)}`
+in raw units (normalization happens inside the policy). Images come out float [0, 1]
+CHW; uint8 frames and the float 0..255 frames of older stores are both handled.
+Observation keys read only the steps the policy sees (their own horizon and stride),
+never the whole window, which is what makes image windows cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from robopolicy.datasets.errors import DataError
+from robopolicy.datasets.sampler import SequenceSampler, split_episodes
+from robopolicy.datasets.shape_meta import ObsSpec, ShapeMeta, parse_shape_meta
+from robopolicy.datasets.store import Array, EpisodeStore, image_value_scale, iter_blocks
+
+log = logging.getLogger(__name__)
+
+
+class _KeyReader:
+    """Reads one key's steps for a batch of windows and converts them to policy layout."""
+
+    def __init__(self, array: Array, offsets: np.ndarray, kind: str, dims: tuple[int, int] | None, image_scale: float):
+        self.array = array
+        self.offsets = offsets
+        self.kind = kind
+        self.dims = dims
+        self.image_scale = image_scale
+        self.in_memory = isinstance(array, np.ndarray)
+
+    def gather(self, sampler: SequenceSampler, windows: np.ndarray) -> torch.Tensor:
+        """(B, K, ...) tensor of this key for the given windows."""
+        rows = sampler.rows(windows, self.offsets)
+        if self.in_memory:
+            values = self.array[rows]
+        else:
+            values = np.stack([self._read_span(r) for r in rows])
+        if self.dims is not None:
+            values = values[..., self.dims[0] : self.dims[1]]
+        return self.convert(values)
+
+    def _read_span(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of one window from a lazy array: one contiguous read, then local indexing."""
+        low = int(rows.min())
+        span = np.asarray(self.array[low : int(rows.max()) + 1])
+        return span[rows - low]
+
+    def convert(self, values: np.ndarray) -> torch.Tensor:
+        """numpy store layout -> torch policy layout (float CHW [0, 1] for images)."""
+        tensor = torch.from_numpy(np.ascontiguousarray(values))
+        if self.kind == "rgb":
+            tensor = tensor.permute(0, 1, 4, 2, 3).to(torch.float32, memory_format=torch.contiguous_format)
+            return tensor.div_(self.image_scale) if self.image_scale != 1.0 else tensor
+        if self.kind == "depth" and tensor.ndim == 5:
+            tensor = tensor[..., 0]
+        return tensor.to(torch.float32)
+
+
+class SequenceDataset(Dataset):
+    """Windows of `horizon` actions and `n_obs_steps` observations from an EpisodeStore.
+
+    Window semantics, padding and the seeded episode split follow Diffusion Policy:
+    pad_before defaults to n_obs_steps - 1 and pad_after to n_action_steps - 1;
+    `n_latency_steps` shifts actions later than observations by that many steps.
+    `dataset[i]` is one window; `dataset[[i, j, ...]]` is a batch gathered in one go.
+    """
+
+    def __init__(
+        self,
+        store: EpisodeStore,
+        shape_meta: Mapping[str, Any] | ShapeMeta,
+        horizon: int,
+        n_obs_steps: int,
+        n_action_steps: int,
+        n_latency_steps: int = 0,
+        pad_before: int | None = None,
+        pad_after: int | None = None,
+        val_ratio: float = 0.0,
+        seed: int = 42,
+        max_train_episodes: int | None = None,
+        split: str = "train",
+    ):
+        if not 1 <= n_obs_steps <= horizon or not 1 <= n_action_steps <= horizon or n_latency_steps < 0:
+            raise ValueError(
+                f"need 1 <= n_obs_steps ({n_obs_steps}) <= horizon ({horizon}), "
+                f"1 <= n_action_steps ({n_action_steps}) <= horizon and n_latency_steps ({n_latency_steps}) >= 0"
+            )
+        if split not in ("train", "val"):
+            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        self.store = store
+        self.shape_meta = parse_shape_meta(shape_meta)
+        self.horizon, self.n_obs_steps, self.n_action_steps = horizon, n_obs_steps, n_action_steps
+        self.n_latency_steps = n_latency_steps
+        self._settings = dict(
+            pad_before=pad_before, pad_after=pad_after, val_ratio=val_ratio, seed=seed,
+            max_train_episodes=max_train_episodes,
+        )
+        train_mask, val_mask = split_episodes(store.n_episodes, val_ratio, seed, max_train_episodes)
+        self.episode_mask = train_mask if split == "train" else val_mask
+        self.sampler = SequenceSampler(
+            store.episode_ends,
+            sequence_length=horizon + n_latency_steps,
+            pad_before=n_obs_steps - 1 if pad_before is None else pad_before,
+            pad_after=n_action_steps - 1 if pad_after is None else pad_after,
+            episode_mask=self.episode_mask,
+        )
+        self.obs_readers = {key: self._obs_reader(spec) for key, spec in self.shape_meta.obs.items()}
+        action = self._source(self.shape_meta.action_source, "action")
+        self._check_shape(action, self.shape_meta.action_shape, self.shape_meta.action_source)
+        self._check_finite(action, self.shape_meta.action_source)
+        self.action_offsets = n_latency_steps + np.arange(horizon)
+        self.action_reader = _KeyReader(action, self.action_offsets, "action", None, 1.0)
+
+    def _source(self, key: str, role: str) -> Array:
+        if key not in self.store:
+            raise DataError(self.store.path, f"{role} key not in the store", key=f"data/{key}",
+                            fix=f"set `source:` in shape_meta to one of {self.store.keys}")
+        return self.store[key]
+
+    def _obs_reader(self, spec: ObsSpec) -> _KeyReader:
+        array = self._source(spec.source, f"obs.{spec.key}")
+        horizon = spec.horizon or self.n_obs_steps
+        current = self.n_obs_steps - 1
+        offsets = current - spec.down_sample_steps * np.arange(horizon - 1, -1, -1)
+        image_scale = 1.0
+        if spec.type == "rgb":
+            c, h, w = spec.shape
+            if array.ndim != 4 or tuple(array.shape[1:]) != (h, w, c):
+                raise DataError(self.store.path, f"images must be (T, H, W, C) = (T, {h}, {w}, {c}) for "
+                                f"shape_meta {list(spec.shape)}, got {tuple(array.shape)}", key=f"data/{spec.source}",
+                                fix="store frames as uint8 HWC, or correct shape_meta")
+            image_scale = image_value_scale(array)
+            log.debug("data/%s: frames read as 0..%g", spec.source, image_scale)
+        elif spec.type == "depth":
+            if array.ndim not in (3, 4) or tuple(array.shape[1:3]) != spec.shape:
+                raise DataError(self.store.path, f"depth must be (T, H, W[, 1]) with H, W = {spec.shape}, "
+                                f"got {tuple(array.shape)}", key=f"data/{spec.source}")
+        elif spec.type == "point_cloud":
+            self._check_shape(array, spec.shape, spec.source)
+        else:
+            width = array.shape[-1] if array.ndim > 1 else 1
+            if spec.dims is not None and spec.dims[1] > width:
+                raise DataError(self.store.path, f"dims {list(spec.dims)} exceed the last axis ({width})",
+                                key=f"data/{spec.source}", fix="fix `dims` in shape_meta")
+            if spec.dims is None:
+                self._check_shape(array, spec.shape, spec.source)
+            self._check_finite(array, spec.source)
+        return _KeyReader(array, offsets, spec.type, spec.dims, image_scale)
+
+    def _check_shape(self, array: Array, shape: tuple[int, ...], key: str) -> None:
+        if tuple(array.shape[1:]) != tuple(shape):
+            raise DataError(self.store.path, f"rows have shape {tuple(array.shape[1:])}, shape_meta says {list(shape)}",
+                            key=f"data/{key}", fix="correct shape_meta or the data")
+
+    def _check_finite(self, array: Array, key: str) -> None:
+        """Low-dim values and actions must be finite: one NaN poisons the normalizer and the loss."""
+        for pos, block in iter_blocks(array, 0, self.store.n_steps):
+            bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+            if bad.any():
+                row = pos + int(np.argmax(bad))
+                episode = int(np.searchsorted(self.store.episode_ends, row, side="right"))
+                raise DataError(self.store.path, f"NaN or inf at row {row} (episode {episode})", key=f"data/{key}",
+                                fix="drop or repair that episode before training")
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __getitem__(self, index: int | Sequence[int] | np.ndarray) -> dict[str, Any]:
+        if np.ndim(index) == 0:
+            batch = self.get_batch(np.array([index], dtype=np.int64))
+            return {"obs": {k: v[0] for k, v in batch["obs"].items()}, "action": batch["action"][0],
+                    "action_is_pad": batch["action_is_pad"][0]}
+        return self.get_batch(np.asarray(index, dtype=np.int64))
+
+    def get_batch(self, windows: np.ndarray) -> dict[str, Any]:
+        """A batch of windows: obs (B, To_k, ...), action (B, horizon, Da), action_is_pad (B, horizon)."""
+        if len(windows) and (windows.min() < -len(self) or windows.max() >= len(self)):
+            raise IndexError(f"window index out of range for {len(self)} windows")
+        windows = windows % max(len(self), 1)
+        obs = {key: reader.gather(self.sampler, windows) for key, reader in self.obs_readers.items()}
+        return {
+            "obs": obs,
+            "action": self.action_reader.gather(self.sampler, windows),
+            "action_is_pad": torch.from_numpy(self.sampler.is_pad(windows, self.action_offsets)),
+        }
+
+    def get_validation_dataset(self) -> SequenceDataset:
+        """The same windows over the held-out episodes."""
+        return SequenceDataset(self.store, self.shape_meta, self.horizon, self.n_obs_steps, self.n_action_steps,
+                               self.n_latency_steps, split="val", **self._settings)
+
+
+def make_dataloader(
+    dataset: SequenceDataset,
+    batch_size: int,
+    shuffle: bool = True,
+    num_workers: int = 0,
+    seed: int = 0,
+    drop_last: bool = True,
+    persistent_workers: bool = False,
+) -> DataLoader:
+    """A DataLoader that gathers whole batches at once (one fancy index per key, not B)."""
+    generator = torch.Generator().manual_seed(seed)
+    order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    context = None
+    if num_workers > 0 and not dataset.store.is_in_memory:
+        context = "forkserver"  # zarr's I/O thread does not survive fork
+    return DataLoader(
+        dataset,
+        sampler=BatchSampler(order, batch_size=batch_size, drop_last=drop_last),
+        batch_size=None,
+        num_workers=num_workers,
+        multiprocessing_context=context,
+        persistent_workers=persistent_workers and num_workers > 0,
+    )

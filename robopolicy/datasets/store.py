@@ -1,0 +1,416 @@
+"""The episode store: `data/<key>` arrays concatenated over time plus `meta/episode_ends`.
+
+Reads Diffusion Policy / UMI / DP3 zarr v2 stores unchanged and writes zarr v3 (sharded
+image chunks) or v2. Appends are crash-safe: every file write is atomic (zarr's local
+store writes to a temporary file and renames it), data rows are written before
+`meta/episode_ends` grows, and a `pending_append` attribute brackets the append so that
+rows of an interrupted append are recognised, ignored by readers and dropped by the
+next writer. An episode exists once its end is in `meta/episode_ends`, never before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import zarr
+
+from robopolicy.datasets.errors import DataError
+from robopolicy.progress import progress
+from robopolicy.datasets.zarr_io import create_time_array, is_image_array, is_url, open_zarr_group, store_location
+
+log = logging.getLogger(__name__)
+
+Array = Union[np.ndarray, zarr.Array]
+PENDING_ATTR = "pending_append"
+# Rows read per block when streaming a key (bounded memory for image keys).
+BLOCK_BYTES = 64 << 20
+
+
+def block_rows(array: Array) -> int:
+    """How many time steps of `array` make about BLOCK_BYTES, at least one chunk's worth."""
+    row_bytes = max(1, int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize)
+    rows = max(1, BLOCK_BYTES // row_bytes)
+    chunk_rows = array.chunks[0] if isinstance(array, zarr.Array) else 1
+    return max(chunk_rows, rows // chunk_rows * chunk_rows)
+
+
+def iter_blocks(array: Array, start: int, stop: int) -> Iterable[tuple[int, np.ndarray]]:
+    """Yield (row offset, numpy block) over rows [start, stop) in chunk-aligned blocks."""
+    step = block_rows(array)
+    pos = start
+    while pos < stop:
+        end = min(stop, (pos // step + 1) * step)
+        yield pos, np.asarray(array[pos:end])
+        pos = end
+
+
+def _float_images_as_uint8(array: Array, stop: int, desc: str) -> np.ndarray:
+    """Read float 0..255 frames as uint8 when every value is a whole number (lossless), else as is."""
+    out = np.empty((stop, *array.shape[1:]), dtype=np.uint8)
+    for pos, block in progress(iter_blocks(array, 0, stop), desc, total=-(-stop // block_rows(array))):
+        rounded = np.rint(block)
+        if not (np.array_equal(rounded, block) and block.min() >= 0 and block.max() <= 255):
+            log.info("%s: float frames are not whole 0..255 values; kept as %s", desc, array.dtype)
+            return np.asarray(array[:stop])
+        out[pos : pos + len(block)] = rounded
+    return out
+
+
+def image_value_scale(array: Array) -> float:
+    """255 for uint8 frames and for float frames stored as 0..255 (older stores), else 1."""
+    if array.dtype == np.uint8:
+        return 255.0
+    first = np.asarray(array[: min(array.shape[0], 64)])
+    return 255.0 if first.size and float(first.max()) > 1.0 else 1.0
+
+
+class EpisodeStore:
+    """Episodic time-major arrays, lazily on disk (zarr) or loaded in memory (numpy).
+
+    `store[key]` is the backing array; after an interrupted append it may hold rows past
+    `n_steps`, which belong to no episode: index it through `episode_slice` or `read`.
+    """
+
+    def __init__(
+        self,
+        arrays: Mapping[str, Array],
+        episode_ends: np.ndarray,
+        path: str,
+        group: zarr.Group | None = None,
+        timestamps: Mapping[str, Array] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+    ):
+        self._arrays = dict(arrays)
+        self._ends = np.asarray(episode_ends, dtype=np.int64)
+        self.path = path
+        self._group = group
+        self._timestamps = dict(timestamps or {})
+        self._attrs = dict(attrs or {})
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        mode: str = "r",
+        load: bool | Iterable[str] = False,
+        storage_options: dict[str, Any] | None = None,
+    ) -> EpisodeStore:
+        """Open a store; mode "a" allows appends. load=True or a list of keys reads into memory."""
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', got {mode!r} (use EpisodeStore.create for a new store)")
+        location = store_location(path)
+        group = open_zarr_group(location, mode=mode, storage_options=storage_options)
+        store = cls._from_group(location, group)
+        if mode == "a":
+            store._recover_interrupted_append()
+        if load:
+            return store.load(None if load is True else list(load))
+        return store
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        zarr_format: int = 3,
+        overwrite: bool = False,
+        attrs: Mapping[str, Any] | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> EpisodeStore:
+        """Create an empty store (zarr v3 by default; v2 for tools that only read v2)."""
+        if zarr_format not in (2, 3):
+            raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format}")
+        location = store_location(path)
+        if not is_url(location) and Path(location).exists():
+            if not overwrite:
+                raise DataError(location, "already exists", fix="pick a new path, or pass overwrite=True to replace it")
+            shutil.rmtree(location) if Path(location).is_dir() else Path(location).unlink()
+        group = zarr.open_group(
+            zarr.storage.FsspecStore.from_url(location, storage_options=storage_options)
+            if is_url(location)
+            else zarr.storage.LocalStore(location),
+            mode="w",
+            zarr_format=zarr_format,
+        )
+        group.require_group("data")
+        meta = group.require_group("meta")
+        meta.create_array("episode_ends", shape=(0,), chunks=(1 << 14,), dtype="int64", fill_value=0)
+        if attrs:
+            group.attrs.update(dict(attrs))
+        return cls({}, np.zeros(0, np.int64), location, group=group, attrs=attrs)
+
+    @classmethod
+    def from_arrays(cls, data: Mapping[str, np.ndarray], episode_ends: np.ndarray, name: str = "<memory>") -> EpisodeStore:
+        """An in-memory store over existing numpy arrays (checked like a store on disk)."""
+        ends = np.asarray(episode_ends)
+        check_episode_ends(name, ends, {k: len(v) for k, v in data.items()})
+        return cls({k: np.asarray(v) for k, v in data.items()}, ends, name)
+
+    @classmethod
+    def _from_group(cls, location: str, group: zarr.Group) -> EpisodeStore:
+        """Read the layout, check it, and build a lazy store; re-read once if an append raced us."""
+        for attempt in range(3):
+            if "meta" not in group or "episode_ends" not in group["meta"]:
+                raise DataError(
+                    location, "missing meta/episode_ends", key="meta/episode_ends",
+                    fix="a store needs meta/episode_ends: int64 end index of each episode in data/",
+                )
+            if "data" not in group:
+                raise DataError(location, "missing the data/ group", key="data", fix="arrays go under data/<key>")
+            ends = np.asarray(group["meta/episode_ends"][:])
+            arrays = {name: arr for name, arr in group["data"].arrays()}
+            lengths = {k: a.shape[0] for k, a in arrays.items()}
+            pending = group.attrs.get(PENDING_ATTR)
+            try:
+                ends = check_episode_ends(location, ends, lengths, pending=pending)
+                break
+            except DataError:
+                if attempt == 2 or pending is not None:
+                    raise
+                group = zarr.open_group(group.store, mode="r" if group.read_only else "a")
+        timestamps = {}
+        if "timestamps" in group:
+            timestamps = {name: arr for name, arr in group["timestamps"].arrays()}
+        return cls(arrays, ends, location, group=group, timestamps=timestamps, attrs=dict(group.attrs))
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def keys(self) -> list[str]:
+        """Names of the data arrays."""
+        return sorted(self._arrays)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._arrays
+
+    def __getitem__(self, key: str) -> Array:
+        if key not in self._arrays:
+            raise DataError(self.path, "no such key", key=f"data/{key}", fix=f"keys in this store: {self.keys}")
+        return self._arrays[key]
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        """(n_episodes,) int64 exclusive end row of each episode."""
+        return self._ends.copy()
+
+    @property
+    def episode_starts(self) -> np.ndarray:
+        """(n_episodes,) int64 first row of each episode."""
+        return np.concatenate([[0], self._ends[:-1]]).astype(np.int64)
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        """(n_episodes,) number of steps in each episode."""
+        return np.diff(self._ends, prepend=0)
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self._ends)
+
+    @property
+    def n_steps(self) -> int:
+        """Rows that belong to committed episodes."""
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Store-level metadata (e.g. `fps`, `env_args`), minus robopolicy's own bookkeeping."""
+        return {k: v for k, v in self._attrs.items() if k != PENDING_ATTR}
+
+    @property
+    def fps(self) -> float | None:
+        """Recording rate: the `fps` attribute, else estimated from timestamps, else None."""
+        if "fps" in self._attrs:
+            return float(self._attrs["fps"])
+        if self._timestamps and self.n_episodes and self.episode_lengths[0] > 1:
+            stamps = next(iter(self._timestamps.values()))
+            first = np.asarray(stamps[: self.episode_lengths[0]], dtype=np.float64)
+            return float(1.0 / np.median(np.diff(first)))
+        return None
+
+    @property
+    def is_in_memory(self) -> bool:
+        return all(isinstance(a, np.ndarray) for a in self._arrays.values())
+
+    def timestamps(self, key: str) -> Array | None:
+        """Capture times (seconds) of each row of `key`, when the recorder stored them."""
+        return self._timestamps.get(key)
+
+    def episode_slice(self, index: int) -> slice:
+        """Rows of episode `index` (negative counts from the end)."""
+        index = range(self.n_episodes)[index]
+        start = 0 if index == 0 else int(self._ends[index - 1])
+        return slice(start, int(self._ends[index]))
+
+    def read(self, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows [start, stop) of `key` as numpy (stop defaults to n_steps)."""
+        stop = self.n_steps if stop is None else stop
+        return np.asarray(self[key][start:stop])
+
+    def episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """All rows of one episode for the given keys (all keys by default)."""
+        rows = self.episode_slice(index)
+        return {k: self.read(k, rows.start, rows.stop) for k in (keys or self.keys)}
+
+    def load(self, keys: Iterable[str] | None = None, images_as_uint8: bool = True) -> EpisodeStore:
+        """Read keys into memory. Float 0..255 frames become uint8 when that is lossless."""
+        keys = list(keys) if keys is not None else self.keys
+        arrays: dict[str, np.ndarray] = {}
+        for key in keys:
+            array = self[key]
+            if isinstance(array, np.ndarray):
+                arrays[key] = array[: self.n_steps]
+            elif images_as_uint8 and is_image_array(array.shape, array.dtype) and array.dtype != np.uint8:
+                arrays[key] = _float_images_as_uint8(array, self.n_steps, f"load {key}")
+            else:
+                arrays[key] = np.empty((self.n_steps, *array.shape[1:]), dtype=array.dtype)
+                blocks = iter_blocks(array, 0, self.n_steps)
+                for pos, block in progress(blocks, f"load {key}", total=-(-self.n_steps // block_rows(array))):
+                    arrays[key][pos : pos + len(block)] = block
+        timestamps = {k: np.asarray(v[: self.n_steps]) for k, v in self._timestamps.items() if k in keys}
+        return EpisodeStore(arrays, self._ends, self.path, timestamps=timestamps, attrs=self.attrs)
+
+    # ------------------------------------------------------------------ writing
+    def append_episode(
+        self, data: Mapping[str, np.ndarray], timestamps: Mapping[str, np.ndarray] | None = None
+    ) -> int:
+        """Append one episode atomically and return its index.
+
+        `data[key]` is (T, ...) for every key (the same keys as the store's, once it has any);
+        `timestamps[key]`, optional, is (T,) capture times in seconds.
+        """
+        data = {k: np.asarray(v) for k, v in data.items()}
+        timestamps = {k: np.asarray(v, dtype=np.float64) for k, v in (timestamps or {}).items()}
+        length = self._check_episode(data, timestamps)
+        start, index = self.n_steps, self.n_episodes
+        if self._group is None:
+            for key, value in data.items():
+                old = self._arrays.get(key, value[:0])
+                self._arrays[key] = np.concatenate([old[:start], value])
+            for key, value in timestamps.items():
+                old = self._timestamps.get(key, value[:0])
+                self._timestamps[key] = np.concatenate([old[:start], value])
+        else:
+            if self._group.read_only:
+                raise DataError(self.path, "store is open read-only", fix="open it with mode='a' to append")
+            self._group.attrs[PENDING_ATTR] = {"n_steps": start, "n_episodes": index}
+            for key, value in data.items():
+                self._arrays[key] = self._write_rows(self._group.require_group("data"), key, value, start)
+            for key, value in timestamps.items():
+                self._timestamps[key] = self._write_rows(self._group.require_group("timestamps"), key, value, start)
+            ends = self._group["meta/episode_ends"]
+            ends.resize((index + 1,))
+            ends[index] = start + length
+            del self._group.attrs[PENDING_ATTR]
+        self._ends = np.append(self._ends, start + length).astype(np.int64)
+        return index
+
+    def _check_episode(self, data: dict[str, np.ndarray], timestamps: dict[str, np.ndarray]) -> int:
+        """Check one episode against the store's keys, shapes and dtypes; return its length."""
+        if not data:
+            raise DataError(self.path, "empty episode: no keys given", fix="pass {key: (T, ...) array}")
+        if self._arrays and set(data) != set(self._arrays):
+            raise DataError(
+                self.path, f"episode keys {sorted(data)} differ from the store's {self.keys}",
+                fix="every episode must carry the same keys",
+            )
+        lengths = {k: len(v) if v.ndim else 0 for k, v in data.items()}
+        length = next(iter(lengths.values()))
+        if length == 0 or any(n != length for n in lengths.values()):
+            raise DataError(self.path, f"episode arrays must share one non-zero length, got {lengths}",
+                            fix="every key needs one row per time step")
+        for key, value in data.items():
+            existing = self._arrays.get(key)
+            if existing is not None and value.shape[1:] != existing.shape[1:]:
+                raise DataError(self.path, f"rows of shape {value.shape[1:]}, store has {existing.shape[1:]}",
+                                key=f"data/{key}", fix="reshape the episode's array to match")
+            if existing is not None and not np.can_cast(value.dtype, existing.dtype, casting="same_kind"):
+                raise DataError(self.path, f"dtype {value.dtype} cannot be stored as {existing.dtype}",
+                                key=f"data/{key}", fix=f"convert it to {existing.dtype}")
+        for key, value in timestamps.items():
+            if key not in data or value.shape != (length,):
+                raise DataError(self.path, f"timestamps need shape ({length},) and a matching data key, got {value.shape}",
+                                key=f"timestamps/{key}", fix="one capture time per row of an existing key")
+        return length
+
+    def _write_rows(self, parent: zarr.Group, key: str, value: np.ndarray, start: int) -> zarr.Array:
+        """Grow `parent/key` to start + len(value) rows and write them."""
+        array = parent[key] if key in parent else create_time_array(parent, key, value.shape[1:], value.dtype)
+        array.resize((start + len(value), *array.shape[1:]))
+        array[start:] = value
+        return array
+
+    def _recover_interrupted_append(self) -> None:
+        """Drop rows and episode ends that an interrupted append left past the last episode."""
+        pending = self._group.attrs.get(PENDING_ATTR)
+        if pending is None:
+            return
+        log.warning("%s: dropping the rows of an interrupted append after episode %d", self.path, self.n_episodes)
+        for parent in ("data", "timestamps"):
+            if parent in self._group:
+                for _, array in self._group[parent].arrays():
+                    array.resize((self.n_steps, *array.shape[1:]))
+        self._group["meta/episode_ends"].resize((self.n_episodes,))
+        del self._group.attrs[PENDING_ATTR]
+        self._attrs.pop(PENDING_ATTR, None)
+
+    def copy_to(
+        self, path: str | os.PathLike, zarr_format: int = 3, keys: Iterable[str] | None = None, overwrite: bool = False
+    ) -> EpisodeStore:
+        """Write this store (or chosen keys) as a new store; values and dtypes are kept."""
+        dst = EpisodeStore.create(path, zarr_format=zarr_format, overwrite=overwrite, attrs=self.attrs)
+        keys = list(keys) if keys is not None else self.keys
+        for parent, source in (("data", {k: self[k] for k in keys}), ("timestamps", self._timestamps)):
+            group = dst._group.require_group(parent)
+            for key, array in source.items():
+                if key not in keys:
+                    continue
+                out = create_time_array(group, key, array.shape[1:], array.dtype)
+                out.resize((self.n_steps, *array.shape[1:]))
+                blocks = iter_blocks(array, 0, self.n_steps)
+                for pos, block in progress(blocks, f"copy {key}", total=-(-self.n_steps // block_rows(array))):
+                    out[pos : pos + len(block)] = block
+        ends = dst._group["meta/episode_ends"]
+        ends.resize((self.n_episodes,))
+        ends[:] = self._ends
+        return EpisodeStore.open(dst.path, mode="a")
+
+
+def check_episode_ends(
+    path: str, ends: np.ndarray, lengths: Mapping[str, int], pending: Mapping[str, int] | None = None
+) -> np.ndarray:
+    """Check episode_ends against the data lengths; return the committed ends.
+
+    With a `pending` append marker, data may run past the last end and one trailing,
+    unwritten end may be present; both belong to the interrupted append and are ignored.
+    """
+    key = "meta/episode_ends"
+    if ends.ndim != 1 or not np.issubdtype(ends.dtype, np.integer):
+        raise DataError(path, f"must be a 1-D integer array, got shape {ends.shape} dtype {ends.dtype}", key=key,
+                        fix="store the end row of each episode as int64")
+    if pending is not None and len(ends) > pending["n_episodes"]:
+        committed = ends[: pending["n_episodes"]]
+        last = int(committed[-1]) if len(committed) else 0
+        tail_ok = ends[-1] > last and all(ends[-1] <= n for n in lengths.values())
+        ends = ends if tail_ok and len(ends) == pending["n_episodes"] + 1 else committed
+    ends = ends.astype(np.int64)
+    if len(ends) and (ends[0] <= 0 or np.any(np.diff(ends) <= 0)):
+        bad = int(np.argmax(np.diff(np.concatenate([[0], ends])) <= 0))
+        raise DataError(path, f"not strictly increasing at episode {bad} (value {int(ends[bad])})", key=key,
+                        fix="each entry is the exclusive end row of an episode; empty episodes are not allowed")
+    if len(set(lengths.values())) > 1 and pending is None:
+        raise DataError(path, f"keys have different lengths: {dict(lengths)}", key="data",
+                        fix="every data/<key> needs one row per time step")
+    end = int(ends[-1]) if len(ends) else 0
+    for name, n in lengths.items():
+        if n < end or (n > end and pending is None):
+            raise DataError(
+                path, f"episode_ends ends at row {end} but data/{name} has {n} rows", key=key,
+                fix="the last episode end must equal the length of every data array",
+            )
+    return ends

@@ -1,0 +1,147 @@
+"""Opening zarr groups from paths and URLs, and the array layouts robopolicy writes.
+
+Stores written by Diffusion Policy, UMI and DP3 are zarr v2 (directories or `.zarr.zip`)
+and may use image codecs from imagecodecs; both are read unchanged through zarr 3.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numcodecs
+import numpy as np
+import zarr
+import zarr.storage
+from zarr.codecs import BloscCodec
+
+from robopolicy.datasets.errors import DataError
+
+log = logging.getLogger(__name__)
+
+try:  # Image codecs (JPEG-XL, JPEG 2000, ...) used by UMI and real-robot stores.
+    from imagecodecs.numcodecs import register_codecs as _register_image_codecs
+
+    _register_image_codecs(verbose=False)
+    HAVE_IMAGE_CODECS = True
+except ImportError:  # optional: only stores that use these codecs need it
+    HAVE_IMAGE_CODECS = False
+
+# Uncompressed bytes aimed at per chunk (low-dim) and per shard (images, v3).
+CHUNK_BYTES = 1 << 20
+SHARD_BYTES = 32 << 20
+
+
+def store_location(path: str | os.PathLike) -> str:
+    """A path or URL as a plain string, with `file://` turned into a local path."""
+    text = os.fspath(path)
+    return text[len("file://"):] if text.startswith("file://") else text
+
+
+def is_url(location: str) -> bool:
+    """True for fsspec URLs other than local files (`memory://`, `s3://`, ...)."""
+    return "://" in location
+
+
+def open_zarr_group(
+    path: str | os.PathLike, mode: str = "r", storage_options: dict[str, Any] | None = None
+) -> zarr.Group:
+    """Open the root group at a directory, a `.zip` file or an fsspec URL.
+
+    mode is "r" (read only), "a" (read and write an existing store) or "w" (create anew).
+    """
+    location = store_location(path)
+    read_only = mode == "r"
+    if is_url(location):
+        store = zarr.storage.FsspecStore.from_url(
+            location, read_only=read_only, storage_options=storage_options
+        )
+    elif location.endswith(".zip"):
+        if mode != "r":
+            raise DataError(location, "zip stores are read-only here", fix="copy it to a directory store to append")
+        if not Path(location).is_file():
+            raise DataError(location, "no such file", fix="check the path of the .zarr.zip store")
+        store = zarr.storage.ZipStore(location, mode="r")
+    else:
+        if mode != "w" and not Path(location).is_dir():
+            what = "is a file, not a zarr store directory" if Path(location).exists() else "does not exist"
+            raise DataError(location, what, fix="pass the directory that holds data/ and meta/ (or a .zarr.zip)")
+        store = zarr.storage.LocalStore(location, read_only=read_only)
+    try:
+        return zarr.open_group(store, mode=mode)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError) as err:
+        raise DataError(
+            location,
+            f"not a zarr store ({type(err).__name__}: {err})",
+            fix="pass the directory that holds data/ and meta/episode_ends",
+        ) from err
+
+
+def is_image_array(shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """Heuristic for arrays written without shape_meta: (T, H, W, C) uint8 or float frames."""
+    dtype = np.dtype(dtype)
+    frames = len(shape) == 4 and shape[-1] in (1, 3, 4) and min(shape[1:3]) >= 8
+    return frames and (dtype == np.uint8 or np.issubdtype(dtype, np.floating))
+
+
+@dataclass(frozen=True)
+class ArrayLayout:
+    """How one time-major array is chunked and compressed on disk."""
+
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    compressor: Any
+
+
+def default_layout(sample_shape: tuple[int, ...], dtype: np.dtype, zarr_format: int) -> ArrayLayout:
+    """Per-frame chunks for images (sharded in v3), about 1 MiB chunks for everything else."""
+    dtype = np.dtype(dtype)
+    frame_bytes = max(1, math.prod(sample_shape) * dtype.itemsize)
+    image = is_image_array((0, *sample_shape), dtype)
+    if image:
+        chunks = (1, *sample_shape)
+        shards = (max(1, SHARD_BYTES // frame_bytes), *sample_shape) if zarr_format == 3 else None
+    else:
+        chunks = (max(1, CHUNK_BYTES // frame_bytes), *sample_shape)
+        shards = None
+    if zarr_format == 3:
+        compressor = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle" if image else "shuffle")
+    else:
+        compressor = numcodecs.Blosc(
+            cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE if image else numcodecs.Blosc.SHUFFLE
+        )
+    return ArrayLayout(chunks=chunks, shards=shards, compressor=compressor)
+
+
+def create_time_array(
+    group: zarr.Group, name: str, sample_shape: tuple[int, ...], dtype: np.dtype, layout: ArrayLayout | None = None
+) -> zarr.Array:
+    """An empty array of shape (0, *sample_shape) that grows along time."""
+    zarr_format = group.metadata.zarr_format
+    layout = layout or default_layout(sample_shape, dtype, zarr_format)
+    kwargs: dict[str, Any] = {"compressors": layout.compressor}
+    if layout.shards is not None:
+        kwargs["shards"] = layout.shards
+    return group.create_array(
+        name, shape=(0, *sample_shape), chunks=layout.chunks, dtype=dtype, fill_value=0, **kwargs
+    )
+
+
+def describe_codec(array: zarr.Array | np.ndarray) -> str:
+    """A short human-readable codec description of an array ('in memory' for numpy)."""
+    if isinstance(array, np.ndarray):
+        return "in memory"
+    parts = [type(f).__name__ if not hasattr(f, "codec_id") else f.codec_id for f in array.filters]
+    for comp in array.compressors:
+        if hasattr(comp, "cname"):
+            cname = getattr(comp.cname, "value", comp.cname)
+            parts.append(f"blosc-{cname}-{comp.clevel}")
+        else:
+            parts.append(getattr(comp, "codec_id", type(comp).__name__))
+    if getattr(array, "shards", None):
+        parts.append(f"sharded {array.shards[0]}")
+    return "+".join(parts) or "raw"

@@ -1,0 +1,1 @@
+"""Export and the real-time runtime; imports nothing from training or policies."""

@@ -1,0 +1,1 @@
+"""Simulation environments used to generate demonstrations and to evaluate policies."""

@@ -1,0 +1,1 @@
+"""Policies: observation encoders plus action heads behind one Policy API (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""The one trainer for every policy: loop, EMA, checkpoint io, distributed helpers."""

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what robopolicy needs on a Debian 12 machine as root: system packages, a venv
+# in .venv made from Debian's python3 (the interpreter that rospy lives in), and the
+# package with all extras. Safe to run again: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(python3 python3-venv python3-dev build-essential git
+              libusb-1.0-0 libegl1 libgl1 libosmesa6 libglib2.0-0)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[setup] apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv from /usr/bin/python3"
+  /usr/bin/python3 -m venv .venv
+fi
+
+stamp=.venv/.robopolicy-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[setup] pip install -e .[sim,codecs,dev]"
+  .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+  .venv/bin/python -m pip install -q -e ".[sim,codecs,dev]"
+  echo "$want" > "$stamp"
+fi
