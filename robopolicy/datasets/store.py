@@ -234,6 +234,16 @@ class EpisodeStore:
         return None
 
     @property
+    def zarr_format(self) -> int | None:
+        """2 or 3 for a store on disk, None in memory."""
+        return None if self._group is None else self._group.metadata.zarr_format
+
+    @property
+    def has_interrupted_append(self) -> bool:
+        """True when an append died before committing; its rows are ignored."""
+        return PENDING_ATTR in self._attrs
+
+    @property
     def is_in_memory(self) -> bool:
         return all(isinstance(a, np.ndarray) for a in self._arrays.values())
 

@@ -31,9 +31,11 @@ try:  # Image codecs (JPEG-XL, JPEG 2000, ...) used by UMI and real-robot stores
 except ImportError:  # optional: only stores that use these codecs need it
     HAVE_IMAGE_CODECS = False
 
-# Uncompressed bytes aimed at per chunk (low-dim) and per shard (images, v3).
+# Uncompressed bytes aimed at per chunk (low-dim) and per shard (images, v3). zarr handles
+# the chunks inside a shard one by one, so a shard holds at most MAX_FRAMES_PER_SHARD frames.
 CHUNK_BYTES = 1 << 20
 SHARD_BYTES = 32 << 20
+MAX_FRAMES_PER_SHARD = 256
 
 
 def store_location(path: str | os.PathLike) -> str:
@@ -104,7 +106,8 @@ def default_layout(sample_shape: tuple[int, ...], dtype: np.dtype, zarr_format: 
     image = is_image_array((0, *sample_shape), dtype)
     if image:
         chunks = (1, *sample_shape)
-        shards = (max(1, SHARD_BYTES // frame_bytes), *sample_shape) if zarr_format == 3 else None
+        frames = min(MAX_FRAMES_PER_SHARD, max(1, SHARD_BYTES // frame_bytes))
+        shards = (frames, *sample_shape) if zarr_format == 3 else None
     else:
         chunks = (max(1, CHUNK_BYTES // frame_bytes), *sample_shape)
         shards = None

@@ -1,0 +1,78 @@
+"""Times farthest point sampling against open3d and depth back-projection; prints one JSON object.
+
+Run: .venv/bin/python bench/pointcloud.py
+"""
+
+import json
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import open3d as o3d
+
+from robopolicy.datasets.pointcloud import depth_to_points, farthest_point_sample
+
+REPEATS = 20
+WARMUP = 2
+
+
+def percentiles_ms(fn: Callable[[], object], repeats: int = REPEATS) -> dict[str, float]:
+    """p50 / p95 wall time of fn() in ms over ``repeats`` calls after ``WARMUP`` untimed calls."""
+    for _ in range(WARMUP):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return {"p50_ms": round(float(np.percentile(times, 50)), 3),
+            "p95_ms": round(float(np.percentile(times, 95)), 3)}
+
+
+def bench_fps(n_points: int, n_samples: int, rng: np.random.Generator) -> dict:
+    """Ours vs open3d's farthest_point_down_sample on one uniform cloud in a 1 m cube."""
+    points = rng.uniform(-0.5, 0.5, (n_points, 3))
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
+    points32 = points.astype(np.float32)
+    ours = percentiles_ms(lambda: farthest_point_sample(points32, n_samples))
+    theirs = percentiles_ms(lambda: cloud.farthest_point_down_sample(n_samples))
+    # Same float64 cloud on both sides: the same points are chosen (open3d keeps input order).
+    indices, _ = farthest_point_sample(points, n_samples)
+    same = np.array_equal(points[np.sort(indices)],
+                          np.asarray(cloud.farthest_point_down_sample(n_samples).points))
+    return {"ours_float32": ours, "open3d": theirs,
+            "ratio_p50_ours_over_open3d": round(ours["p50_ms"] / theirs["p50_ms"], 4),
+            "same_point_set_as_open3d_float64": bool(same)}
+
+
+def bench_depth(rng: np.random.Generator) -> dict:
+    """depth_to_points on a 480x640 float32 depth image (10% holes), with and without rgb."""
+    depth = rng.uniform(0.3, 2.0, (480, 640)).astype(np.float32)
+    depth[rng.random(depth.shape) < 0.1] = 0.0
+    rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    k = np.array([[615.0, 0.0, 320.0], [0.0, 615.0, 240.0], [0.0, 0.0, 1.0]])
+    pose = np.eye(4)
+    pose[:3, 3] = [0.1, -0.2, 0.8]
+    return {"xyz": percentiles_ms(lambda: depth_to_points(depth, k, pose)),
+            "xyz_rgb": percentiles_ms(lambda: depth_to_points(depth, k, pose, rgb=rgb))}
+
+
+def main() -> None:
+    """Run every case and print the results as one JSON object."""
+    rng = np.random.default_rng(0)
+    farthest_point_sample(np.zeros((2, 3), np.float32), 2)  # numba compile or cache load
+    farthest_point_sample(np.zeros((2, 3)), 2)
+    result = {
+        "cpu_count": os.cpu_count(),
+        "repeats": REPEATS,
+        "fps_100000_to_1024": bench_fps(100_000, 1024, rng),
+        "fps_10000_to_1024": bench_fps(10_000, 1024, rng),
+        "fps_100000_to_512": bench_fps(100_000, 512, rng),
+        "depth_to_points_480x640": bench_depth(rng),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

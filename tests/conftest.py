@@ -1,0 +1,54 @@
+"""Shared fixtures: the real Push-T store from ../shared (skipped when absent) and small stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robopolicy.datasets.store import EpisodeStore
+
+PUSHT_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pusht" / "pusht_cchi_v7_replay.zarr"
+
+PUSHT_SHAPE_META = {
+    "obs": {
+        "img": {"shape": [3, 96, 96], "type": "rgb"},
+        "agent_pos": {"shape": [2], "type": "low_dim", "source": "state", "dims": [0, 2]},
+    },
+    "action": {"shape": [2]},
+}
+
+
+@pytest.fixture(scope="session")
+def pusht_path() -> Path:
+    """Diffusion Policy's Push-T demos; a fresh clone has no ../shared, so tests skip there."""
+    if not (PUSHT_PATH / "meta" / "episode_ends").exists():
+        pytest.skip(f"shared Push-T store not found at {PUSHT_PATH} (present in CI, absent in a fresh clone)")
+    return PUSHT_PATH
+
+
+@pytest.fixture(scope="session")
+def pusht(pusht_path: Path) -> EpisodeStore:
+    return EpisodeStore.open(pusht_path)
+
+
+@pytest.fixture(scope="session")
+def pusht_memory(pusht: EpisodeStore) -> EpisodeStore:
+    """The image, state and action keys loaded into memory once per test session."""
+    return pusht.load(["img", "state", "action"])
+
+
+def synthetic_episode(index: int, length: int, image: bool = True) -> dict[str, np.ndarray]:
+    """A deterministic episode whose values encode (episode, step) so reads can be checked."""
+    steps = np.arange(length, dtype=np.float32)
+    data = {
+        "action": np.stack([np.full(length, index, np.float32), steps], axis=1),
+        "state": np.stack([steps * 2.0, steps + 1000.0 * index, -steps], axis=1).astype(np.float32),
+    }
+    if image:
+        frames = np.zeros((length, 16, 16, 3), np.uint8)
+        frames[..., 0] = index % 256
+        frames[..., 1] = (steps % 256).astype(np.uint8)[:, None, None]
+        data["img"] = frames
+    return data
