@@ -1,0 +1,149 @@
+"""Windows, padding and splits match Diffusion Policy's semantics on the real Push-T store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from robopolicy.datasets.sampler import SequenceSampler, split_episodes
+from robopolicy.datasets.sequence import SequenceDataset, make_dataloader
+from robopolicy.datasets.store import EpisodeStore
+from tests.conftest import PUSHT_SHAPE_META, synthetic_episode
+
+
+def reference_windows(episode_ends, sequence_length, pad_before, pad_after, mask):
+    """Diffusion Policy's window rule written as a plain loop: [buffer_start, buffer_end, sample_start, sample_end]."""
+    rows = []
+    start = 0
+    for end, keep in zip(episode_ends, mask):
+        length = end - start
+        if keep:
+            for s in range(-pad_before, length - sequence_length + pad_after + 1):
+                buffer_start = start + max(s, 0)
+                buffer_end = start + min(s + sequence_length, length)
+                sample_start = buffer_start - (start + s)
+                rows.append([buffer_start, buffer_end, sample_start, sample_start + buffer_end - buffer_start])
+        start = end
+    return np.array(rows, dtype=np.int64)
+
+
+def reference_sample(array, window, sequence_length):
+    """Diffusion Policy's padding: positions outside the data repeat the first / last frame read."""
+    buffer_start, buffer_end, sample_start, sample_end = window
+    sample = np.asarray(array[buffer_start:buffer_end])
+    out = np.empty((sequence_length, *sample.shape[1:]), sample.dtype)
+    out[:sample_start] = sample[0]
+    out[sample_end:] = sample[-1]
+    out[sample_start:sample_end] = sample
+    return out
+
+
+def reference_split(n_episodes, val_ratio, seed, max_train):
+    """The episode split as Diffusion Policy draws it (same numpy generator calls)."""
+    val = np.zeros(n_episodes, bool)
+    n_val = min(max(1, round(n_episodes * val_ratio)), n_episodes - 1)
+    val[np.random.default_rng(seed=seed).choice(n_episodes, size=n_val, replace=False)] = True
+    train_ids = np.flatnonzero(~val)
+    keep = train_ids[np.random.default_rng(seed=seed).choice(len(train_ids), size=max_train, replace=False)]
+    train = np.zeros(n_episodes, bool)
+    train[keep] = True
+    return train, val
+
+
+def test_window_count_and_padded_indices_match_diffusion_policy(pusht):
+    ends = pusht.episode_ends
+    sampler = SequenceSampler(ends, sequence_length=16, pad_before=1, pad_after=7)
+    expected = reference_windows(ends, 16, 1, 7, np.ones(len(ends), bool))
+    assert len(sampler) == len(expected) == 25650 - 7 * 206 == 24208
+    np.testing.assert_array_equal(sampler.buffer_indices(), expected)
+
+
+def test_split_matches_diffusion_policy_pusht_config(pusht):
+    train, val = split_episodes(pusht.n_episodes, val_ratio=0.02, seed=42, max_train_episodes=90)
+    ref_train, ref_val = reference_split(pusht.n_episodes, 0.02, 42, 90)
+    np.testing.assert_array_equal(train, ref_train)
+    np.testing.assert_array_equal(val, ref_val)
+    assert (train.sum(), val.sum(), (train & val).sum()) == (90, 4, 0)
+    dataset = SequenceDataset(pusht, PUSHT_SHAPE_META, 16, 2, 8, val_ratio=0.02, seed=42, max_train_episodes=90)
+    assert len(dataset) == len(reference_windows(pusht.episode_ends, 16, 1, 7, ref_train))
+    assert len(dataset.get_validation_dataset()) == len(reference_windows(pusht.episode_ends, 16, 1, 7, ref_val))
+
+
+@pytest.mark.parametrize("latency", [0, 3])
+def test_window_values_match_diffusion_policy_padding(pusht, pusht_memory, latency):
+    dataset = SequenceDataset(pusht_memory, PUSHT_SHAPE_META, horizon=16, n_obs_steps=2, n_action_steps=8,
+                              n_latency_steps=latency)
+    reference = reference_windows(pusht.episode_ends, 16 + latency, 1, 7, np.ones(pusht.n_episodes, bool))
+    assert len(dataset) == len(reference)
+    # the first windows of an episode (front padding), the last (back padding) and random ones
+    picks = np.concatenate([[0, 1, 2], len(dataset) - np.arange(1, 9), np.random.default_rng(0).integers(0, len(dataset), 40)])
+    batch = dataset[picks]
+    for b, w in enumerate(picks):
+        state = reference_sample(pusht["state"], reference[w], 16 + latency)
+        action = reference_sample(pusht["action"], reference[w], 16 + latency)
+        image = reference_sample(pusht["img"], reference[w], 16 + latency)
+        np.testing.assert_array_equal(batch["action"][b].numpy(), action[latency:])
+        np.testing.assert_array_equal(batch["obs"]["agent_pos"][b].numpy(), state[:2, :2])
+        expected_image = torch.from_numpy(image[:2]).permute(0, 3, 1, 2) / 255.0
+        torch.testing.assert_close(batch["obs"]["img"][b], expected_image, rtol=0, atol=1e-7)
+    single = dataset[int(picks[-1])]
+    torch.testing.assert_close(single["action"], batch["action"][-1])
+    assert single["obs"]["img"].shape == (2, 3, 96, 96) and 0.0 <= float(single["obs"]["img"].min())
+    assert float(batch["obs"]["img"].max()) <= 1.0
+
+
+def test_lazy_and_in_memory_give_identical_windows(pusht, pusht_memory):
+    lazy = SequenceDataset(pusht, PUSHT_SHAPE_META, 16, 2, 8)
+    memory = SequenceDataset(pusht_memory, PUSHT_SHAPE_META, 16, 2, 8)
+    picks = np.array([0, 5, 999, 24207])
+    a, b = lazy[picks], memory[picks]
+    for key in ("img", "agent_pos"):
+        torch.testing.assert_close(a["obs"][key], b["obs"][key], rtol=0, atol=0)
+    torch.testing.assert_close(a["action"], b["action"], rtol=0, atol=0)
+
+
+def small_store(lengths=(10, 4, 7)) -> EpisodeStore:
+    episodes = [synthetic_episode(i, n) for i, n in enumerate(lengths)]
+    data = {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]}
+    return EpisodeStore.from_arrays(data, np.cumsum(lengths))
+
+
+def test_per_key_horizon_stride_and_action_padding_mask():
+    store = small_store()
+    meta = {"obs": {"past": {"shape": [3], "source": "state", "horizon": 3, "down_sample_steps": 2},
+                    "now": {"shape": [3], "source": "state"}},
+            "action": {"shape": [2]}}
+    dataset = SequenceDataset(store, meta, horizon=4, n_obs_steps=2, n_action_steps=3)
+    # episode 0 has 10 steps: windows start at -1 .. 10 - 4 + 2 = 8, i.e. 10 windows
+    first = dataset[0]
+    assert first["action"][:, 1].tolist() == [0.0, 0.0, 1.0, 2.0]  # front padding repeats step 0
+    assert first["action_is_pad"].tolist() == [True, False, False, False]
+    assert first["obs"]["now"][:, 0].tolist() == [0.0, 0.0]  # state[:, 0] = 2 * step
+    window = dataset[6]  # start 5: current step 6, strided history 2, 4, 6
+    assert window["obs"]["past"][:, 0].tolist() == [4.0, 8.0, 12.0]
+    assert window["obs"]["now"][:, 0].tolist() == [10.0, 12.0]
+    last = dataset[9]  # start 8: actions 8, 9, then padding with step 9
+    assert last["action"][:, 1].tolist() == [8.0, 9.0, 9.0, 9.0]
+    assert last["action_is_pad"].tolist() == [False, False, True, True]
+    assert len(dataset) == 10 + 4 + 7  # length - horizon + pad_before + pad_after + 1 = length per episode
+
+
+def test_dataloader_with_workers_matches_direct_batches(pusht, pusht_memory):
+    dataset = SequenceDataset(pusht_memory, PUSHT_SHAPE_META, 16, 2, 8)
+    loader = make_dataloader(dataset, batch_size=16, shuffle=False, num_workers=2)
+    batches = [b for _, b in zip(range(3), loader)]
+    for i, batch in enumerate(batches):
+        direct = dataset[np.arange(16 * i, 16 * (i + 1))]
+        torch.testing.assert_close(batch["obs"]["img"], direct["obs"]["img"], rtol=0, atol=0)
+        torch.testing.assert_close(batch["action"], direct["action"], rtol=0, atol=0)
+    lazy = SequenceDataset(pusht, PUSHT_SHAPE_META, 16, 2, 8)
+    lazy_batch = next(iter(make_dataloader(lazy, batch_size=16, shuffle=False, num_workers=1)))
+    torch.testing.assert_close(lazy_batch["obs"]["img"], batches[0]["obs"]["img"], rtol=0, atol=0)
+
+
+def test_shuffled_loader_is_seeded(pusht_memory):
+    dataset = SequenceDataset(pusht_memory, PUSHT_SHAPE_META, 16, 2, 8)
+    first = [next(iter(make_dataloader(dataset, batch_size=8, seed=s)))["action"] for s in (1, 1, 2)]
+    torch.testing.assert_close(first[0], first[1])
+    assert not torch.equal(first[0], first[2])
