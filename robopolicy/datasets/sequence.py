@@ -35,6 +35,9 @@ class _KeyReader:
         self.dims = dims
         self.image_scale = image_scale
         self.in_memory = isinstance(array, np.ndarray)
+        self.squeeze_channel = kind == "depth" and array.ndim == 4  # (T, H, W, 1) depth -> (H, W) frames
+        self.contiguous = bool(np.all(np.diff(offsets) == 1))
+        self.first, self.last = int(offsets[0]), int(offsets[-1])
 
     def gather(self, sampler: SequenceSampler, windows: np.ndarray) -> torch.Tensor:
         """(B, K, ...) tensor of this key for the given windows."""
@@ -47,6 +50,18 @@ class _KeyReader:
             values = values[..., self.dims[0] : self.dims[1]]
         return self.convert(values)
 
+    def read_one(self, start: int, episode_start: int, episode_end: int) -> torch.Tensor:
+        """(K, ...) tensor for one window; a plain slice when no padding is needed."""
+        low, high = start + self.first, start + self.last
+        if self.contiguous and low >= episode_start and high < episode_end:
+            values = np.asarray(self.array[low : high + 1])
+        else:
+            rows = np.clip(start + self.offsets, episode_start, episode_end - 1)
+            values = self.array[rows] if self.in_memory else self._read_span(rows)
+        if self.dims is not None:
+            values = values[..., self.dims[0] : self.dims[1]]
+        return self.convert(values)
+
     def _read_span(self, rows: np.ndarray) -> np.ndarray:
         """Rows of one window from a lazy array: one contiguous read, then local indexing."""
         low = int(rows.min())
@@ -54,14 +69,21 @@ class _KeyReader:
         return span[rows - low]
 
     def convert(self, values: np.ndarray) -> torch.Tensor:
-        """numpy store layout -> torch policy layout (float CHW [0, 1] for images)."""
+        """numpy store layout (..., H, W, C) -> torch policy layout: float [0, 1] (..., C, H, W) for images.
+
+        Images are converted where they lie and then permuted, so the CHW result is a view with
+        channels-last strides (as a numpy moveaxis would give); call .contiguous() if needed.
+        """
         tensor = torch.from_numpy(np.ascontiguousarray(values))
         if self.kind == "rgb":
-            tensor = tensor.permute(0, 1, 4, 2, 3).to(torch.float32, memory_format=torch.contiguous_format)
-            return tensor.div_(self.image_scale) if self.image_scale != 1.0 else tensor
-        if self.kind == "depth" and tensor.ndim == 5:
+            if tensor.dtype == torch.float32:  # may share memory with the store: never divide in place
+                tensor = tensor / self.image_scale
+            else:
+                tensor = tensor.to(torch.float32).div_(self.image_scale)
+            return tensor.movedim(-1, -3)
+        if self.squeeze_channel:
             tensor = tensor[..., 0]
-        return tensor.to(torch.float32)
+        return tensor.to(torch.float32, copy=True)
 
 
 class SequenceDataset(Dataset):
@@ -175,10 +197,25 @@ class SequenceDataset(Dataset):
 
     def __getitem__(self, index: int | Sequence[int] | np.ndarray) -> dict[str, Any]:
         if np.ndim(index) == 0:
-            batch = self.get_batch(np.array([index], dtype=np.int64))
-            return {"obs": {k: v[0] for k, v in batch["obs"].items()}, "action": batch["action"][0],
-                    "action_is_pad": batch["action_is_pad"][0]}
+            return self.get_window(int(index))
         return self.get_batch(np.asarray(index, dtype=np.int64))
+
+    def get_window(self, index: int) -> dict[str, Any]:
+        """One window: obs (To_k, ...), action (horizon, Da), action_is_pad (horizon,)."""
+        window = range(len(self))[index]
+        bounds = (int(self.sampler.start[window]), int(self.sampler.episode_start[window]),
+                  int(self.sampler.episode_end[window]))
+        start, episode_start, episode_end = bounds
+        if start + self.action_offsets[0] >= episode_start and start + self.action_offsets[-1] < episode_end:
+            is_pad = torch.zeros(self.horizon, dtype=torch.bool)
+        else:
+            steps = start + self.action_offsets
+            is_pad = torch.from_numpy((steps < episode_start) | (steps >= episode_end))
+        return {
+            "obs": {key: reader.read_one(*bounds) for key, reader in self.obs_readers.items()},
+            "action": self.action_reader.read_one(*bounds),
+            "action_is_pad": is_pad,
+        }
 
     def get_batch(self, windows: np.ndarray) -> dict[str, Any]:
         """A batch of windows: obs (B, To_k, ...), action (B, horizon, Da), action_is_pad (B, horizon)."""
