@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from robopolicy.datasets.store import EpisodeStore, block_rows, iter_blocks
+from robopolicy.datasets.store import EpisodeStore
 from robopolicy.datasets.zarr_io import describe_codec
-from robopolicy.progress import progress
 
 
 def describe(store: EpisodeStore) -> dict[str, Any]:
@@ -80,16 +79,10 @@ def _check_image_rank(key: str, shape: tuple[int, ...], dtype: np.dtype) -> list
 
 
 def _check_finite(store: EpisodeStore, key: str) -> list[Finding]:
-    array = store[key]
-    total = -(-store.n_steps // block_rows(array))
-    for pos, block in progress(iter_blocks(array, 0, store.n_steps), f"scan {key}", total=total):
-        bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
-        if bad.any():
-            row = pos + int(np.argmax(bad))
-            episode = int(np.searchsorted(store.episode_ends, row, side="right"))
-            return [Finding("error", f"data/{key}", f"NaN or inf at row {row} (episode {episode}), "
-                            f"{int(bad.sum())} bad rows in rows {pos}..{pos + len(block)}")]
-    return []
+    row = store.first_non_finite(key)
+    if row is None:
+        return []
+    return [Finding("error", f"data/{key}", f"NaN or inf at row {row} (episode {store.episode_of(row)})")]
 
 
 def _check_timestamps(store: EpisodeStore, key: str, stamps: np.ndarray) -> list[Finding]:

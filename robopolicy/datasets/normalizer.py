@@ -23,7 +23,7 @@ from torch import nn
 
 from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.shape_meta import ShapeMeta, parse_shape_meta
-from robopolicy.datasets.store import EpisodeStore, block_rows, image_value_scale, iter_blocks
+from robopolicy.datasets.store import EpisodeStore, block_starts, image_value_scale, iter_blocks
 from robopolicy.progress import progress
 
 MODES = ("limits", "gaussian", "quantile", "identity")
@@ -238,9 +238,8 @@ def _stream_stats(store: EpisodeStore, source: str, kind: str, dims: tuple[int, 
                "point_cloud": array.shape[1] if array.ndim == 3 else 1}.get(kind, 1)
     stats = RunningStats(total * per_row, seed=seed)
     scale = image_value_scale(array) if kind == "rgb" else 1.0
-    n_blocks = sum(-(-(stop - start) // block_rows(array)) for start, stop in ranges)
     blocks = (block for start, stop in ranges for block in iter_blocks(array, start, stop))
-    for pos, block in progress(blocks, desc, total=n_blocks):
+    for pos, block in progress(blocks, desc, total=sum(len(block_starts(array, *rows)) for rows in ranges)):
         if dims is not None:
             block = block[..., dims[0] : dims[1]]
         if not np.isfinite(block).all():

@@ -20,7 +20,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.sampler import SequenceSampler, split_episodes
 from robopolicy.datasets.shape_meta import ObsSpec, ShapeMeta, parse_shape_meta
-from robopolicy.datasets.store import Array, EpisodeStore, image_value_scale, iter_blocks
+from robopolicy.datasets.store import Array, EpisodeStore, image_value_scale
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +184,10 @@ class SequenceDataset(Dataset):
 
     def _check_finite(self, array: Array, key: str) -> None:
         """Low-dim values and actions must be finite: one NaN poisons the normalizer and the loss."""
-        for pos, block in iter_blocks(array, 0, self.store.n_steps):
-            bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
-            if bad.any():
-                row = pos + int(np.argmax(bad))
-                episode = int(np.searchsorted(self.store.episode_ends, row, side="right"))
-                raise DataError(self.store.path, f"NaN or inf at row {row} (episode {episode})", key=f"data/{key}",
-                                fix="drop or repair that episode before training")
+        row = self.store.first_non_finite(key) if np.issubdtype(array.dtype, np.floating) else None
+        if row is not None:
+            raise DataError(self.store.path, f"NaN or inf at row {row} (episode {self.store.episode_of(row)})",
+                            key=f"data/{key}", fix="drop or repair that episode before training")
 
     def __len__(self) -> int:
         return len(self.sampler)

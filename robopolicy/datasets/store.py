@@ -21,8 +21,8 @@ import numpy as np
 import zarr
 
 from robopolicy.datasets.errors import DataError
-from robopolicy.progress import progress
 from robopolicy.datasets.zarr_io import create_time_array, is_image_array, is_url, open_zarr_group, store_location
+from robopolicy.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +40,24 @@ def block_rows(array: Array) -> int:
     return max(chunk_rows, rows // chunk_rows * chunk_rows)
 
 
-def iter_blocks(array: Array, start: int, stop: int) -> Iterable[tuple[int, np.ndarray]]:
-    """Yield (row offset, numpy block) over rows [start, stop) in chunk-aligned blocks."""
+def block_starts(array: Array, start: int, stop: int) -> list[int]:
+    """First rows of the chunk-aligned blocks that cover rows [start, stop)."""
     step = block_rows(array)
-    pos = start
-    while pos < stop:
-        end = min(stop, (pos // step + 1) * step)
-        yield pos, np.asarray(array[pos:end])
-        pos = end
+    return [start, *range((start // step + 1) * step, stop, step)] if start < stop else []
+
+
+def iter_blocks(array: Array, start: int, stop: int, desc: str | None = None) -> Iterable[tuple[int, np.ndarray]]:
+    """(row offset, numpy block) over rows [start, stop) in chunk-aligned blocks; a progress bar with desc."""
+    step = block_rows(array)
+    starts = block_starts(array, start, stop)
+    blocks = ((pos, np.asarray(array[pos : min(stop, (pos // step + 1) * step)])) for pos in starts)
+    return progress(blocks, desc, total=len(starts)) if desc else blocks
 
 
 def _float_images_as_uint8(array: Array, stop: int, desc: str) -> np.ndarray:
-    """Read float 0..255 frames as uint8 when every value is a whole number (lossless), else as is."""
+    """Read float 0..255 frames as uint8 when every value is a whole number (lossless), else as they are."""
     out = np.empty((stop, *array.shape[1:]), dtype=np.uint8)
-    for pos, block in progress(iter_blocks(array, 0, stop), desc, total=-(-stop // block_rows(array))):
+    for pos, block in iter_blocks(array, 0, stop, desc):
         rounded = np.rint(block)
         if not (np.array_equal(rounded, block) and block.min() >= 0 and block.max() <= 255):
             log.info("%s: float frames are not whole 0..255 values; kept as %s", desc, array.dtype)
@@ -257,6 +261,18 @@ class EpisodeStore:
         start = 0 if index == 0 else int(self._ends[index - 1])
         return slice(start, int(self._ends[index]))
 
+    def episode_of(self, row: int) -> int:
+        """Index of the episode that holds `row`."""
+        return int(np.searchsorted(self._ends, row, side="right"))
+
+    def first_non_finite(self, key: str) -> int | None:
+        """First row of `key` holding NaN or inf (scanned in blocks), or None."""
+        for pos, block in iter_blocks(self[key], 0, self.n_steps, f"scan {key}"):
+            bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+            if bad.any():
+                return pos + int(np.argmax(bad))
+        return None
+
     def read(self, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows [start, stop) of `key` as numpy (stop defaults to n_steps)."""
         stop = self.n_steps if stop is None else stop
@@ -275,12 +291,12 @@ class EpisodeStore:
             array = self[key]
             if isinstance(array, np.ndarray):
                 arrays[key] = array[: self.n_steps]
-            elif images_as_uint8 and is_image_array(array.shape, array.dtype) and array.dtype != np.uint8:
+            elif images_as_uint8 and array.dtype != np.uint8 and is_image_array(array.shape, array.dtype) \
+                    and image_value_scale(array) == 255.0:
                 arrays[key] = _float_images_as_uint8(array, self.n_steps, f"load {key}")
             else:
                 arrays[key] = np.empty((self.n_steps, *array.shape[1:]), dtype=array.dtype)
-                blocks = iter_blocks(array, 0, self.n_steps)
-                for pos, block in progress(blocks, f"load {key}", total=-(-self.n_steps // block_rows(array))):
+                for pos, block in iter_blocks(array, 0, self.n_steps, f"load {key}"):
                     arrays[key][pos : pos + len(block)] = block
         timestamps = {k: np.asarray(v[: self.n_steps]) for k, v in self._timestamps.items() if k in keys}
         return EpisodeStore(arrays, self._ends, self.path, timestamps=timestamps, attrs=self.attrs)
@@ -382,8 +398,7 @@ class EpisodeStore:
                     continue
                 out = create_time_array(group, key, array.shape[1:], array.dtype)
                 out.resize((self.n_steps, *array.shape[1:]))
-                blocks = iter_blocks(array, 0, self.n_steps)
-                for pos, block in progress(blocks, f"copy {key}", total=-(-self.n_steps // block_rows(array))):
+                for pos, block in iter_blocks(array, 0, self.n_steps, f"copy {key}"):
                     out[pos : pos + len(block)] = block
         ends = dst._group["meta/episode_ends"]
         ends.resize((self.n_episodes,))
