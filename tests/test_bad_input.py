@@ -56,7 +56,7 @@ def test_episode_ends_not_ending_at_array_length(tmp_path):
 
 def test_keys_of_different_lengths(tmp_path):
     data = good_data() | {"state": np.zeros((9, 5), np.float32)}
-    expect_error(write_raw_store(tmp_path / "s.zarr", data, [5, 10]), "different lengths", "'state': 9")
+    expect_error(write_raw_store(tmp_path / "s.zarr", data, [5, 10]), "different lengths", "'data/state': 9")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])

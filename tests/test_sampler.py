@@ -74,7 +74,8 @@ def test_split_matches_diffusion_policy_pusht_config(pusht):
 def test_window_values_match_diffusion_policy_padding(pusht, pusht_memory, latency):
     dataset = SequenceDataset(pusht_memory, PUSHT_SHAPE_META, horizon=16, n_obs_steps=2, n_action_steps=8,
                               n_latency_steps=latency)
-    reference = reference_windows(pusht.episode_ends, 16 + latency, 1, 7, np.ones(pusht.n_episodes, bool))
+    # Diffusion Policy's configs pad n_obs_steps - 1 + n_latency_steps steps before each episode
+    reference = reference_windows(pusht.episode_ends, 16 + latency, 1 + latency, 7, np.ones(pusht.n_episodes, bool))
     assert len(dataset) == len(reference)
     # the first windows of an episode (front padding), the last (back padding) and random ones
     picks = np.concatenate([[0, 1, 2], len(dataset) - np.arange(1, 9), np.random.default_rng(0).integers(0, len(dataset), 40)])

@@ -23,6 +23,7 @@ from torch import nn
 
 from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.shape_meta import ShapeMeta, parse_shape_meta
+from robopolicy.datasets.sources import action_source, obs_source
 from robopolicy.datasets.store import EpisodeStore, block_starts, image_value_scale, iter_blocks
 from robopolicy.progress import progress
 
@@ -30,6 +31,7 @@ MODES = ("limits", "gaussian", "quantile", "identity")
 DEFAULT_MODES = {"low_dim": "limits", "action": "limits", "rgb": "identity", "depth": "identity",
                  "point_cloud": "identity"}
 STAT_NAMES = ("min", "max", "mean", "std", "q01", "q99")
+UPDATE_ROWS = 1 << 20  # rows per RunningStats update (about 24 MiB of float64 for 3 channels)
 
 
 class RunningStats:
@@ -178,7 +180,7 @@ class Normalizer(nn.Module):
         eps: float = 1e-4,
         seed: int = 0,
     ) -> Normalizer:
-        """Fit every shape_meta key (and "action") in one streaming pass over the chosen episodes.
+        """Fit every shape_meta key (and "action"), streaming each key once over the chosen episodes.
 
         `modes` overrides the defaults (limits for actions and low-dim, identity otherwise);
         keys in identity mode are not read at all.
@@ -188,6 +190,12 @@ class Normalizer(nn.Module):
         unknown = set(modes) - set(meta.obs) - {"action"}
         if unknown:
             raise ValueError(f"normalizer modes given for unknown keys {sorted(unknown)}; keys: {[*meta.obs, 'action']}")
+        for key, mode in modes.items():
+            if mode not in MODES:
+                raise ValueError(f"normalizer mode for {key!r} must be one of {MODES}, got {mode!r}")
+        for spec in meta.obs.values():
+            obs_source(store, spec)
+        action_source(store, meta)
         rows = _selected_rows(store, episode_mask)
         fields = {}
         for key, kind, source, dims in [(k, s.type, s.source, s.dims) for k, s in meta.obs.items()] + [
@@ -217,6 +225,9 @@ def _selected_rows(store: EpisodeStore, episode_mask: np.ndarray | None) -> list
     """Row ranges [start, stop) of the selected episodes, merged where adjacent."""
     if episode_mask is None:
         return [(0, store.n_steps)] if store.n_steps else []
+    if np.shape(episode_mask) != (store.n_episodes,):
+        raise DataError(store.path, f"episode_mask has shape {np.shape(episode_mask)}, the store has "
+                        f"{store.n_episodes} episodes", fix="pass one bool per episode (e.g. dataset.episode_mask)")
     ranges: list[tuple[int, int]] = []
     for start, stop, keep in zip(store.episode_starts, store.episode_ends, episode_mask):
         if keep:
@@ -245,12 +256,9 @@ def _stream_stats(store: EpisodeStore, source: str, kind: str, dims: tuple[int, 
         if not np.isfinite(block).all():
             raise DataError(store.path, f"NaN or inf in rows {pos}..{pos + len(block)}", key=f"data/{source}",
                             fix="drop or repair those episodes before fitting")
-        if kind == "rgb":
-            block = block.reshape(-1, block.shape[-1]) / scale
-        elif kind == "depth":
-            block = block.reshape(-1, 1)
-        elif kind == "point_cloud":
-            block = block.reshape(-1, block.shape[-1])
-        stats.update(block)
+        if kind in ("rgb", "depth", "point_cloud"):
+            block = block.reshape(-1, 1 if kind == "depth" else block.shape[-1])
+        for start in range(0, len(block), UPDATE_ROWS):  # bounds the float64 copies of image blocks
+            stats.update(block[start : start + UPDATE_ROWS] / scale if scale != 1.0 else block[start : start + UPDATE_ROWS])
     return stats.result()
 

@@ -9,7 +9,6 @@ never the whole window, which is what makes image windows cheap.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,13 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.sampler import SequenceSampler, split_episodes
 from robopolicy.datasets.shape_meta import ObsSpec, ShapeMeta, parse_shape_meta
+from robopolicy.datasets.sources import action_source, obs_source
 from robopolicy.datasets.store import Array, EpisodeStore, image_value_scale
-
-log = logging.getLogger(__name__)
-
 
 class _KeyReader:
     """Reads one key's steps for a batch of windows and converts them to policy layout."""
@@ -90,8 +86,8 @@ class SequenceDataset(Dataset):
     """Windows of `horizon` actions and `n_obs_steps` observations from an EpisodeStore.
 
     Window semantics, padding and the seeded episode split follow Diffusion Policy:
-    pad_before defaults to n_obs_steps - 1 and pad_after to n_action_steps - 1;
-    `n_latency_steps` shifts actions later than observations by that many steps.
+    pad_before defaults to n_obs_steps - 1 + n_latency_steps and pad_after to n_action_steps - 1
+    (Diffusion Policy's configs); `n_latency_steps` shifts actions later than observations.
     `dataset[i]` is one window; `dataset[[i, j, ...]]` is a batch gathered in one go.
     """
 
@@ -130,64 +126,21 @@ class SequenceDataset(Dataset):
         self.sampler = SequenceSampler(
             store.episode_ends,
             sequence_length=horizon + n_latency_steps,
-            pad_before=n_obs_steps - 1 if pad_before is None else pad_before,
+            pad_before=n_obs_steps - 1 + n_latency_steps if pad_before is None else pad_before,
             pad_after=n_action_steps - 1 if pad_after is None else pad_after,
             episode_mask=self.episode_mask,
         )
         self.obs_readers = {key: self._obs_reader(spec) for key, spec in self.shape_meta.obs.items()}
-        action = self._source(self.shape_meta.action_source, "action")
-        self._check_shape(action, self.shape_meta.action_shape, self.shape_meta.action_source)
-        self._check_finite(action, self.shape_meta.action_source)
+        action = action_source(store, self.shape_meta)
         self.action_offsets = n_latency_steps + np.arange(horizon)
         self.action_reader = _KeyReader(action, self.action_offsets, "action", None, 1.0)
 
-    def _source(self, key: str, role: str) -> Array:
-        if key not in self.store:
-            raise DataError(self.store.path, f"{role} key not in the store", key=f"data/{key}",
-                            fix=f"set `source:` in shape_meta to one of {self.store.keys}")
-        return self.store[key]
-
     def _obs_reader(self, spec: ObsSpec) -> _KeyReader:
-        array = self._source(spec.source, f"obs.{spec.key}")
+        array = obs_source(self.store, spec)
         horizon = spec.horizon or self.n_obs_steps
-        current = self.n_obs_steps - 1
-        offsets = current - spec.down_sample_steps * np.arange(horizon - 1, -1, -1)
-        image_scale = 1.0
-        if spec.type == "rgb":
-            c, h, w = spec.shape
-            if array.ndim != 4 or tuple(array.shape[1:]) != (h, w, c):
-                raise DataError(self.store.path, f"images must be (T, H, W, C) = (T, {h}, {w}, {c}) for "
-                                f"shape_meta {list(spec.shape)}, got {tuple(array.shape)}", key=f"data/{spec.source}",
-                                fix="store frames as uint8 HWC, or correct shape_meta")
-            image_scale = image_value_scale(array)
-            log.debug("data/%s: frames read as 0..%g", spec.source, image_scale)
-        elif spec.type == "depth":
-            if array.ndim not in (3, 4) or tuple(array.shape[1:3]) != spec.shape:
-                raise DataError(self.store.path, f"depth must be (T, H, W[, 1]) with H, W = {spec.shape}, "
-                                f"got {tuple(array.shape)}", key=f"data/{spec.source}")
-        elif spec.type == "point_cloud":
-            self._check_shape(array, spec.shape, spec.source)
-        else:
-            width = array.shape[-1] if array.ndim > 1 else 1
-            if spec.dims is not None and spec.dims[1] > width:
-                raise DataError(self.store.path, f"dims {list(spec.dims)} exceed the last axis ({width})",
-                                key=f"data/{spec.source}", fix="fix `dims` in shape_meta")
-            if spec.dims is None:
-                self._check_shape(array, spec.shape, spec.source)
-            self._check_finite(array, spec.source)
+        offsets = (self.n_obs_steps - 1) - spec.down_sample_steps * np.arange(horizon - 1, -1, -1)
+        image_scale = image_value_scale(array) if spec.type == "rgb" else 1.0
         return _KeyReader(array, offsets, spec.type, spec.dims, image_scale)
-
-    def _check_shape(self, array: Array, shape: tuple[int, ...], key: str) -> None:
-        if tuple(array.shape[1:]) != tuple(shape):
-            raise DataError(self.store.path, f"rows have shape {tuple(array.shape[1:])}, shape_meta says {list(shape)}",
-                            key=f"data/{key}", fix="correct shape_meta or the data")
-
-    def _check_finite(self, array: Array, key: str) -> None:
-        """Low-dim values and actions must be finite: one NaN poisons the normalizer and the loss."""
-        row = self.store.first_non_finite(key) if np.issubdtype(array.dtype, np.floating) else None
-        if row is not None:
-            raise DataError(self.store.path, f"NaN or inf at row {row} (episode {self.store.episode_of(row)})",
-                            key=f"data/{key}", fix="drop or repair that episode before training")
 
     def __len__(self) -> int:
         return len(self.sampler)

@@ -1,27 +1,35 @@
 """The episode store: `data/<key>` arrays concatenated over time plus `meta/episode_ends`.
 
 Reads Diffusion Policy / UMI / DP3 zarr v2 stores unchanged and writes zarr v3 (sharded
-image chunks) or v2. Appends are crash-safe: every file write is atomic (zarr's local
-store writes to a temporary file and renames it), data rows are written before
+image chunks) or v2. Appends survive a killed process: on a local directory every file
+write is an atomic rename (zarr's LocalStore), data rows are written before
 `meta/episode_ends` grows, and a `pending_append` attribute brackets the append so that
 rows of an interrupted append are recognised, ignored by readers and dropped by the
 next writer. An episode exists once its end is in `meta/episode_ends`, never before.
+(Files are not fsynced, so a power cut is not covered; fsspec stores are as atomic as
+their backend's writes.)
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any, Union
 
+import numcodecs.errors
 import numpy as np
 import zarr
 
 from robopolicy.datasets.errors import DataError
-from robopolicy.datasets.zarr_io import create_time_array, is_image_array, is_url, open_zarr_group, store_location
+from robopolicy.datasets.zarr_io import (
+    create_time_array,
+    create_zarr_group,
+    is_image_array,
+    open_zarr_group,
+    store_location,
+    unknown_codec_error,
+)
 from robopolicy.progress import progress
 
 log = logging.getLogger(__name__)
@@ -106,9 +114,11 @@ class EpisodeStore:
         load: bool | Iterable[str] = False,
         storage_options: dict[str, Any] | None = None,
     ) -> EpisodeStore:
-        """Open a store; mode "a" allows appends. load=True or a list of keys reads into memory."""
+        """Open a store; mode "a" allows appends. load=True or a list of keys reads into memory (read only)."""
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r} (use EpisodeStore.create for a new store)")
+        if load and mode == "a":
+            raise ValueError("load=... gives an in-memory copy whose appends would never reach disk; use mode='r'")
         location = store_location(path)
         group = open_zarr_group(location, mode=mode, storage_options=storage_options)
         store = cls._from_group(location, group)
@@ -131,17 +141,7 @@ class EpisodeStore:
         if zarr_format not in (2, 3):
             raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format}")
         location = store_location(path)
-        if not is_url(location) and Path(location).exists():
-            if not overwrite:
-                raise DataError(location, "already exists", fix="pick a new path, or pass overwrite=True to replace it")
-            shutil.rmtree(location) if Path(location).is_dir() else Path(location).unlink()
-        group = zarr.open_group(
-            zarr.storage.FsspecStore.from_url(location, storage_options=storage_options)
-            if is_url(location)
-            else zarr.storage.LocalStore(location),
-            mode="w",
-            zarr_format=zarr_format,
-        )
+        group = create_zarr_group(location, zarr_format, overwrite, storage_options)
         group.require_group("data")
         meta = group.require_group("meta")
         meta.create_array("episode_ends", shape=(0,), chunks=(1 << 14,), dtype="int64", fill_value=0)
@@ -153,23 +153,26 @@ class EpisodeStore:
     def from_arrays(cls, data: Mapping[str, np.ndarray], episode_ends: np.ndarray, name: str = "<memory>") -> EpisodeStore:
         """An in-memory store over existing numpy arrays (checked like a store on disk)."""
         ends = np.asarray(episode_ends)
-        check_episode_ends(name, ends, {k: len(v) for k, v in data.items()})
+        check_episode_ends(name, ends, {f"data/{k}": len(v) for k, v in data.items()})
         return cls({k: np.asarray(v) for k, v in data.items()}, ends, name)
 
     @classmethod
     def _from_group(cls, location: str, group: zarr.Group) -> EpisodeStore:
         """Read the layout, check it, and build a lazy store; re-read once if an append raced us."""
         for attempt in range(3):
-            if "meta" not in group or "episode_ends" not in group["meta"]:
+            ends_array = group.get("meta/episode_ends") if isinstance(group.get("meta"), zarr.Group) else None
+            if not isinstance(ends_array, zarr.Array):
                 raise DataError(
                     location, "missing meta/episode_ends", key="meta/episode_ends",
                     fix="a store needs meta/episode_ends: int64 end index of each episode in data/",
                 )
-            if "data" not in group:
+            if not isinstance(group.get("data"), zarr.Group):
                 raise DataError(location, "missing the data/ group", key="data", fix="arrays go under data/<key>")
-            ends = np.asarray(group["meta/episode_ends"][:])
-            arrays = {name: arr for name, arr in group["data"].arrays()}
-            lengths = {k: a.shape[0] for k, a in arrays.items()}
+            ends = np.asarray(ends_array[:])
+            arrays = _list_arrays(location, group, "data")
+            timestamps = _list_arrays(location, group, "timestamps")
+            lengths = {f"data/{k}": a.shape[0] for k, a in arrays.items()}
+            lengths |= {f"timestamps/{k}": a.shape[0] for k, a in timestamps.items()}
             pending = group.attrs.get(PENDING_ATTR)
             try:
                 ends = check_episode_ends(location, ends, lengths, pending=pending)
@@ -178,9 +181,6 @@ class EpisodeStore:
                 if attempt == 2 or pending is not None:
                     raise
                 group = zarr.open_group(group.store, mode="r" if group.read_only else "a")
-        timestamps = {}
-        if "timestamps" in group:
-            timestamps = {name: arr for name, arr in group["timestamps"].arrays()}
         return cls(arrays, ends, location, group=group, timestamps=timestamps, attrs=dict(group.attrs))
 
     # ------------------------------------------------------------------ reading
@@ -274,8 +274,8 @@ class EpisodeStore:
         return None
 
     def read(self, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Rows [start, stop) of `key` as numpy (stop defaults to n_steps)."""
-        stop = self.n_steps if stop is None else stop
+        """Rows [start, stop) of `key` as numpy; stop defaults to, and is capped at, n_steps."""
+        stop = self.n_steps if stop is None else min(stop, self.n_steps)
         return np.asarray(self[key][start:stop])
 
     def episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
@@ -284,7 +284,7 @@ class EpisodeStore:
         return {k: self.read(k, rows.start, rows.stop) for k in (keys or self.keys)}
 
     def load(self, keys: Iterable[str] | None = None, images_as_uint8: bool = True) -> EpisodeStore:
-        """Read keys into memory. Float 0..255 frames become uint8 when that is lossless."""
+        """Read keys into memory. Float 0..255 frames read from disk become uint8 when that is lossless."""
         keys = list(keys) if keys is not None else self.keys
         arrays: dict[str, np.ndarray] = {}
         for key in keys:
@@ -308,7 +308,7 @@ class EpisodeStore:
         """Append one episode atomically and return its index.
 
         `data[key]` is (T, ...) for every key (the same keys as the store's, once it has any);
-        `timestamps[key]`, optional, is (T,) capture times in seconds.
+        `timestamps[key]` is (T,) capture times in seconds, for the same keys in every episode.
         """
         data = {k: np.asarray(v) for k, v in data.items()}
         timestamps = {k: np.asarray(v, dtype=np.float64) for k, v in (timestamps or {}).items()}
@@ -362,6 +362,10 @@ class EpisodeStore:
             if key not in data or value.shape != (length,):
                 raise DataError(self.path, f"timestamps need shape ({length},) and a matching data key, got {value.shape}",
                                 key=f"timestamps/{key}", fix="one capture time per row of an existing key")
+        if self.n_episodes and set(timestamps) != set(self._timestamps):
+            raise DataError(self.path, f"timestamps given for {sorted(timestamps)}, earlier episodes have them for "
+                            f"{sorted(self._timestamps)}", key="timestamps",
+                            fix="give capture times for the same keys in every episode")
         return length
 
     def _write_rows(self, parent: zarr.Group, key: str, value: np.ndarray, start: int) -> zarr.Array:
@@ -376,10 +380,15 @@ class EpisodeStore:
         pending = self._group.attrs.get(PENDING_ATTR)
         if pending is None:
             return
-        log.warning("%s: dropping the rows of an interrupted append after episode %d", self.path, self.n_episodes)
-        for parent in ("data", "timestamps"):
-            if parent in self._group:
-                for _, array in self._group[parent].arrays():
+        kept = self.n_episodes - pending["n_episodes"]
+        log.warning("%s: an append was interrupted after episode %d; %s", self.path, pending["n_episodes"],
+                    "its episode was complete and is kept" if kept else "its rows are dropped")
+        for parent, arrays in (("data", self._arrays), ("timestamps", self._timestamps)):
+            for key, array in list(arrays.items()):
+                if self.n_episodes == 0:  # the store's first append: its arrays may not match the next one
+                    del self._group[parent][key]
+                    del arrays[key]
+                else:
                     array.resize((self.n_steps, *array.shape[1:]))
         self._group["meta/episode_ends"].resize((self.n_episodes,))
         del self._group.attrs[PENDING_ATTR]
@@ -389,6 +398,8 @@ class EpisodeStore:
         self, path: str | os.PathLike, zarr_format: int = 3, keys: Iterable[str] | None = None, overwrite: bool = False
     ) -> EpisodeStore:
         """Write this store (or chosen keys) as a new store; values and dtypes are kept."""
+        if store_location(path) == self.path or os.path.realpath(store_location(path)) == os.path.realpath(self.path):
+            raise DataError(self.path, "cannot copy a store onto itself", fix="pick a different destination path")
         dst = EpisodeStore.create(path, zarr_format=zarr_format, overwrite=overwrite, attrs=self.attrs)
         keys = list(keys) if keys is not None else self.keys
         for parent, source in (("data", {k: self[k] for k in keys}), ("timestamps", self._timestamps)):
@@ -430,12 +441,29 @@ def check_episode_ends(
                         fix="each entry is the exclusive end row of an episode; empty episodes are not allowed")
     if len(set(lengths.values())) > 1 and pending is None:
         raise DataError(path, f"keys have different lengths: {dict(lengths)}", key="data",
-                        fix="every data/<key> needs one row per time step")
+                        fix="every data/<key> (and timestamps/<key>) needs one row per time step")
     end = int(ends[-1]) if len(ends) else 0
+    if end and not lengths:
+        raise DataError(path, f"episode_ends counts {end} rows but data/ holds no arrays", key="data",
+                        fix="store each recorded key as data/<key>")
     for name, n in lengths.items():
         if n < end or (n > end and pending is None):
             raise DataError(
-                path, f"episode_ends ends at row {end} but data/{name} has {n} rows", key=key,
+                path, f"episode_ends ends at row {end} but {name} has {n} rows", key=key,
                 fix="the last episode end must equal the length of every data array",
             )
     return ends
+
+
+def _list_arrays(location: str, group: zarr.Group, name: str) -> dict[str, zarr.Array]:
+    """The arrays of subgroup `name` (empty when it is absent); unknown codecs become a DataError."""
+    parent = group.get(name)
+    if not isinstance(parent, zarr.Group):
+        return {}
+    arrays = {}
+    for key in parent.array_keys():
+        try:
+            arrays[key] = parent[key]
+        except numcodecs.errors.UnknownCodecError as err:
+            raise unknown_codec_error(location, f"{name}/{key}", err) from err
+    return arrays

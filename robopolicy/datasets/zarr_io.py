@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numcodecs
 import numpy as np
 import zarr
+import zarr.abc.store
 import zarr.storage
 from zarr.codecs import BloscCodec
 
@@ -27,9 +29,15 @@ try:  # Image codecs (JPEG-XL, JPEG 2000, ...) used by UMI and real-robot stores
     from imagecodecs.numcodecs import register_codecs as _register_image_codecs
 
     _register_image_codecs(verbose=False)
-    HAVE_IMAGE_CODECS = True
-except ImportError:  # optional: only stores that use these codecs need it
-    HAVE_IMAGE_CODECS = False
+except ImportError:  # optional: only stores that use these codecs need it (see unknown_codec_error)
+    pass
+
+
+def unknown_codec_error(location: str, key: str, err: Exception) -> DataError:
+    """The error for an array whose compressor is not installed here."""
+    return DataError(location, f"compressed with a codec that is not installed ({err})", key=key,
+                     fix="pip install imagecodecs (robopolicy's 'codecs' extra) for image codecs, "
+                         "or the package that provides this numcodecs codec")
 
 # Uncompressed bytes aimed at per chunk (low-dim) and per shard (images, v3). zarr handles
 # the chunks inside a shard one by one, so a shard holds at most MAX_FRAMES_PER_SHARD frames.
@@ -49,30 +57,34 @@ def is_url(location: str) -> bool:
     return "://" in location
 
 
+def make_zarr_store(location: str, read_only: bool, storage_options: dict[str, Any] | None = None) -> zarr.abc.store.Store:
+    """The zarr store behind a directory, a `.zip` file (read only) or an fsspec URL."""
+    if is_url(location):
+        return zarr.storage.FsspecStore.from_url(location, read_only=read_only, storage_options=storage_options)
+    if location.endswith(".zip"):
+        if not read_only:
+            raise DataError(location, "zip stores are read-only here", fix="copy it to a directory store to write")
+        if not Path(location).is_file():
+            raise DataError(location, "no such file", fix="check the path of the .zarr.zip store")
+        return zarr.storage.ZipStore(location, mode="r")
+    return zarr.storage.LocalStore(location, read_only=read_only)
+
+
+def looks_like_zarr_directory(location: str) -> bool:
+    """A directory with zarr group metadata (v3 zarr.json or v2 .zgroup)."""
+    root = Path(location)
+    return root.is_dir() and ((root / "zarr.json").is_file() or (root / ".zgroup").is_file())
+
+
 def open_zarr_group(
     path: str | os.PathLike, mode: str = "r", storage_options: dict[str, Any] | None = None
 ) -> zarr.Group:
-    """Open the root group at a directory, a `.zip` file or an fsspec URL.
-
-    mode is "r" (read only), "a" (read and write an existing store) or "w" (create anew).
-    """
+    """Open the root group of an existing store: mode "r" (read only) or "a" (read and write)."""
     location = store_location(path)
-    read_only = mode == "r"
-    if is_url(location):
-        store = zarr.storage.FsspecStore.from_url(
-            location, read_only=read_only, storage_options=storage_options
-        )
-    elif location.endswith(".zip"):
-        if mode != "r":
-            raise DataError(location, "zip stores are read-only here", fix="copy it to a directory store to append")
-        if not Path(location).is_file():
-            raise DataError(location, "no such file", fix="check the path of the .zarr.zip store")
-        store = zarr.storage.ZipStore(location, mode="r")
-    else:
-        if mode != "w" and not Path(location).is_dir():
-            what = "is a file, not a zarr store directory" if Path(location).exists() else "does not exist"
-            raise DataError(location, what, fix="pass the directory that holds data/ and meta/ (or a .zarr.zip)")
-        store = zarr.storage.LocalStore(location, read_only=read_only)
+    if not is_url(location) and not location.endswith(".zip") and not Path(location).is_dir():
+        what = "is a file, not a zarr store directory" if Path(location).exists() else "does not exist"
+        raise DataError(location, what, fix="pass the directory that holds data/ and meta/ (or a .zarr.zip)")
+    store = make_zarr_store(location, read_only=mode == "r", storage_options=storage_options)
     try:
         return zarr.open_group(store, mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, KeyError, ValueError) as err:
@@ -81,6 +93,25 @@ def open_zarr_group(
             f"not a zarr store ({type(err).__name__}: {err})",
             fix="pass the directory that holds data/ and meta/episode_ends",
         ) from err
+
+
+def create_zarr_group(
+    path: str | os.PathLike, zarr_format: int, overwrite: bool, storage_options: dict[str, Any] | None = None
+) -> zarr.Group:
+    """A new, empty root group; an existing store is replaced only with overwrite=True."""
+    location = store_location(path)
+    exists_fix = "pick a new path, or pass overwrite=True to replace it"
+    if not is_url(location) and Path(location).exists():
+        if not overwrite:
+            raise DataError(location, "already exists", fix=exists_fix)
+        if not looks_like_zarr_directory(location):
+            raise DataError(location, "exists and is not a zarr store; refusing to delete it", fix="pick another path")
+        shutil.rmtree(location)
+    store = make_zarr_store(location, read_only=False, storage_options=storage_options)
+    try:
+        return zarr.open_group(store, mode="w" if overwrite else "w-", zarr_format=zarr_format)
+    except FileExistsError as err:
+        raise DataError(location, "already exists", fix=exists_fix) from err
 
 
 def is_image_array(shape: tuple[int, ...], dtype: np.dtype) -> bool:
