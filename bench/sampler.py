@@ -23,14 +23,8 @@ import torch
 
 from robopolicy.datasets.sequence import SequenceDataset, make_dataloader
 from robopolicy.datasets.store import EpisodeStore
+from robopolicy.envs.pusht import PUSHT_IMAGE_SHAPE_META
 
-SHAPE_META = {
-    "obs": {
-        "img": {"shape": [3, 96, 96], "type": "rgb"},
-        "agent_pos": {"shape": [2], "type": "low_dim", "source": "state", "dims": [0, 2]},
-    },
-    "action": {"shape": [2]},
-}
 DEFAULT_STORE = Path(__file__).resolve().parents[2] / "shared" / "data" / "pusht" / "pusht_cchi_v7_replay.zarr"
 
 
@@ -82,8 +76,8 @@ def main() -> None:
     memory_store = disk_store.load(["img", "state", "action"])
     load_seconds = time.perf_counter() - t0
 
-    disk = SequenceDataset(disk_store, SHAPE_META, horizon=16, n_obs_steps=2, n_action_steps=8)
-    memory = SequenceDataset(memory_store, SHAPE_META, horizon=16, n_obs_steps=2, n_action_steps=8)
+    disk = SequenceDataset(disk_store, PUSHT_IMAGE_SHAPE_META, horizon=16, n_obs_steps=2, n_action_steps=8)
+    memory = SequenceDataset(memory_store, PUSHT_IMAGE_SHAPE_META, horizon=16, n_obs_steps=2, n_action_steps=8)
     reference = reference_fetcher(memory_store, horizon=16, n_obs=2)
     ref_starts = rng.integers(0, memory_store.n_steps - 16, 5000)
 

@@ -13,21 +13,16 @@ from robopolicy.datasets.inspect import describe, validate
 from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.datasets.sequence import SequenceDataset, make_dataloader
 from robopolicy.datasets.store import EpisodeStore
-from robopolicy.envs.pusht import record_scripted_episodes
+from robopolicy.envs.pusht import PUSHT_IMAGE_SHAPE_META, record_scripted_episodes
 
 log = logging.getLogger(__name__)
-
-PUSHT_SHAPE_META = {
-    "obs": {
-        "img": {"shape": [3, 96, 96], "type": "rgb"},
-        "agent_pos": {"shape": [2], "type": "low_dim", "source": "state", "dims": [0, 2]},
-    },
-    "action": {"shape": [2]},
-}
-
+HORIZON = 16
 
 def run_quickstart(out_dir: Path, n_episodes: int = 8, steps: int = 100) -> dict:
     """Record, inspect, validate, normalize and sample; returns a summary dict."""
+    if n_episodes < 2 or steps < HORIZON:
+        raise ValueError(f"the quickstart needs at least 2 episodes of at least {HORIZON} steps "
+                         f"(one is held out for validation), got {n_episodes} x {steps}")
     out_dir.mkdir(parents=True, exist_ok=True)
     store = EpisodeStore.create(out_dir / "pusht_scripted.zarr", overwrite=True, attrs={"fps": 10})
     record_scripted_episodes(store, n_episodes=n_episodes, steps=steps)
@@ -35,11 +30,11 @@ def run_quickstart(out_dir: Path, n_episodes: int = 8, steps: int = 100) -> dict
     findings = validate(store)
     if any(f.level == "error" for f in findings):
         raise RuntimeError("the recorded store failed validation:\n" + "\n".join(map(str, findings)))
-    dataset = SequenceDataset(store.load(), PUSHT_SHAPE_META, horizon=16, n_obs_steps=2, n_action_steps=8,
+    dataset = SequenceDataset(store.load(), PUSHT_IMAGE_SHAPE_META, horizon=HORIZON, n_obs_steps=2, n_action_steps=8,
                               val_ratio=0.25)
-    normalizer = Normalizer.fit(store, PUSHT_SHAPE_META, episode_mask=dataset.episode_mask)
+    normalizer = Normalizer.fit(store, PUSHT_IMAGE_SHAPE_META, episode_mask=dataset.episode_mask)
     normalizer.save(out_dir / "normalizer.safetensors")
-    batch = next(iter(make_dataloader(dataset, batch_size=32)))
+    batch = next(iter(make_dataloader(dataset, batch_size=min(32, len(dataset)))))
     action = normalizer.normalize({"action": batch["action"]})["action"]
     return {
         "store": describe(store),

@@ -11,13 +11,6 @@ from robopolicy.datasets.store import EpisodeStore
 
 PUSHT_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pusht" / "pusht_cchi_v7_replay.zarr"
 
-PUSHT_SHAPE_META = {
-    "obs": {
-        "img": {"shape": [3, 96, 96], "type": "rgb"},
-        "agent_pos": {"shape": [2], "type": "low_dim", "source": "state", "dims": [0, 2]},
-    },
-    "action": {"shape": [2]},
-}
 
 
 @pytest.fixture(scope="session")

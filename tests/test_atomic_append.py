@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from robopolicy.datasets.inspect import validate
 from robopolicy.datasets.store import EpisodeStore
@@ -19,6 +20,7 @@ EPISODE_LENGTH = 120
 WRITER = """
 import sys
 import numpy as np
+import pytest
 from robopolicy.datasets.store import EpisodeStore
 from tests.conftest import synthetic_episode
 store = EpisodeStore.open(sys.argv[1], mode="a")
@@ -74,3 +76,75 @@ def test_killed_writer_leaves_earlier_episodes_intact(tmp_path):
     final = _check_every_episode(path)
     assert final.n_episodes == n + 1 and not final.has_interrupted_append
     assert all(final[k].shape[0] == final.n_steps for k in final.keys)
+
+
+CRASHING_WRITER = """
+import os
+import sys
+
+import numpy as np
+import pytest
+import zarr
+from zarr.core.attributes import Attributes
+
+from robopolicy.datasets.store import EpisodeStore
+from tests.conftest import synthetic_episode
+
+crash_at, calls = int(sys.argv[2]), [0]
+
+
+def crash_before(method):
+    def wrapper(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == crash_at:
+            os._exit(17)
+        return method(*args, **kwargs)
+    return wrapper
+
+
+for cls, name in [(zarr.Array, "resize"), (zarr.Array, "__setitem__"), (Attributes, "__setitem__"),
+                  (Attributes, "__delitem__")]:
+    setattr(cls, name, crash_before(getattr(cls, name)))
+store = EpisodeStore.open(sys.argv[1], mode="a")
+n = store.n_episodes
+store.append_episode(synthetic_episode(n, 6 + n), timestamps={"img": np.arange(6 + n) / 10.0})
+"""
+
+
+def _episode_with_times(index: int) -> tuple[dict, dict]:
+    return synthetic_episode(index, 6 + index), {"img": np.arange(6 + index) / 10.0}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("existing", [0, 2])
+def test_crash_at_every_write_of_an_append(tmp_path, existing):
+    """os._exit before each zarr write of one append: readers and the next writer cope at every point."""
+    crash_points = 0
+    for crash_at in range(1, 40):
+        path = tmp_path / f"store{crash_at}.zarr"
+        store = EpisodeStore.create(path)
+        for index in range(existing):
+            store.append_episode(*_episode_with_times(index))
+        result = subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(path), str(crash_at)], cwd=REPO,
+                                capture_output=True, text=True, check=False)
+        if result.returncode == 0:
+            break  # the append finished: every write before it has been a crash point
+        assert result.returncode == 17, result.stderr
+        crash_points += 1
+        reader = EpisodeStore.open(path)
+        assert reader.n_episodes in (existing, existing + 1)
+        for index in range(reader.n_episodes):
+            data, times = _episode_with_times(index)
+            np.testing.assert_array_equal(reader.episode(index)["state"], data["state"])
+            np.testing.assert_array_equal(reader.timestamps("img")[reader.episode_slice(index)], times["img"])
+        writer = EpisodeStore.open(path, mode="a")
+        assert not writer.has_interrupted_append
+        while writer.n_episodes < existing + 2:
+            writer.append_episode(*_episode_with_times(writer.n_episodes))
+        final = EpisodeStore.open(path)
+        assert final.episode_lengths.tolist() == [6 + i for i in range(existing + 2)]
+        assert all(f.level != "error" for f in validate(final))
+        np.testing.assert_array_equal(final.episode(existing + 1)["img"], synthetic_episode(existing + 1, 7 + existing)["img"])
+    else:
+        pytest.fail("the append never completed within 40 writes")
+    assert crash_points >= 8, f"only {crash_points} crash points: the writer patches did not take"

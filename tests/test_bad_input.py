@@ -12,8 +12,9 @@ from robopolicy.cli import main
 from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.inspect import validate
 from robopolicy.datasets.sequence import SequenceDataset
+from robopolicy.datasets.shape_meta import parse_shape_meta
 from robopolicy.datasets.store import EpisodeStore
-from tests.conftest import PUSHT_SHAPE_META
+from robopolicy.envs.pusht import PUSHT_IMAGE_SHAPE_META
 
 
 def write_raw_store(path: Path, data: dict[str, np.ndarray], episode_ends: list[int] | None) -> Path:
@@ -66,7 +67,7 @@ def test_non_finite_actions(tmp_path, bad, capsys):
     path = write_raw_store(tmp_path / "s.zarr", data, [5, 10])
     store = EpisodeStore.open(path)
     with pytest.raises(DataError, match=r"\[data/action\]: NaN or inf at row 7 \(episode 1\)"):
-        SequenceDataset(store, PUSHT_SHAPE_META, horizon=4, n_obs_steps=2, n_action_steps=2)
+        SequenceDataset(store, PUSHT_IMAGE_SHAPE_META, horizon=4, n_obs_steps=2, n_action_steps=2)
     findings = validate(store)
     assert [(f.level, f.key) for f in findings] == [("error", "data/action")]
     assert main(["dataset", "validate", str(path)]) == 1
@@ -78,7 +79,7 @@ def test_images_of_the_wrong_rank(tmp_path):
     store = EpisodeStore.open(write_raw_store(tmp_path / "s.zarr", data, [5, 10]))
     assert [(f.level, f.key) for f in validate(store)] == [("error", "data/img")]
     with pytest.raises(DataError, match=r"\[data/img\]: images must be \(T, H, W, C\)"):
-        SequenceDataset(store, PUSHT_SHAPE_META, horizon=4, n_obs_steps=2, n_action_steps=2)
+        SequenceDataset(store, PUSHT_IMAGE_SHAPE_META, horizon=4, n_obs_steps=2, n_action_steps=2)
 
 
 @pytest.mark.parametrize("make", ["missing", "file", "empty_dir"])
@@ -111,3 +112,23 @@ def test_append_with_mismatched_episode(tmp_path):
     with pytest.raises(DataError, match="share one non-zero length"):
         store.append_episode({"action": np.zeros((3, 2), np.float32), "state": np.zeros((2, 5), np.float32)})
     assert EpisodeStore.open(tmp_path / "s.zarr").n_episodes == 1
+
+
+def test_depth_with_several_channels(tmp_path):
+    data = good_data() | {"depth": np.ones((10, 96, 96, 3), np.float32)}
+    store = EpisodeStore.open(write_raw_store(tmp_path / "s.zarr", data, [5, 10]))
+    meta = {"obs": {"depth": {"shape": [96, 96], "type": "depth"}}, "action": {"shape": [2]}}
+    with pytest.raises(DataError, match=r"\[data/depth\]: depth must be \(T, H, W\) or \(T, H, W, 1\)"):
+        SequenceDataset(store, meta, horizon=4, n_obs_steps=2, n_action_steps=2)
+
+
+@pytest.mark.parametrize("meta, message", [
+    ({"obs": {"state": [5]}, "action": {"shape": [2]}}, "obs.state must be a mapping"),
+    ({"obs": {"state": {"shape": [2], "dims": "01"}}, "action": {"shape": [2]}}, "obs.state.dims must be"),
+    ({"obs": {}, "action": [2]}, "'action' must be"),
+    ({"obs": {"img": {"shape": [96, 96], "type": "rgb"}}, "action": {"shape": [2]}}, r"obs.img.shape must be \[C, H, W\]"),
+    ({"obs": {"state": {"shape": [2], "type": "joint"}}, "action": {"shape": [2]}}, "obs.state.type must be one of"),
+])
+def test_malformed_shape_meta(meta, message):
+    with pytest.raises(ValueError, match=message):
+        parse_shape_meta(meta)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from robopolicy.datasets import normalizer as normalizer_module
 from robopolicy.datasets.normalizer import Normalizer, RunningStats, affine_from_stats
 from robopolicy.datasets.store import EpisodeStore
-from tests.conftest import PUSHT_SHAPE_META
+from robopolicy.envs.pusht import PUSHT_IMAGE_SHAPE_META
 
 LOW_DIM_META = {"obs": {"agent_pos": {"shape": [2], "source": "state", "dims": [0, 2]},
                         "keypoint": {"shape": [9, 2]}},
@@ -69,7 +70,7 @@ def test_image_stats_per_channel_in_policy_layout(pusht, tmp_path):
         small.append_episode(pusht.episode(index, ["img", "state", "action"]))
     first_episodes = np.arange(small.n_episodes) < 4
     frames = small.read("img", 0, int(small.episode_ends[3])).astype(np.float64) / 255.0
-    normalizer = Normalizer.fit(small, PUSHT_SHAPE_META, modes={"img": "gaussian"}, episode_mask=first_episodes)
+    normalizer = Normalizer.fit(small, PUSHT_IMAGE_SHAPE_META, modes={"img": "gaussian"}, episode_mask=first_episodes)
     field = normalizer["img"]
     assert field.scale.shape == (3, 1, 1)
     np.testing.assert_allclose(field.mean.numpy().ravel(), frames.reshape(-1, 3).mean(0), rtol=1e-6)
@@ -80,10 +81,29 @@ def test_image_stats_per_channel_in_policy_layout(pusht, tmp_path):
     assert out["other"] is images
 
 
-def test_identity_keys_are_not_read(pusht):
-    normalizer = Normalizer.fit(pusht, PUSHT_SHAPE_META)  # img defaults to identity: no 2.8 GB pass
+def test_identity_keys_are_not_read(pusht, monkeypatch):
+    real_iter_blocks = normalizer_module.iter_blocks
+
+    def no_images(array, start, stop, desc=None):
+        assert array.shape[1:] != (96, 96, 3), "the identity-mode image key was streamed"
+        return real_iter_blocks(array, start, stop, desc)
+
+    monkeypatch.setattr(normalizer_module, "iter_blocks", no_images)
+    normalizer = Normalizer.fit(pusht, PUSHT_IMAGE_SHAPE_META)  # img defaults to identity: no 2.8 GB pass
     assert normalizer.modes["img"] == "identity"
     assert torch.equal(normalizer["img"].scale, torch.ones(3, 1, 1))
+    with pytest.raises(AssertionError, match="identity-mode image key was streamed"):
+        Normalizer.fit(pusht, PUSHT_IMAGE_SHAPE_META, modes={"img": "limits"})
+
+
+def test_bad_fit_arguments_fail_before_any_streaming(pusht):
+    with pytest.raises(ValueError, match="episode_mask has shape \\(1,\\), the store has 206 episodes"):
+        Normalizer.fit(pusht, LOW_DIM_META, episode_mask=np.ones(1, bool))
+    with pytest.raises(ValueError, match="mode for 'action' must be one of"):
+        Normalizer.fit(pusht, LOW_DIM_META, modes={"action": "minmax"})
+    wrong = {"obs": {"keypoint": {"shape": [9, 3]}}, "action": {"shape": [2]}}
+    with pytest.raises(ValueError, match=r"\[data/keypoint\]: rows have shape \(9, 2\), shape_meta says \[9, 3\]"):
+        Normalizer.fit(pusht, wrong)
 
 
 def test_flat_dimensions_map_to_zero():

@@ -9,7 +9,8 @@ import torch
 from robopolicy.datasets.sampler import SequenceSampler, split_episodes
 from robopolicy.datasets.sequence import SequenceDataset, make_dataloader
 from robopolicy.datasets.store import EpisodeStore
-from tests.conftest import PUSHT_SHAPE_META, synthetic_episode
+from robopolicy.envs.pusht import PUSHT_IMAGE_SHAPE_META
+from tests.conftest import synthetic_episode
 
 
 def reference_windows(episode_ends, sequence_length, pad_before, pad_after, mask):
@@ -65,14 +66,14 @@ def test_split_matches_diffusion_policy_pusht_config(pusht):
     np.testing.assert_array_equal(train, ref_train)
     np.testing.assert_array_equal(val, ref_val)
     assert (train.sum(), val.sum(), (train & val).sum()) == (90, 4, 0)
-    dataset = SequenceDataset(pusht, PUSHT_SHAPE_META, 16, 2, 8, val_ratio=0.02, seed=42, max_train_episodes=90)
+    dataset = SequenceDataset(pusht, PUSHT_IMAGE_SHAPE_META, 16, 2, 8, val_ratio=0.02, seed=42, max_train_episodes=90)
     assert len(dataset) == len(reference_windows(pusht.episode_ends, 16, 1, 7, ref_train))
     assert len(dataset.get_validation_dataset()) == len(reference_windows(pusht.episode_ends, 16, 1, 7, ref_val))
 
 
 @pytest.mark.parametrize("latency", [0, 3])
 def test_window_values_match_diffusion_policy_padding(pusht, pusht_memory, latency):
-    dataset = SequenceDataset(pusht_memory, PUSHT_SHAPE_META, horizon=16, n_obs_steps=2, n_action_steps=8,
+    dataset = SequenceDataset(pusht_memory, PUSHT_IMAGE_SHAPE_META, horizon=16, n_obs_steps=2, n_action_steps=8,
                               n_latency_steps=latency)
     # Diffusion Policy's configs pad n_obs_steps - 1 + n_latency_steps steps before each episode
     reference = reference_windows(pusht.episode_ends, 16 + latency, 1 + latency, 7, np.ones(pusht.n_episodes, bool))
@@ -95,8 +96,8 @@ def test_window_values_match_diffusion_policy_padding(pusht, pusht_memory, laten
 
 
 def test_lazy_and_in_memory_give_identical_windows(pusht, pusht_memory):
-    lazy = SequenceDataset(pusht, PUSHT_SHAPE_META, 16, 2, 8)
-    memory = SequenceDataset(pusht_memory, PUSHT_SHAPE_META, 16, 2, 8)
+    lazy = SequenceDataset(pusht, PUSHT_IMAGE_SHAPE_META, 16, 2, 8)
+    memory = SequenceDataset(pusht_memory, PUSHT_IMAGE_SHAPE_META, 16, 2, 8)
     picks = np.array([0, 5, 999, 24207])
     a, b = lazy[picks], memory[picks]
     for key in ("img", "agent_pos"):
@@ -131,20 +132,51 @@ def test_per_key_horizon_stride_and_action_padding_mask():
 
 
 def test_dataloader_with_workers_matches_direct_batches(pusht, pusht_memory):
-    dataset = SequenceDataset(pusht_memory, PUSHT_SHAPE_META, 16, 2, 8)
+    dataset = SequenceDataset(pusht_memory, PUSHT_IMAGE_SHAPE_META, 16, 2, 8)
     loader = make_dataloader(dataset, batch_size=16, shuffle=False, num_workers=2)
     batches = [b for _, b in zip(range(3), loader)]
     for i, batch in enumerate(batches):
         direct = dataset[np.arange(16 * i, 16 * (i + 1))]
         torch.testing.assert_close(batch["obs"]["img"], direct["obs"]["img"], rtol=0, atol=0)
         torch.testing.assert_close(batch["action"], direct["action"], rtol=0, atol=0)
-    lazy = SequenceDataset(pusht, PUSHT_SHAPE_META, 16, 2, 8)
+    lazy = SequenceDataset(pusht, PUSHT_IMAGE_SHAPE_META, 16, 2, 8)
     lazy_batch = next(iter(make_dataloader(lazy, batch_size=16, shuffle=False, num_workers=1)))
     torch.testing.assert_close(lazy_batch["obs"]["img"], batches[0]["obs"]["img"], rtol=0, atol=0)
 
 
 def test_shuffled_loader_is_seeded(pusht_memory):
-    dataset = SequenceDataset(pusht_memory, PUSHT_SHAPE_META, 16, 2, 8)
+    dataset = SequenceDataset(pusht_memory, PUSHT_IMAGE_SHAPE_META, 16, 2, 8)
     first = [next(iter(make_dataloader(dataset, batch_size=8, seed=s)))["action"] for s in (1, 1, 2)]
     torch.testing.assert_close(first[0], first[1])
     assert not torch.equal(first[0], first[2])
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_single_windows_equal_batched_windows(pusht, pusht_memory, lazy):
+    meta = {"obs": {"img": PUSHT_IMAGE_SHAPE_META["obs"]["img"],
+                    "history": {"shape": [5], "source": "state", "horizon": 4, "down_sample_steps": 3}},
+            "action": {"shape": [2]}}
+    dataset = SequenceDataset(pusht if lazy else pusht_memory, meta, horizon=16, n_obs_steps=2, n_action_steps=8,
+                              n_latency_steps=1)
+    picks = np.array([0, 1, 2, 3, 500, len(dataset) - 2, len(dataset) - 1])
+    batch = dataset[picks]
+    for b, w in enumerate(picks):
+        single = dataset[int(w)]
+        for key in meta["obs"]:
+            torch.testing.assert_close(single["obs"][key], batch["obs"][key][b], rtol=0, atol=0)
+        torch.testing.assert_close(single["action"], batch["action"][b], rtol=0, atol=0)
+        assert torch.equal(single["action_is_pad"], batch["action_is_pad"][b])
+
+
+def test_returned_tensors_do_not_alias_the_store():
+    episode = synthetic_episode(0, 12)
+    episode["img"] = episode["img"].astype(np.float32)  # float frames: the path that could share memory
+    store = EpisodeStore.from_arrays(episode, np.array([12]))
+    before = {k: store[k].copy() for k in store.keys}
+    meta = {"obs": {"img": {"shape": [3, 16, 16], "type": "rgb"}, "state": {"shape": [3]}}, "action": {"shape": [2]}}
+    dataset = SequenceDataset(store, meta, horizon=4, n_obs_steps=2, n_action_steps=2)
+    for sample in (dataset[5], dataset[np.array([5, 6])]):
+        for tensor in [*sample["obs"].values(), sample["action"]]:
+            tensor.add_(1000.0)
+    for key, value in before.items():
+        np.testing.assert_array_equal(store[key], value)

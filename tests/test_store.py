@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
+from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.store import EpisodeStore
 from tests.conftest import synthetic_episode
 
@@ -163,3 +164,62 @@ def test_in_memory_store_appends(tmp_path):
     assert store["action"][4:, 0].tolist() == [1.0, 1.0]
     disk = store.copy_to(tmp_path / "c.zarr")
     np.testing.assert_array_equal(disk.read("img"), store["img"])
+
+
+def test_create_never_replaces_what_it_should_not(tmp_path):
+    EpisodeStore.create(tmp_path / "s.zarr").append_episode(synthetic_episode(0, 3))
+    with pytest.raises(DataError, match="already exists"):
+        EpisodeStore.create(tmp_path / "s.zarr")
+    assert EpisodeStore.open(tmp_path / "s.zarr").n_episodes == 1
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match="not a zarr store; refusing to delete it"):
+        EpisodeStore.create(tmp_path / "runs", overwrite=True)
+    assert (tmp_path / "runs" / "notes.txt").read_text() == "keep me"
+    assert EpisodeStore.create(tmp_path / "s.zarr", overwrite=True).n_episodes == 0
+    url = "memory://robopolicy-test/exists.zarr"
+    EpisodeStore.create(url).append_episode(synthetic_episode(0, 3))
+    with pytest.raises(DataError, match="already exists"):
+        EpisodeStore.create(url)
+    assert EpisodeStore.open(url).n_episodes == 1
+
+
+def test_copy_onto_itself_is_refused(tmp_path):
+    store = EpisodeStore.create(tmp_path / "s.zarr")
+    store.append_episode(synthetic_episode(0, 3))
+    with pytest.raises(DataError, match="onto itself"):
+        store.copy_to(tmp_path / "s.zarr", overwrite=True)
+    np.testing.assert_array_equal(EpisodeStore.open(tmp_path / "s.zarr").read("state"), synthetic_episode(0, 3)["state"])
+
+
+def test_timestamps_must_be_given_for_the_same_keys_every_episode(tmp_path):
+    store = EpisodeStore.create(tmp_path / "t.zarr")
+    store.append_episode(synthetic_episode(0, 3), timestamps={"img": np.arange(3.0)})
+    with pytest.raises(DataError, match=r"timestamps given for \[\], earlier episodes have them for \['img'\]"):
+        store.append_episode(synthetic_episode(1, 3))
+    memory = EpisodeStore.from_arrays(synthetic_episode(0, 3), np.array([3]))
+    with pytest.raises(DataError, match="timestamps given for"):
+        memory.append_episode(synthetic_episode(1, 2), timestamps={"img": np.arange(2.0)})
+    group = zarr.open_group(str(tmp_path / "t.zarr"), mode="a")
+    group["timestamps/img"].resize((2,))
+    with pytest.raises(DataError, match="different lengths.*'timestamps/img': 2"):
+        EpisodeStore.open(tmp_path / "t.zarr")
+
+
+def test_unknown_codec_names_the_key_and_the_fix(tmp_path):
+    store = EpisodeStore.create(tmp_path / "c.zarr", zarr_format=2)
+    store.append_episode(synthetic_episode(0, 3))
+    meta_path = tmp_path / "c.zarr" / "data" / "img" / ".zarray"
+    meta = json.loads(meta_path.read_text())
+    meta["compressor"] = {"id": "imagecodecs_not_installed_here"}
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"\[data/img\]: compressed with a codec that is not installed(.|\n)*pip install"):
+        EpisodeStore.open(tmp_path / "c.zarr")
+
+
+def test_reading_is_confined_to_committed_rows(tmp_path):
+    store = EpisodeStore.create(tmp_path / "s.zarr")
+    store.append_episode(synthetic_episode(0, 4))
+    assert store.read("state", 2, 99).shape == (2, 3)
+    with pytest.raises(ValueError, match="in-memory copy"):
+        EpisodeStore.open(tmp_path / "s.zarr", mode="a", load=True)

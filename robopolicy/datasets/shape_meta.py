@@ -78,11 +78,15 @@ def parse_shape_meta(meta: Mapping[str, Any] | ShapeMeta) -> ShapeMeta:
     """Check a shape_meta dict and turn it into a ShapeMeta; errors name the offending key."""
     if isinstance(meta, ShapeMeta):
         return meta
-    if "obs" not in meta or "action" not in meta:
-        raise ValueError(f"shape_meta needs 'obs' and 'action' entries, got keys {sorted(meta)}")
+    if not isinstance(meta, Mapping) or "obs" not in meta or "action" not in meta:
+        raise ValueError(f"shape_meta must be a mapping with 'obs' and 'action' entries, got {meta!r}")
+    if not isinstance(meta["obs"], Mapping) or not isinstance(meta["action"], Mapping):
+        raise ValueError("shape_meta 'obs' must map keys to specs and 'action' must be {shape: [...]}")
     obs = {}
     for key, entry in dict(meta["obs"]).items():
         where = f"obs.{key}"
+        if not isinstance(entry, Mapping):
+            raise ValueError(f"shape_meta {where} must be a mapping like {{shape: [2], type: low_dim}}, got {entry!r}")
         kind = entry.get("type", "low_dim")
         if kind not in OBS_TYPES:
             raise ValueError(f"shape_meta {where}.type must be one of {OBS_TYPES}, got {kind!r}")
@@ -93,7 +97,8 @@ def parse_shape_meta(meta: Mapping[str, Any] | ShapeMeta) -> ShapeMeta:
             raise ValueError(f"shape_meta {where}.shape must be {layout} for type {kind}, got {list(shape)}")
         dims = entry.get("dims")
         if dims is not None:
-            if kind != "low_dim" or len(dims) != 2 or dims[1] - dims[0] != shape[-1]:
+            if (kind != "low_dim" or not isinstance(dims, (list, tuple)) or len(dims) != 2
+                    or not all(isinstance(d, int) for d in dims) or dims[1] - dims[0] != shape[-1]):
                 raise ValueError(f"shape_meta {where}.dims must be [start, stop) of length shape[-1] on a low_dim key")
             dims = (int(dims[0]), int(dims[1]))
         horizon = entry.get("horizon")

@@ -20,6 +20,7 @@ from typing import Any, Union
 import numcodecs.errors
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
 from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.zarr_io import (
@@ -460,10 +461,20 @@ def _list_arrays(location: str, group: zarr.Group, name: str) -> dict[str, zarr.
     parent = group.get(name)
     if not isinstance(parent, zarr.Group):
         return {}
-    arrays = {}
-    for key in parent.array_keys():
+    try:
+        return dict(parent.arrays())
+    except numcodecs.errors.UnknownCodecError as err:
+        raise unknown_codec_error(location, _member_with_unknown_codec(parent), err) from err
+
+
+def _member_with_unknown_codec(parent: zarr.Group) -> str:
+    """The path of the first member of `parent` whose metadata names a codec not installed here."""
+    async def child_names() -> list[str]:
+        return [c async for c in parent.store.list_dir(parent.path) if not c.startswith(".") and c != "zarr.json"]
+
+    for child in sorted(sync(child_names())):
         try:
-            arrays[key] = parent[key]
-        except numcodecs.errors.UnknownCodecError as err:
-            raise unknown_codec_error(location, f"{name}/{key}", err) from err
-    return arrays
+            parent[child]
+        except numcodecs.errors.UnknownCodecError:
+            return f"{parent.path}/{child}"
+    return parent.path

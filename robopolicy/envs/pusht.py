@@ -14,6 +14,14 @@ from robopolicy.progress import progress
 
 log = logging.getLogger(__name__)
 CONTROL_HZ = 10.0
+# The image task's observations and actions, as keyed in the recorded and the published store.
+PUSHT_IMAGE_SHAPE_META = {
+    "obs": {
+        "img": {"shape": [3, 96, 96], "type": "rgb"},
+        "agent_pos": {"shape": [2], "type": "low_dim", "source": "state", "dims": [0, 2]},
+    },
+    "action": {"shape": [2]},
+}
 
 
 def make_pusht_env(obs_type: str = "pixels_agent_pos"):
