@@ -12,20 +12,20 @@ for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "[setup] apt-get install ${missing[*]}"
+  echo "[setup] apt-get install ${missing[*]}" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
 if [ ! -x .venv/bin/python ]; then
-  echo "[setup] creating .venv from /usr/bin/python3"
+  echo "[setup] creating .venv from /usr/bin/python3" >&2
   /usr/bin/python3 -m venv .venv
 fi
 
 stamp=.venv/.robopolicy-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] pip install -e .[sim,codecs,dev]"
+  echo "[setup] pip install -e .[sim,codecs,dev]" >&2
   .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
   .venv/bin/python -m pip install -q -e ".[sim,codecs,dev]"
   echo "$want" > "$stamp"
