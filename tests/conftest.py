@@ -6,8 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from robopolicy.datasets.store import EpisodeStore
+
+# Tests use tiny networks: one intra-op thread is as fast, deterministic, and does not stall when
+# DataLoader workers or other processes share the two cores.
+torch.set_num_threads(1)
 
 PUSHT_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pusht" / "pusht_cchi_v7_replay.zarr"
 

@@ -1,0 +1,101 @@
+"""The Policy API every family implements, and the settings all families share.
+
+Batches are `{"obs": {key: (B, To_k, ...)}, "action": (B, horizon, Da), "action_is_pad": (B, horizon)}`
+in raw units (ARCHITECTURE.md); a policy normalizes inside and returns raw-unit actions:
+`predict_action(obs) -> {"action": (B, n_action_steps, Da), "action_pred": (B, horizon, Da)}`,
+where `action` starts at the current step (the last observation, index n_obs_steps - 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from robopolicy.datasets.normalizer import Normalizer
+from robopolicy.datasets.shape_meta import ShapeMeta, parse_shape_meta
+from robopolicy.policies.encoders.config import EncoderConfig
+
+Batch = Mapping[str, Any]
+
+
+@dataclass
+class PolicyConfig:
+    """Horizons and the observation encoder, shared by every policy family."""
+
+    horizon: int = 16  # steps of actions predicted per call (the chunk), starting n_obs_steps - 1 steps back
+    n_obs_steps: int = 2  # observation steps the policy conditions on (To)
+    n_action_steps: int = 8  # actions executed per call (Ta), starting at the current step
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, Mapping):
+            self.encoder = EncoderConfig.from_dict(self.encoder)
+        if not 1 <= self.n_obs_steps <= self.horizon:
+            raise ValueError(f"n_obs_steps ({self.n_obs_steps}) must be in [1, horizon={self.horizon}]")
+        if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
+            raise ValueError(
+                f"n_action_steps ({self.n_action_steps}) must be in [1, horizon - n_obs_steps + 1 = "
+                f"{self.horizon - self.n_obs_steps + 1}]: the executed actions start at the current step"
+            )
+
+    @property
+    def action_start(self) -> int:
+        """Index in the predicted chunk of the action for the current step."""
+        return self.n_obs_steps - 1
+
+
+class Policy(nn.Module):
+    """Base class: owns shape_meta, the normalizer and the raw-unit <-> normalized boundary."""
+
+    def __init__(self, config: PolicyConfig, shape_meta: Mapping[str, Any] | ShapeMeta):
+        super().__init__()
+        self.config = config
+        self.shape_meta = parse_shape_meta(shape_meta)
+        self.action_dim = int(torch.Size(self.shape_meta.action_shape).numel())
+        self.normalizer: Normalizer | None = None
+
+    def set_normalizer(self, normalizer: Normalizer) -> None:
+        """Install the fitted normalizer; it must know "action" and may know any obs key."""
+        if "action" not in normalizer:
+            raise ValueError("the normalizer has no 'action' entry; fit it with the policy's shape_meta")
+        self.normalizer = normalizer
+
+    def _require_normalizer(self) -> Normalizer:
+        if self.normalizer is None:
+            raise RuntimeError("call policy.set_normalizer(Normalizer.fit(store, shape_meta)) before training or use")
+        return self.normalizer
+
+    def normalize_obs(self, obs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Raw obs -> normalized obs (keys without a normalizer pass through)."""
+        missing = set(self.shape_meta.obs) - set(obs)
+        if missing:
+            raise KeyError(f"obs lacks keys {sorted(missing)}; the policy needs {sorted(self.shape_meta.obs)}")
+        return self._require_normalizer().normalize({k: obs[k] for k in self.shape_meta.obs})
+
+    def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
+        return self._require_normalizer()["action"].normalize(action)
+
+    def unnormalize_action(self, action: torch.Tensor) -> torch.Tensor:
+        return self._require_normalizer()["action"].unnormalize(action)
+
+    def chunk_to_output(self, action_pred: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, horizon, Da) raw-unit chunk -> the predict_action dict."""
+        start = self.config.action_start
+        return {"action": action_pred[:, start : start + self.config.n_action_steps], "action_pred": action_pred}
+
+    def compute_loss(self, batch: Batch) -> torch.Tensor:
+        """Scalar training loss of one batch."""
+        raise NotImplementedError
+
+    def predict_action(
+        self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None, **sampling: Any
+    ) -> dict[str, torch.Tensor]:
+        """Raw-unit actions for raw-unit obs; `generator` seeds the sampling noise."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget state carried across calls (e.g. temporal ensembling); no-op by default."""

@@ -1,0 +1,1 @@
+"""Diffusion policies: a denoising backbone over action chunks, conditioned on observation features."""

@@ -1,0 +1,85 @@
+"""Encoder settings: one validated dataclass per input type, gathered in EncoderConfig."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+IMAGE_POOLS = ("spatial_softmax", "avg")
+POINT_CLOUD_KINDS = ("dp3", "pointnet")
+LOW_DIM_KINDS = ("identity", "mlp")
+
+
+@dataclass
+class ImageEncoderConfig:
+    """ResNet-18 trunk with GroupNorm, pooled to keypoints or an average, projected to feature_dim."""
+
+    base_width: int = 64  # channels of the first stage (64 is the standard ResNet-18)
+    pool: str = "spatial_softmax"  # "spatial_softmax" (num_keypoints x/y pairs) or "avg" (global average)
+    num_keypoints: int = 32
+    feature_dim: int = 64  # output features per image and step
+    crop_shape: tuple[int, int] | None = (84, 84)  # random crop when training, centre crop when evaluating
+    share_weights: bool = False  # one trunk for every camera instead of one per camera
+    pretrained_path: str | None = None  # torchvision-layout ResNet-18 weights on disk (never downloaded)
+
+    def __post_init__(self) -> None:
+        if self.pool not in IMAGE_POOLS:
+            raise ValueError(f"image pool must be one of {IMAGE_POOLS}, got {self.pool!r}")
+        if self.base_width < 1 or self.feature_dim < 1 or self.num_keypoints < 1:
+            raise ValueError("image base_width, feature_dim and num_keypoints must be positive")
+        if self.crop_shape is not None:
+            self.crop_shape = tuple(int(v) for v in self.crop_shape)
+            if len(self.crop_shape) != 2 or min(self.crop_shape) < 1:
+                raise ValueError(f"image crop_shape must be [height, width], got {self.crop_shape}")
+
+
+@dataclass
+class PointCloudEncoderConfig:
+    """Per-point MLP, max-pooled over points: DP3's encoder or a wider PointNet without T-nets."""
+
+    kind: str = "dp3"
+    feature_dim: int = 64
+    use_rgb: bool = False  # use channels 3..5 of (N, 6) clouds as inputs too
+
+    def __post_init__(self) -> None:
+        if self.kind not in POINT_CLOUD_KINDS:
+            raise ValueError(f"point_cloud kind must be one of {POINT_CLOUD_KINDS}, got {self.kind!r}")
+
+
+@dataclass
+class LowDimEncoderConfig:
+    """Low-dim vectors passed through as they are, or through a small MLP."""
+
+    kind: str = "identity"
+    hidden_dim: int = 64
+    feature_dim: int = 64
+
+    def __post_init__(self) -> None:
+        if self.kind not in LOW_DIM_KINDS:
+            raise ValueError(f"low_dim kind must be one of {LOW_DIM_KINDS}, got {self.kind!r}")
+
+
+@dataclass
+class EncoderConfig:
+    """Settings per obs type; every shape_meta key is encoded by the encoder of its type."""
+
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    point_cloud: PointCloudEncoderConfig = field(default_factory=PointCloudEncoderConfig)
+    low_dim: LowDimEncoderConfig = field(default_factory=LowDimEncoderConfig)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> EncoderConfig:
+        """Build from nested plain dicts (as a YAML config holds them); unknown keys are errors."""
+        parts = {"image": ImageEncoderConfig, "point_cloud": PointCloudEncoderConfig, "low_dim": LowDimEncoderConfig}
+        unknown = set(values) - set(parts)
+        if unknown:
+            raise ValueError(f"unknown encoder settings {sorted(unknown)}; known: {sorted(parts)}")
+        built = {}
+        for name, part in parts.items():
+            given = dict(values.get(name, {}))
+            allowed = {f.name for f in fields(part)}
+            if set(given) - allowed:
+                raise ValueError(f"unknown encoder.{name} settings {sorted(set(given) - allowed)}; known: {sorted(allowed)}")
+            built[name] = part(**given)
+        return cls(**built)

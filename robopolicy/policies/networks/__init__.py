@@ -1,0 +1,1 @@
+"""Networks shared by policy families: denoising backbones, embeddings, observation tokens."""

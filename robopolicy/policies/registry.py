@@ -1,0 +1,74 @@
+"""Policies register by name; configs name a policy and get a built one. Nothing is imported from
+a class path string: a name is looked up in this table, and a typo gets the closest names."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from robopolicy.datasets.shape_meta import ShapeMeta
+from robopolicy.policies.base import Policy, PolicyConfig
+
+# Family name -> the module that registers it (imported only when that family is used).
+FAMILY_MODULES = {
+    "diffusion_unet": "robopolicy.policies.diffusion.model",
+    "diffusion_transformer": "robopolicy.policies.diffusion.model",
+    "flow": "robopolicy.policies.flow.model",
+    "act": "robopolicy.policies.act.model",
+}
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    """A registered family: its config dataclass and its policy class."""
+
+    config_class: type[PolicyConfig]
+    policy_class: type[Policy]
+
+
+_REGISTRY: dict[str, PolicyEntry] = {}
+
+
+def register_policy(name: str, config_class: type[PolicyConfig]):
+    """Class decorator: make `name` build this policy from `config_class`."""
+
+    def decorate(policy_class: type[Policy]) -> type[Policy]:
+        _REGISTRY[name] = PolicyEntry(config_class, policy_class)
+        return policy_class
+
+    return decorate
+
+
+def _entry(name: str) -> PolicyEntry:
+    if name not in FAMILY_MODULES:
+        close = difflib.get_close_matches(name, FAMILY_MODULES, n=3)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise KeyError(f"unknown policy {name!r}{hint} Known: {sorted(FAMILY_MODULES)}")
+    importlib.import_module(FAMILY_MODULES[name])
+    return _REGISTRY[name]
+
+
+def make_config(name: str, settings: Mapping[str, Any] | None = None) -> PolicyConfig:
+    """The family's config dataclass from plain settings; unknown fields name the known ones."""
+    config_class = _entry(name).config_class
+    settings = dict(settings or {})
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = set(settings) - known
+    if unknown:
+        raise ValueError(f"unknown settings {sorted(unknown)} for policy {name!r}; known: {sorted(known)}")
+    return config_class(**settings)
+
+
+def make_policy(name: str, shape_meta: Mapping[str, Any] | ShapeMeta,
+                settings: Mapping[str, Any] | PolicyConfig | None = None) -> Policy:
+    """Build policy `name` for shape_meta from its settings (a dict or a config instance)."""
+    config = settings if isinstance(settings, PolicyConfig) else make_config(name, settings)
+    return _entry(name).policy_class(config, shape_meta)
+
+
+def policy_names() -> list[str]:
+    return sorted(FAMILY_MODULES)
