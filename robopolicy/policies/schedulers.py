@@ -49,6 +49,7 @@ def sampling_scheduler(config: NoiseScheduleConfig, sampler: str, num_inference_
     elif sampler == "ddim":
         scheduler = DDIMScheduler.from_config(base)
     else:
-        scheduler = DPMSolverMultistepScheduler.from_config(base, algorithm_type="dpmsolver++")
+        # "trailing" spacing: with the default spacing, as many steps as training steps end in NaN
+        scheduler = DPMSolverMultistepScheduler.from_config(base, algorithm_type="dpmsolver++", timestep_spacing="trailing")
     scheduler.set_timesteps(num_inference_steps)
     return scheduler

@@ -120,12 +120,25 @@ def crop(images: torch.Tensor, size: tuple[int, int], random: bool) -> torch.Ten
     return images[batch, channel, rows, cols]
 
 
+def trunk_output_size(size: int) -> int:
+    """Side of the trunk's feature map for an input side: five stride-2 stages, each rounding up."""
+    for _ in range(5):
+        size = (size - 1) // 2 + 1
+    return size
+
+
 class ImageEncoder(nn.Module):
     """(N, C, H, W) float images -> (N, feature_dim): crop, ResNet-18 trunk, pooling, projection."""
 
-    def __init__(self, in_channels: int, config: ImageEncoderConfig):
+    def __init__(self, in_channels: int, image_size: tuple[int, int], config: ImageEncoderConfig):
         super().__init__()
         self.config = config
+        size = config.crop_shape or image_size
+        if config.crop_shape is not None and (size[0] > image_size[0] or size[1] > image_size[1]):
+            raise ValueError(f"crop_shape {list(size)} is larger than the images {list(image_size)}")
+        if config.pool == "spatial_softmax" and min(trunk_output_size(s) for s in size) < 2:
+            raise ValueError(f"{list(size)} images give a 1x1 feature map, on which spatial softmax sees nothing; "
+                             "use images (or crops) of at least 33 pixels, or pool='avg'")
         self.trunk = ResNet18Trunk(in_channels, config.base_width)
         if config.pretrained_path:
             self.trunk.load_torchvision_weights(config.pretrained_path)

@@ -30,12 +30,12 @@ class ObsEncoder(nn.Module):
         shared_image: ImageEncoder | None = None
         for key, spec in shape_meta.obs.items():
             if spec.type in ("rgb", "depth"):
-                channels = spec.shape[0] if spec.type == "rgb" else 1
+                channels, size = (spec.shape[0], spec.shape[1:]) if spec.type == "rgb" else (1, spec.shape)
                 if config.image.share_weights and spec.type == "rgb":
-                    shared_image = shared_image or ImageEncoder(channels, config.image)
+                    shared_image = shared_image or ImageEncoder(channels, size, config.image)
                     encoder: nn.Module = shared_image
                 else:
-                    encoder = ImageEncoder(channels, config.image)
+                    encoder = ImageEncoder(channels, size, config.image)
                 self.feature_dims[key] = config.image.feature_dim
             elif spec.type == "point_cloud":
                 encoder = PointCloudEncoder(spec.shape[-1], config.point_cloud)
