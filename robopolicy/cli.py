@@ -47,6 +47,14 @@ def cmd_dataset_validate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from robopolicy.training.run import train
+
+    metrics = train(args.overrides)
+    print(json.dumps(metrics))
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from robopolicy.quickstart import run_quickstart
 
@@ -69,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     check = dataset_cmds.add_parser("validate", help="full scan for problems; exit code 1 on errors")
     check.add_argument("path", help="store directory, .zarr.zip or fsspec URL")
     check.set_defaults(func=cmd_dataset_validate)
+
+    train = commands.add_parser("train", help="train a policy: robopolicy train task=pusht_image policy=diffusion_unet")
+    train.add_argument("overrides", nargs="*", help="hydra overrides, e.g. policy=flow training.max_steps=2000")
+    train.set_defaults(func=cmd_train)
 
     quick = commands.add_parser("quickstart", help="the README's main job on data it records itself")
     quick.add_argument("--out", default="runs/quickstart", help="output directory")

@@ -91,6 +91,10 @@ class Policy(nn.Module):
         """Scalar training loss of one batch."""
         raise NotImplementedError
 
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """The training loss, so that wrappers that hook forward (DDP) see the training pass."""
+        return self.compute_loss(batch)
+
     def predict_action(
         self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None, **sampling: Any
     ) -> dict[str, torch.Tensor]:

@@ -1,0 +1,147 @@
+"""Checkpoint directories (ARCHITECTURE.md): safetensors weights, YAML/JSON metadata, and a
+train_state.pt of plain tensors and numbers read with weights_only=True. Nothing pickled runs code.
+
+A checkpoint is written into a temporary directory and renamed into place; `last` is a symlink
+swapped atomically, so a crash while saving never leaves a corrupt `last`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import robopolicy
+from robopolicy.datasets.normalizer import Normalizer
+from robopolicy.policies.base import Policy
+from robopolicy.policies.registry import make_policy
+
+FILES = ("config.yaml", "model.safetensors", "ema.safetensors", "normalizer.safetensors", "train_state.pt", "meta.json")
+
+
+def weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A state dict safetensors accepts: contiguous CPU tensors, shared storage cloned apart."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def versions() -> dict[str, str]:
+    return {"robopolicy": robopolicy.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+@dataclass
+class CheckpointContent:
+    """Everything one checkpoint holds."""
+
+    config: Mapping[str, Any]  # the resolved run config
+    meta: Mapping[str, Any]  # policy name and settings, shape_meta, step, metrics, dataset fingerprint
+    policy: Policy
+    ema_policy: Policy | None
+    train_state: Mapping[str, Any]  # optimizer, scheduler, RNG, step: tensors and plain values only
+
+
+def write_checkpoint(root: Path, name: str, content: CheckpointContent) -> Path:
+    """Write checkpoint `name` under root atomically (temporary directory, then rename)."""
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    (tmp / "config.yaml").write_text(yaml.safe_dump(dict(content.config), sort_keys=False))
+    (tmp / "meta.json").write_text(json.dumps({**content.meta, "versions": versions()}, indent=2))
+    save_file(weights(content.policy), str(tmp / "model.safetensors"))
+    save_file(weights(content.ema_policy or content.policy), str(tmp / "ema.safetensors"))
+    content.policy.normalizer.save(tmp / "normalizer.safetensors")
+    torch.save(dict(content.train_state), tmp / "train_state.pt")
+    final = root / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def point_last(root: Path, name: str) -> None:
+    """Make root/last point at checkpoint `name` (symlink swapped with one rename)."""
+    link = root / f".last-{os.getpid()}"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(name)
+    os.replace(link, root / "last")
+
+
+def read_meta(checkpoint: Path) -> dict[str, Any]:
+    """meta.json of a checkpoint directory, with a clear error for anything else."""
+    checkpoint = Path(checkpoint)
+    missing = [f for f in FILES if not (checkpoint / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{checkpoint} is not a robopolicy checkpoint: missing {missing}")
+    return json.loads((checkpoint / "meta.json").read_text())
+
+
+def read_train_state(checkpoint: Path) -> dict[str, Any]:
+    """Optimizer, scheduler, RNG and counters; weights_only=True, so loading runs no code."""
+    return torch.load(Path(checkpoint) / "train_state.pt", map_location="cpu", weights_only=True)
+
+
+def load_policy(checkpoint: str | Path, use_ema: bool = True, device: str | torch.device = "cpu") -> Policy:
+    """Rebuild the policy of a checkpoint (EMA weights by default) in eval mode."""
+    checkpoint = Path(checkpoint)
+    meta = read_meta(checkpoint)
+    policy = make_policy(meta["policy"], meta["shape_meta"], meta["policy_settings"])
+    policy.set_normalizer(Normalizer.load(checkpoint / "normalizer.safetensors"))
+    policy.load_state_dict(load_file(str(checkpoint / ("ema.safetensors" if use_ema else "model.safetensors"))))
+    return policy.to(device).eval()
+
+
+def load_weights(policy: nn.Module, checkpoint: Path, file: str) -> None:
+    """Load model.safetensors or ema.safetensors of a checkpoint into `policy` (strict)."""
+    policy.load_state_dict(load_file(str(Path(checkpoint) / file)))
+
+
+class CheckpointManager:
+    """step_<n> directories under root, `last`, and the top-k by a monitored metric (index.json)."""
+
+    def __init__(self, root: Path, top_k: int, monitor: str, mode: str):
+        self.root, self.top_k, self.monitor, self.mode = Path(root), top_k, monitor, mode
+        self.index_path = self.root / "index.json"
+
+    def last(self) -> Path | None:
+        """The checkpoint `last` points at, if any."""
+        link = self.root / "last"
+        return link.resolve() if link.is_symlink() and link.resolve().is_dir() else None
+
+    def _index(self) -> list[dict[str, Any]]:
+        return json.loads(self.index_path.read_text()) if self.index_path.is_file() else []
+
+    def _write_index(self, entries: list[dict[str, Any]]) -> None:
+        tmp = self.root / f".index-{os.getpid()}.json"
+        tmp.write_text(json.dumps(entries, indent=2))
+        os.replace(tmp, self.index_path)
+
+    def best(self) -> list[str]:
+        """Names of the top-k checkpoints by the monitored metric, best first."""
+        scored = [e for e in self._index() if e["metrics"].get(self.monitor) is not None]
+        scored.sort(key=lambda e: e["metrics"][self.monitor], reverse=self.mode == "max")
+        return [e["name"] for e in scored[: self.top_k]]
+
+    def save(self, step: int, metrics: Mapping[str, float], content: CheckpointContent) -> Path:
+        """Write step_<step>, point `last` at it, and delete checkpoints that are neither best nor last."""
+        name = f"step_{step:08d}"
+        path = write_checkpoint(self.root, name, content)
+        point_last(self.root, name)
+        entries = [e for e in self._index() if e["name"] != name] + [{"name": name, "step": step, "metrics": dict(metrics)}]
+        self._write_index(entries)
+        keep = set(self.best()) | {name}
+        for entry in entries:
+            if entry["name"] not in keep:
+                shutil.rmtree(self.root / entry["name"], ignore_errors=True)
+        self._write_index([e for e in entries if e["name"] in keep])
+        return path

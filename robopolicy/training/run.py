@@ -1,0 +1,31 @@
+"""`robopolicy train`: compose the config, save it with the run, train, return the final metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import yaml
+
+from robopolicy.training.config import RunConfig, compose_config
+from robopolicy.training.distributed import shutdown_distributed
+from robopolicy.training.trainer import EvalHook, Trainer
+
+log = logging.getLogger(__name__)
+
+
+def train(overrides: Sequence[str] = (), eval_hook: EvalHook | None = None) -> dict[str, float]:
+    """Train with train.yaml plus hydra-style overrides (e.g. ["policy=flow", "training.max_steps=500"])."""
+    config = RunConfig.from_dict(compose_config(overrides))
+    trainer = Trainer(config, eval_hook=eval_hook)
+    try:
+        if trainer.dist.is_main:
+            config.run_dir.mkdir(parents=True, exist_ok=True)
+            (config.run_dir / "config.yaml").write_text(yaml.safe_dump(config.raw, sort_keys=False))
+        metrics = trainer.fit()
+        if trainer.dist.is_main:
+            log.info("finished at step %d: %s (checkpoints in %s)", trainer.step, metrics, trainer.checkpoints.root)
+        return metrics
+    finally:
+        trainer.close()
+        shutdown_distributed()

@@ -1,0 +1,291 @@
+"""The one trainer for every policy family and task.
+
+AdamW with an encoder parameter group, a diffusers learning-rate schedule with warm-up, gradient
+clipping and accumulation, optional bf16 autocast, EMA, validation on held-out episodes, an
+action-error metric, a simulation-evaluation hook, top-k checkpoints plus `last`, exact resume
+and torchrun DDP. Every micro-batch seeds torch from (seed, step, micro-batch index), so the
+random draws of a step do not depend on the ranks, the resume point or the DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.optimization import get_scheduler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from robopolicy.datasets.errors import DataError
+from robopolicy.datasets.normalizer import Normalizer
+from robopolicy.datasets.sequence import SequenceDataset
+from robopolicy.datasets.store import EpisodeStore
+from robopolicy.policies.base import Policy
+from robopolicy.policies.ema import EMA
+from robopolicy.policies.registry import make_policy
+from robopolicy.training.batches import StepBatchSampler
+from robopolicy.training.checkpoint import CheckpointContent, CheckpointManager, load_weights, read_meta, read_train_state
+from robopolicy.training.config import RunConfig
+from robopolicy.training.distributed import DistInfo, barrier, init_distributed, reduce_mean
+from robopolicy.training.logger import MetricLogger
+
+log = logging.getLogger(__name__)
+# Called every training.eval_every_epochs epochs on the main process with (policy, epoch); returns metrics.
+EvalHook = Callable[[Policy, int], Mapping[str, float]]
+
+
+def micro_seed(seed: int, step: int, micro_index: int) -> int:
+    """The torch seed of one micro-batch: a function of the run seed, the step and its place in the batch."""
+    return int(np.random.SeedSequence([seed, step, micro_index]).generate_state(1)[0])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor of a nested dict to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def store_fingerprint(store: EpisodeStore) -> str:
+    """A short hash of the store's layout: keys, shapes, dtypes and episode boundaries."""
+    layout = {k: [list(store[k].shape[1:]), str(store[k].dtype)] for k in store.keys}
+    digest = hashlib.sha256(json.dumps(layout, sort_keys=True).encode() + store.episode_ends.tobytes())
+    return digest.hexdigest()[:16]
+
+
+class Trainer:
+    """Builds data, policy, optimizer and EMA from a RunConfig; `fit()` trains to training.max_steps."""
+
+    def __init__(self, config: RunConfig, eval_hook: EvalHook | None = None):
+        self.config, self.settings, self.eval_hook = config, config.training, eval_hook
+        self.device = resolve_device(config.raw.get("device", "auto"))
+        self.dist: DistInfo = init_distributed(self.device)
+        if self.settings.threads:
+            torch.set_num_threads(self.settings.threads)
+        torch.manual_seed(config.seed)  # the same initial weights on every rank
+        self.store = self._open_store()
+        self.policy = make_policy(config.policy_name, config.task["shape_meta"], config.policy_settings).to(self.device)
+        self.train_set, self.val_set = self._datasets()
+        self.policy.set_normalizer(Normalizer.fit(self.store, config.task["shape_meta"], config.task.get("normalizer"),
+                                                  episode_mask=self.train_set.episode_mask).to(self.device))
+        self.ema = EMA(self.policy, config.ema.update_after_step, config.ema.inv_gamma, config.ema.power,
+                       max_value=config.ema.max_value) if config.ema.enabled else None
+        self.optimizer = self._optimizer()
+        self.scheduler = get_scheduler(config.optim.scheduler, self.optimizer, num_warmup_steps=config.optim.warmup_steps,
+                                       num_training_steps=self.settings.max_steps)
+        self.checkpoints = CheckpointManager(config.run_dir / "checkpoints", self.settings.top_k,
+                                             self.settings.monitor, self.settings.monitor_mode)
+        self.step = 0
+        if config.raw.get("resume"):
+            self._resume()
+        self.model = DistributedDataParallel(self.policy) if self.dist.enabled else self.policy
+        self.logger = MetricLogger(config.run_dir, self.dist.is_main, config.logging.tensorboard, config.logging.wandb,
+                                   config.logging.wandb_project, config.raw)
+
+    # ------------------------------------------------------------------ setup
+    def _open_store(self) -> EpisodeStore:
+        dataset = self.config.task["dataset"]
+        store = EpisodeStore.open(dataset["path"])
+        if self.settings.in_memory:
+            keys = {spec.get("source", key) for key, spec in self.config.task["shape_meta"]["obs"].items()}
+            keys.add(self.config.task["shape_meta"]["action"].get("source", "action"))
+            store = store.load(sorted(keys & set(store.keys)))
+        return store
+
+    def _datasets(self) -> tuple[SequenceDataset, SequenceDataset]:
+        dataset, policy = self.config.task["dataset"], self.policy.config
+        train = SequenceDataset(self.store, self.config.task["shape_meta"], policy.horizon, policy.n_obs_steps,
+                                policy.n_action_steps, n_latency_steps=dataset.get("n_latency_steps", 0),
+                                val_ratio=dataset.get("val_ratio", 0.0), seed=dataset.get("split_seed", 42),
+                                max_train_episodes=dataset.get("max_train_episodes"))
+        if len(train) == 0:
+            raise DataError(self.store.path, f"the train split has no windows ({int(train.episode_mask.sum())} episodes "
+                            f"of {self.store.n_episodes}, horizon {policy.horizon})", key="task.dataset",
+                            fix="lower task.dataset.val_ratio, raise max_train_episodes or shorten the horizon")
+        return train, train.get_validation_dataset()
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """AdamW with the observation encoder in its own group (lr scaled by optim.encoder_lr_scale)."""
+        optim = self.config.optim
+        encoder = getattr(self.policy, "obs_encoder", None)
+        encoder_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+        groups = [{"params": [p for p in self.policy.parameters() if id(p) not in encoder_ids], "lr": optim.lr}]
+        if encoder_ids:
+            groups.append({"params": list(encoder.parameters()), "lr": optim.lr * optim.encoder_lr_scale})
+        return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
+                                 weight_decay=optim.weight_decay)
+
+    # ------------------------------------------------------------------ training
+    def _loader(self) -> tuple[StepBatchSampler, Iterator[Any]]:
+        self.settings.micro_batch(self.dist.world_size)  # checks that the global batch splits evenly
+        sampler = StepBatchSampler(len(self.train_set), self.settings.batch_size, self.dist.world_size, self.dist.rank,
+                                   self.settings.grad_accum, self.config.seed, self.settings.max_steps, self.step)
+        loader = DataLoader(self.train_set, sampler=sampler, batch_size=None, num_workers=self.settings.num_workers,
+                            persistent_workers=False, pin_memory=self.device.type == "cuda")
+        return sampler, iter(loader)
+
+    def train_step(self, sampler: StepBatchSampler, batches: Iterator[Any]) -> float:
+        """One optimizer step over grad_accum micro-batches; returns the mean loss on this rank."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total, accum = 0.0, self.settings.grad_accum
+        for accum_step in range(accum):
+            batch = to_device(next(batches), self.device)
+            torch.manual_seed(micro_seed(self.config.seed, self.step, sampler.micro_batch_index(accum_step)))
+            sync = contextlib.nullcontext()
+            if self.dist.enabled and accum_step < accum - 1:
+                sync = self.model.no_sync()
+            with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.bf16):
+                loss = self.model(batch) / accum
+            with sync:
+                loss.backward()
+            total += loss.item()
+        if self.settings.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.settings.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.policy)
+        self.step += 1
+        return total
+
+    def fit(self, until_step: int | None = None) -> dict[str, float]:
+        """Train up to training.max_steps (or stop early at `until_step`); returns the last metrics."""
+        sampler, batches = self._loader()
+        stop = min(self.settings.max_steps, until_step or self.settings.max_steps)
+        bar = tqdm(total=self.settings.max_steps, initial=self.step, disable=not self.dist.is_main or None,
+                   desc=f"train {self.config.policy_name}")
+        window_start, window_loss, window_steps, metrics = time.perf_counter(), 0.0, 0, {}
+        while self.step < stop:
+            window_loss += self.train_step(sampler, batches)
+            window_steps += 1
+            bar.update(1)
+            if self.step % self.settings.log_every == 0 or self.step == stop:
+                elapsed = time.perf_counter() - window_start
+                metrics = {"train_loss": window_loss / window_steps, "lr": self.scheduler.get_last_lr()[0],
+                           "samples_per_s": window_steps * self.settings.batch_size / elapsed,
+                           "epoch": sampler.epoch_of(self.step - 1)}
+                bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", lr=f"{metrics['lr']:.2e}",
+                                sps=f"{metrics['samples_per_s']:.0f}")
+                self.logger.log(self.step, metrics)
+                window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
+            metrics = self._periodic(sampler, metrics)
+        bar.close()
+        if self.step % self.settings.checkpoint_every:  # the final state is always saved
+            metrics = self._checkpoint({**metrics, **self.validate()})
+        return metrics
+
+    def _periodic(self, sampler: StepBatchSampler, metrics: dict[str, float]) -> dict[str, float]:
+        """Validation, simulation evaluation and checkpoints at their intervals."""
+        extra: dict[str, float] = {}
+        if self.step % self.settings.val_every == 0 or self.step % self.settings.checkpoint_every == 0:
+            extra.update(self.validate())
+        epochs = self.settings.eval_every_epochs
+        boundary = self.step % sampler.steps_per_epoch == 0
+        if self.eval_hook and epochs and boundary and (self.step // sampler.steps_per_epoch) % epochs == 0:
+            extra.update(self._simulate(self.step // sampler.steps_per_epoch))
+        if extra:
+            self.logger.log(self.step, extra)
+        metrics = {**metrics, **extra}
+        if self.step % self.settings.checkpoint_every == 0:
+            metrics = self._checkpoint(metrics)
+        return metrics
+
+    def _simulate(self, epoch: int) -> dict[str, float]:
+        result = dict(self.eval_hook(self.eval_policy(), epoch)) if self.dist.is_main else {}
+        barrier(self.dist)
+        return result
+
+    # ------------------------------------------------------------------ evaluation
+    def eval_policy(self) -> Policy:
+        """The weights to evaluate and deploy: the EMA average when enabled."""
+        return self.ema.averaged if self.ema is not None else self.policy
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """val_loss on held-out episodes (reduced over ranks) and action_error on fixed training windows."""
+        policy = self.eval_policy().eval()
+        rng_state = torch.get_rng_state()
+        torch.manual_seed(self.config.seed)
+        metrics = {}
+        if len(self.val_set):
+            micro = self.settings.micro_batch(self.dist.world_size) * self.settings.grad_accum
+            mine = np.arange(self.dist.rank, len(self.val_set), self.dist.world_size)
+            if self.settings.val_batches:
+                mine = mine[: self.settings.val_batches * micro]
+            total = sum(policy.compute_loss(to_device(self.val_set[chunk], self.device)).item() * len(chunk)
+                        for chunk in np.array_split(mine, max(1, -(-len(mine) // micro))) if len(chunk))
+            metrics["val_loss"] = reduce_mean(total, len(mine), self.dist)
+        windows = np.linspace(0, len(self.train_set) - 1, min(self.settings.action_error_windows, len(self.train_set)))
+        batch = to_device(self.train_set[windows.astype(np.int64)], self.device)
+        predicted = policy.predict_action(batch["obs"], generator=torch.Generator().manual_seed(self.config.seed))
+        metrics["action_error"] = torch.nn.functional.mse_loss(predicted["action_pred"], batch["action"]).item()
+        policy.reset()
+        torch.set_rng_state(rng_state)
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, metrics: dict[str, float]) -> dict[str, float]:
+        if self.dist.is_main:
+            content = CheckpointContent(config=self.config.raw, meta=self._meta(metrics), policy=self.policy,
+                                        ema_policy=self.ema.averaged if self.ema else None, train_state=self._train_state())
+            path = self.checkpoints.save(self.step, metrics, content)
+            log.info("step %d: checkpoint %s", self.step, path)
+        barrier(self.dist)
+        return metrics
+
+    def _meta(self, metrics: Mapping[str, float]) -> dict[str, Any]:
+        return {"policy": self.config.policy_name, "policy_settings": self.config.policy_settings,
+                "shape_meta": self.config.task["shape_meta"], "task": self.config.task["name"], "step": self.step,
+                "metrics": dict(metrics), "dataset": {"path": str(self.config.task["dataset"]["path"]),
+                                                      "fingerprint": store_fingerprint(self.store)}}
+
+    def _train_state(self) -> dict[str, Any]:
+        """Optimizer, scheduler, EMA counter, step and torch RNG as tensors and plain values.
+
+        Data order and the random draws of each micro-batch derive from (seed, step), so these
+        are all a resume needs to continue exactly.
+        """
+        return {"step": self.step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema else {}, "torch_rng": torch.get_rng_state()}
+
+    def _resume(self) -> None:
+        """Continue from checkpoints/last: same policy and data layout, exact optimizer and EMA state."""
+        last = self.checkpoints.last()
+        if last is None:
+            raise FileNotFoundError(f"resume=true but {self.checkpoints.root}/last does not exist; start without resume")
+        meta = read_meta(last)
+        if meta["policy"] != self.config.policy_name or meta["policy_settings"] != self.config.policy_settings:
+            raise ValueError(f"{last} was trained with policy {meta['policy']!r} and other settings; resume needs the "
+                             f"same policy config as the run (got {self.config.policy_name!r})")
+        if meta["shape_meta"] != self.config.task["shape_meta"]:
+            raise ValueError(f"{last} was trained on another shape_meta; resume needs the same task")
+        load_weights(self.policy, last, "model.safetensors")
+        state = read_train_state(last)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            load_weights(self.ema.averaged, last, "ema.safetensors")
+            self.ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        log.info("resumed from %s at step %d", last, self.step)
+
+    def close(self) -> None:
+        self.logger.close()
