@@ -1,40 +1,35 @@
-"""Named settings: Diffusion Policy's published Push-T sizes, for parity runs and comparisons.
+"""Named presets: the policy configs shipped in robopolicy/configs/policy/, usable without hydra.
 
-`make_preset(name, shape_meta)` builds the policy; `PRESETS[name]` holds (family, settings) as a
-config would. Our own defaults (the family configs) are smaller, since inference time is
-control latency.
+`dp_pusht_image` and `dp_pusht_lowdim` are Diffusion Policy's published Push-T sizes (263M and
+66M parameters), for parity runs; the family configs (e.g. `diffusion_unet`) are our smaller
+defaults, since inference time is control latency. In training, the same files are the
+`policy=` choices.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from robopolicy.datasets.shape_meta import ShapeMeta
 from robopolicy.policies.base import Policy
 from robopolicy.policies.registry import make_policy
 
-_DP_SAMPLING = {"sampler": "ddpm", "num_inference_steps": 100, "noise": {"num_train_timesteps": 100}}
-
-PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
-    # Push-T image DP-CNN: ResNet-18 (GroupNorm, 32 keypoints, 84x84 crops) + U-Net 512/1024/2048: 263M parameters.
-    "dp_pusht_image": ("diffusion_unet", {
-        **_DP_SAMPLING,
-        "backbone": {"unet": {"down_dims": (512, 1024, 2048), "kernel_size": 5, "step_embed_dim": 128}},
-        "encoder": {"image": {"base_width": 64, "pool": "spatial_softmax", "num_keypoints": 32,
-                              "feature_dim": 64, "crop_shape": (84, 84)}},
-    }),
-    # Push-T keypoint DP-CNN: U-Net 256/512/1024 with a 256-wide step embedding: 66M parameters.
-    "dp_pusht_lowdim": ("diffusion_unet", {
-        **_DP_SAMPLING,
-        "backbone": {"unet": {"down_dims": (256, 512, 1024), "kernel_size": 5, "step_embed_dim": 256}},
-    }),
-}
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def make_preset(name: str, shape_meta: Mapping[str, Any] | ShapeMeta) -> Policy:
-    """Build preset `name` for shape_meta."""
-    if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
-    family, settings = PRESETS[name]
-    return make_policy(family, shape_meta, settings)
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / "policy").glob("*.yaml"))
+
+
+def make_preset(name: str, shape_meta: Mapping[str, Any] | ShapeMeta, encoder: str = "default") -> Policy:
+    """Build the policy of configs/policy/<name>.yaml with configs/encoder/<encoder>.yaml."""
+    path = CONFIGS / "policy" / f"{name}.yaml"
+    if not path.is_file():
+        raise KeyError(f"unknown preset {name!r}; known: {preset_names()}")
+    config = yaml.safe_load(path.read_text())
+    encoder_settings = yaml.safe_load((CONFIGS / "encoder" / f"{encoder}.yaml").read_text())
+    return make_policy(config["name"], shape_meta, {**config.get("settings", {}), "encoder": encoder_settings})

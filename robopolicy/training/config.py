@@ -40,6 +40,7 @@ class TrainingSettings:
     """The `training:` block of train.yaml (each field is documented there)."""
 
     max_steps: int = 100000
+    time_budget_min: float = 0.0
     batch_size: int = 64
     grad_accum: int = 1
     grad_clip: float = 1.0

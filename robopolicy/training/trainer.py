@@ -92,6 +92,7 @@ class Trainer:
         self.checkpoints = CheckpointManager(config.run_dir / "checkpoints", self.settings.top_k,
                                              self.settings.monitor, self.settings.monitor_mode)
         self.step = 0
+        self.data_wait_s = 0.0  # time spent waiting for batches, for the data-loading share in the logs
         if config.raw.get("resume"):
             self._resume()
         self.model = DistributedDataParallel(self.policy) if self.dist.enabled else self.policy
@@ -146,7 +147,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total, accum = 0.0, self.settings.grad_accum
         for accum_step in range(accum):
+            waiting = time.perf_counter()
             batch = to_device(next(batches), self.device)
+            self.data_wait_s += time.perf_counter() - waiting
             torch.manual_seed(micro_seed(self.config.seed, self.step, sampler.micro_batch_index(accum_step)))
             sync = contextlib.nullcontext()
             if self.dist.enabled and accum_step < accum - 1:
@@ -169,22 +172,25 @@ class Trainer:
         """Train up to training.max_steps (or stop early at `until_step`); returns the last metrics."""
         sampler, batches = self._loader()
         stop = min(self.settings.max_steps, until_step or self.settings.max_steps)
+        deadline = time.monotonic() + 60.0 * self.settings.time_budget_min if self.settings.time_budget_min else None
         bar = tqdm(total=self.settings.max_steps, initial=self.step, disable=not self.dist.is_main or None,
                    desc=f"train {self.config.policy_name}")
-        window_start, window_loss, window_steps, metrics = time.perf_counter(), 0.0, 0, {}
-        while self.step < stop:
+        window_time, window_loss, window_steps, metrics = 0.0, 0.0, 0, {}
+        self.data_wait_s = 0.0
+        while self.step < stop and (deadline is None or time.monotonic() < deadline):
+            started = time.perf_counter()
             window_loss += self.train_step(sampler, batches)
+            window_time += time.perf_counter() - started
             window_steps += 1
             bar.update(1)
             if self.step % self.settings.log_every == 0 or self.step == stop:
-                elapsed = time.perf_counter() - window_start
                 metrics = {"train_loss": window_loss / window_steps, "lr": self.scheduler.get_last_lr()[0],
-                           "samples_per_s": window_steps * self.settings.batch_size / elapsed,
-                           "epoch": sampler.epoch_of(self.step - 1)}
+                           "samples_per_s": window_steps * self.settings.batch_size / window_time,
+                           "data_wait_share": self.data_wait_s / window_time, "epoch": sampler.epoch_of(self.step - 1)}
                 bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", lr=f"{metrics['lr']:.2e}",
                                 sps=f"{metrics['samples_per_s']:.0f}")
                 self.logger.log(self.step, metrics)
-                window_start, window_loss, window_steps = time.perf_counter(), 0.0, 0
+                window_time, window_loss, window_steps, self.data_wait_s = 0.0, 0.0, 0, 0.0
             metrics = self._periodic(sampler, metrics)
         bar.close()
         if self.step % self.settings.checkpoint_every:  # the final state is always saved
