@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from robopolicy.datasets.errors import DataError
+from robopolicy.datasets.store import EpisodeStore
 from robopolicy.policies.registry import make_policy
 from robopolicy.training import checkpoint as checkpoint_module
 from robopolicy.training.checkpoint import FILES, load_policy, read_meta
@@ -176,3 +177,21 @@ def test_every_shipped_task_and_policy_config_builds(task, policy):
     built = make_policy(config.policy_name, config.task["shape_meta"], config.policy_settings)
     assert built.config.horizon == raw["policy"]["settings"]["horizon"]
     assert (CONFIG_DIR / "task" / f"{task}.yaml").is_file()
+
+
+def test_point_cloud_task_trains_end_to_end(tmp_path):
+    rng = np.random.default_rng(0)
+    store = EpisodeStore.create(tmp_path / "lift.zarr")
+    for _ in range(3):
+        n = 40
+        store.append_episode({"point_cloud": rng.uniform(-0.5, 0.5, (n, 512, 6)).astype(np.float32),
+                              "eef_pos": rng.normal(size=(n, 3)).astype(np.float32),
+                              "gripper": rng.uniform(0, 0.04, (n, 2)).astype(np.float32),
+                              "action": rng.uniform(-1, 1, (n, 7)).astype(np.float32)})
+    overrides = [*TINY, "task=lift_pointcloud", f"task.dataset.path={tmp_path / 'lift.zarr'}", f"run_dir={tmp_path / 'run'}",
+                 "task.dataset.val_ratio=0.34", "training.max_steps=2", "training.checkpoint_every=2"]
+    metrics = train(overrides)
+    assert np.isfinite(metrics["val_loss"])
+    policy = load_policy(tmp_path / "run" / "checkpoints" / "last")
+    obs = {"point_cloud": torch.zeros(1, 2, 512, 6), "eef_pos": torch.zeros(1, 2, 3), "gripper": torch.zeros(1, 2, 2)}
+    assert policy.predict_action(obs)["action"].shape == (1, 8, 7)
