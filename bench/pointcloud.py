@@ -5,29 +5,14 @@ Run: .venv/bin/python bench/pointcloud.py
 
 import json
 import os
-import time
-from collections.abc import Callable
 
 import numpy as np
 import open3d as o3d
 
 from robopolicy.datasets.pointcloud import depth_to_points, farthest_point_sample
+from timing import percentiles_ms
 
 REPEATS = 20
-WARMUP = 2
-
-
-def percentiles_ms(fn: Callable[[], object], repeats: int = REPEATS) -> dict[str, float]:
-    """p50 / p95 wall time of fn() in ms over ``repeats`` calls after ``WARMUP`` untimed calls."""
-    for _ in range(WARMUP):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return {"p50_ms": round(float(np.percentile(times, 50)), 3),
-            "p95_ms": round(float(np.percentile(times, 95)), 3)}
 
 
 def bench_fps(n_points: int, n_samples: int, rng: np.random.Generator) -> dict:
@@ -35,8 +20,8 @@ def bench_fps(n_points: int, n_samples: int, rng: np.random.Generator) -> dict:
     points = rng.uniform(-0.5, 0.5, (n_points, 3))
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
     points32 = points.astype(np.float32)
-    ours = percentiles_ms(lambda: farthest_point_sample(points32, n_samples))
-    theirs = percentiles_ms(lambda: cloud.farthest_point_down_sample(n_samples))
+    ours = percentiles_ms(lambda: farthest_point_sample(points32, n_samples), REPEATS)
+    theirs = percentiles_ms(lambda: cloud.farthest_point_down_sample(n_samples), REPEATS)
     # Same float64 cloud on both sides: the same points are chosen (open3d keeps input order).
     indices, _ = farthest_point_sample(points, n_samples)
     same = np.array_equal(points[np.sort(indices)],
@@ -54,8 +39,8 @@ def bench_depth(rng: np.random.Generator) -> dict:
     k = np.array([[615.0, 0.0, 320.0], [0.0, 615.0, 240.0], [0.0, 0.0, 1.0]])
     pose = np.eye(4)
     pose[:3, 3] = [0.1, -0.2, 0.8]
-    return {"xyz": percentiles_ms(lambda: depth_to_points(depth, k, pose)),
-            "xyz_rgb": percentiles_ms(lambda: depth_to_points(depth, k, pose, rgb=rgb))}
+    return {"xyz": percentiles_ms(lambda: depth_to_points(depth, k, pose), REPEATS),
+            "xyz_rgb": percentiles_ms(lambda: depth_to_points(depth, k, pose, rgb=rgb), REPEATS)}
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 import torch
@@ -21,6 +20,7 @@ from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.datasets.store import EpisodeStore
 from robopolicy.envs.pusht import PUSHT_IMAGE_SHAPE_META
 from robopolicy.policies.registry import make_policy
+from timing import percentiles_ms
 
 STEP_COUNTS = (1, 4, 10, 16, 100)
 SAMPLING = {"diffusion_unet": "ddim", "diffusion_transformer": "ddim", "flow": "euler", "act": None}
@@ -35,18 +35,6 @@ def pusht_like_normalizer() -> Normalizer:
     return Normalizer.fit(EpisodeStore.from_arrays(data, np.array([64])), PUSHT_IMAGE_SHAPE_META)
 
 
-def timed(fn, calls: int, warmup: int = 3) -> dict[str, float]:
-    """p50 / p95 milliseconds of fn() over `calls` calls after `warmup` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p95_ms": round(float(np.percentile(times, 95)), 2)}
-
-
 def bench_family(name: str, obs: dict, normalizer: Normalizer, calls: int) -> dict:
     torch.manual_seed(0)
     policy = make_policy(name, PUSHT_IMAGE_SHAPE_META)
@@ -56,9 +44,9 @@ def bench_family(name: str, obs: dict, normalizer: Normalizer, calls: int) -> di
     with torch.inference_mode():
         if hasattr(policy, "backbone"):
             sample, t = torch.randn(1, policy.config.horizon, policy.action_dim), torch.ones(1)
-            forward = timed(lambda: policy.backbone(sample, t, policy.encode(obs)), calls)
+            forward = percentiles_ms(lambda: policy.backbone(sample, t, policy.encode(obs)), calls, warmup=3)
         else:
-            forward = timed(lambda: policy.predict_action(obs), calls)
+            forward = percentiles_ms(lambda: policy.predict_action(obs), calls, warmup=3)
     result["forward"] = forward
     generator = torch.Generator()
     if SAMPLING[name] is None:
@@ -69,8 +57,8 @@ def bench_family(name: str, obs: dict, normalizer: Normalizer, calls: int) -> di
         kwargs = {"num_inference_steps": steps}
         if SAMPLING[name] == "ddim":
             kwargs["sampler"] = "ddim"
-        latency = timed(lambda: policy.predict_action(obs, generator=generator.manual_seed(0), **kwargs),
-                        calls if steps < 100 else max(10, calls // 5))
+        latency = percentiles_ms(lambda: policy.predict_action(obs, generator=generator.manual_seed(0), **kwargs),
+                                 calls if steps < 100 else max(10, calls // 5), warmup=3)
         latency["ratio_to_forward"] = round(latency["p50_ms"] / forward["p50_ms"], 2)
         result["predict"][f"{SAMPLING[name]}_{steps}"] = latency
     return result

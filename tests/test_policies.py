@@ -180,7 +180,7 @@ def test_shared_image_trunk_across_cameras():
 def test_registry_suggests_names_and_checks_settings():
     with pytest.raises(KeyError, match="did you mean 'diffusion_unet'"):
         make_policy("difusion_unet", SHAPE_METAS["low_dim"])
-    with pytest.raises(ValueError, match=r"unknown settings \['horizn'\]"):
+    with pytest.raises(ValueError, match=r"unknown flow settings \['horizn'\]"):
         make_config("flow", {"horizn": 16})
     with pytest.raises(ValueError, match="horizon 10 must be divisible by 4"):
         make_config("diffusion_unet", {"horizon": 10})

@@ -3,7 +3,6 @@ a class path string: a name is looked up in this table, and a typo gets the clos
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import importlib
 from collections.abc import Mapping
@@ -12,6 +11,7 @@ from typing import Any
 
 from robopolicy.datasets.shape_meta import ShapeMeta
 from robopolicy.policies.base import Policy, PolicyConfig
+from robopolicy.settings import build_settings
 
 # Family name -> the module that registers it (imported only when that family is used).
 FAMILY_MODULES = {
@@ -54,13 +54,7 @@ def _entry(name: str) -> PolicyEntry:
 
 def make_config(name: str, settings: Mapping[str, Any] | None = None) -> PolicyConfig:
     """The family's config dataclass from plain settings; unknown fields name the known ones."""
-    config_class = _entry(name).config_class
-    settings = dict(settings or {})
-    known = {f.name for f in dataclasses.fields(config_class)}
-    unknown = set(settings) - known
-    if unknown:
-        raise ValueError(f"unknown settings {sorted(unknown)} for policy {name!r}; known: {sorted(known)}")
-    return config_class(**settings)
+    return build_settings(_entry(name).config_class, settings, name)
 
 
 def make_policy(name: str, shape_meta: Mapping[str, Any] | ShapeMeta,

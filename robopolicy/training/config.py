@@ -6,7 +6,6 @@ resolver), and the resolved config is what a run saves and what a resume compare
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
+
+from robopolicy.settings import build_settings
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -23,16 +24,6 @@ def compose_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR)
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name="robopolicy"):
         cfg: DictConfig = compose(config_name="train", overrides=list(overrides))
     return OmegaConf.to_container(cfg, resolve=True)
-
-
-def _build(cls: type, values: Mapping[str, Any] | None, where: str):
-    """A dataclass from a mapping, naming unknown keys instead of a TypeError."""
-    values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown {where} settings {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**values)
 
 
 @dataclass
@@ -122,9 +113,10 @@ class RunConfig:
         for key in ("name", "dataset", "shape_meta"):
             if key not in raw["task"]:
                 raise ValueError(f"task config lacks {key!r}")
-        return cls(dict(raw), _build(TrainingSettings, raw.get("training"), "training"),
-                   _build(OptimSettings, raw.get("optim"), "optim"), _build(EMASettings, raw.get("ema"), "ema"),
-                   _build(LoggingSettings, raw.get("logging"), "logging"))
+        return cls(dict(raw), build_settings(TrainingSettings, raw.get("training"), "training"),
+                   build_settings(OptimSettings, raw.get("optim"), "optim"),
+                   build_settings(EMASettings, raw.get("ema"), "ema"),
+                   build_settings(LoggingSettings, raw.get("logging"), "logging"))
 
     @property
     def policy_name(self) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
+
+from robopolicy.settings import build_settings
 
 IMAGE_POOLS = ("spatial_softmax", "avg")
 POINT_CLOUD_KINDS = ("dp3", "pointnet")
@@ -75,11 +77,4 @@ class EncoderConfig:
         unknown = set(values) - set(parts)
         if unknown:
             raise ValueError(f"unknown encoder settings {sorted(unknown)}; known: {sorted(parts)}")
-        built = {}
-        for name, part in parts.items():
-            given = dict(values.get(name, {}))
-            allowed = {f.name for f in fields(part)}
-            if set(given) - allowed:
-                raise ValueError(f"unknown encoder.{name} settings {sorted(set(given) - allowed)}; known: {sorted(allowed)}")
-            built[name] = part(**given)
-        return cls(**built)
+        return cls(**{name: build_settings(part, values.get(name), f"encoder.{name}") for name, part in parts.items()})
