@@ -1,0 +1,21 @@
+"""Golden outputs: each family's loss and sampled chunk on fixed inputs stay what they were.
+
+A failure means a change altered what a policy computes. If that was intended, regenerate with
+`python -m tests.golden.make_golden` and say so in the commit.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.golden.make_golden import GOLDEN_DIR, SETTINGS, outputs
+
+
+@pytest.mark.parametrize("family", list(SETTINGS))
+def test_outputs_match_the_stored_golden_values(family):
+    expected = load_file(str(GOLDEN_DIR / f"{family}.safetensors"))
+    got = outputs(family)
+    torch.testing.assert_close(got["loss"], expected["loss"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got["action_pred"], expected["action_pred"], rtol=1e-5, atol=1e-4)
