@@ -188,6 +188,10 @@ def test_registry_suggests_names_and_checks_settings():
         make_config("act", {"horizon": 8, "n_obs_steps": 2, "n_action_steps": 8})
     with pytest.raises(ValueError, match=r"unknown encoder.image settings \['widht'\]"):
         make_config("flow", {"encoder": {"image": {"widht": 3}}})
+    with pytest.raises(ValueError, match=r"unknown backbone.unet settings \['down_dim'\]"):
+        make_config("diffusion_unet", {"backbone": {"unet": {"down_dim": [8]}}})
+    with pytest.raises(TypeError, match="needs a ACTConfig"):
+        make_policy("act", SHAPE_METAS["low_dim"], make_config("flow"))
 
 
 def test_predict_needs_a_normalizer_and_every_obs_key(store):

@@ -115,10 +115,10 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path, p
     common = [*TINY, f"task.dataset.path={pusht_path}", "training.max_steps=4", "ema.enabled=false",
               "training.threads=1"]
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-                          "-m", "robopolicy.cli", "train", *common, f"run_dir={tmp_path / 'ddp'}"],
+                          "-m", "robopolicy.cli", "train", *common, f"run_dir={tmp_path / 'ddp'}", "training.grad_accum=2"],
                          cwd=REPO, capture_output=True, text=True, check=False, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    train([*common, f"run_dir={tmp_path / 'single'}", "training.grad_accum=2"])
+    train([*common, f"run_dir={tmp_path / 'single'}", "training.grad_accum=4"])
     a = weights_of(tmp_path / "ddp" / "checkpoints" / "last", "model.safetensors")
     b = weights_of(tmp_path / "single" / "checkpoints" / "last", "model.safetensors")
     for key in a:
@@ -145,28 +145,59 @@ def test_bad_inputs_fail_before_training(tmp_path, pusht_path):
         Trainer(tiny_config(tmp_path, pusht_path, "resume=true"))
 
 
-def test_resume_refuses_a_checkpoint_of_another_policy(tmp_path, pusht_path):
+def test_resume_refuses_another_run_and_fresh_runs_refuse_old_checkpoints(tmp_path, pusht_path):
     trainer = Trainer(tiny_config(tmp_path, pusht_path, "training.max_steps=3"))
     trainer.fit()
     trainer.close()
     with pytest.raises(ValueError, match="was trained with policy 'diffusion_unet'"):
         Trainer(tiny_config(tmp_path, pusht_path, "policy=flow", "resume=true"))
+    with pytest.raises(ValueError, match=r"changed settings \['optim.lr', 'seed'\]"):
+        Trainer(tiny_config(tmp_path, pusht_path, "seed=7", "optim.lr=0.5", "resume=true"))
+    with pytest.raises(FileExistsError, match="already holds checkpoints; pass resume=true"):
+        Trainer(tiny_config(tmp_path, pusht_path))
+    last_meta = tmp_path / "run" / "checkpoints" / "last" / "meta.json"
+    written = last_meta.stat().st_mtime_ns
+    finished = Trainer(tiny_config(tmp_path, pusht_path, "training.max_steps=3", "resume=true",
+                                   "training.checkpoint_every=2"))
+    finished.fit()  # already at max_steps: nothing to train, and `last` is not rewritten
+    finished.close()
+    assert last_meta.stat().st_mtime_ns == written and read_meta(last_meta.parent)["step"] == 3
 
 
 def test_accumulation_bf16_param_groups_and_eval_hook(tmp_path, pusht_path):
     calls = []
+
+    def hook(policy, epoch):
+        calls.append((epoch, policy.training))
+        return {"success": 0.5 + epoch}
+
     config = tiny_config(tmp_path, pusht_path, "training.grad_accum=2", "training.bf16=true",
-                         "optim.encoder_lr_scale=0.1", "encoder.low_dim.kind=mlp", "training.eval_every_epochs=1", "training.batch_size=512",
-                         "training.max_steps=2", "task.dataset.max_train_episodes=6")
-    trainer = Trainer(config, eval_hook=lambda policy, epoch: calls.append(epoch) or {"success": 0.5})
+                         "optim.encoder_lr_scale=0.1", "encoder.low_dim.kind=mlp", "training.eval_every_epochs=1",
+                         "training.batch_size=512", "training.max_steps=2", "task.dataset.max_train_episodes=6",
+                         "training.monitor=success", "training.monitor_mode=max", "training.checkpoint_every=2")
+    trainer = Trainer(config, eval_hook=hook)
     base, encoder = (group["initial_lr"] for group in trainer.optimizer.param_groups)
     assert encoder == pytest.approx(0.1 * base)
     metrics = trainer.fit()
     trainer.close()
     assert np.isfinite(metrics["train_loss"])
     steps_per_epoch = len(trainer.train_set) // 512
-    assert calls == list(range(1, 2 // steps_per_epoch + 1)) and steps_per_epoch <= 2
-    assert metrics.get("success") == 0.5
+    assert steps_per_epoch <= 2
+    assert calls == [(epoch, False) for epoch in range(1, 2 // steps_per_epoch + 1)], "eval-mode policy each epoch"
+    assert metrics["success"] == 0.5 + calls[-1][0]
+    index = json.loads((tmp_path / "run" / "checkpoints" / "index.json").read_text())
+    assert index[-1]["metrics"]["success"] == metrics["success"]
+    with pytest.raises(ValueError, match="needs a simulation evaluation hook"):
+        Trainer(tiny_config(tmp_path / "nohook", pusht_path, "training.eval_every_epochs=1"))
+
+
+def test_each_policy_config_names_its_own_run_directory():
+    labels = {}
+    for path in sorted((CONFIG_DIR / "policy").glob("*.yaml")):
+        raw = compose_config([f"policy={path.stem}"])
+        labels[path.stem] = raw["run_dir"]
+        assert raw["run_dir"] == f"runs/pusht_keypoint/{path.stem}"
+    assert len(set(labels.values())) == len(labels) >= 6
 
 
 @pytest.mark.parametrize("task", ["pusht_keypoint", "pusht_image", "lift_pointcloud"])

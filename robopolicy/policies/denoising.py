@@ -39,14 +39,15 @@ class DenoisingPolicy(Policy):
             if tuple(noise.shape) != shape:
                 raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
             return noise.to(reference)
-        return torch.randn(shape, generator=generator, dtype=reference.dtype).to(reference.device)
+        device = generator.device if generator is not None else reference.device
+        return torch.randn(shape, generator=generator, dtype=reference.dtype, device=device).to(reference.device)
 
     def sample(self, features: dict[str, torch.Tensor], noise: torch.Tensor, generator: torch.Generator | None = None,
                **sampling: Any) -> torch.Tensor:
         """Normalized chunk (B, horizon, Da) refined from `noise` (`generator` seeds any noise drawn on the way)."""
         raise NotImplementedError
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def predict_action(self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None,
                        noise: torch.Tensor | None = None, **sampling: Any) -> dict[str, torch.Tensor]:
         """Raw-unit actions; features are computed once, not once per sampling step."""

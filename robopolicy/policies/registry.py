@@ -60,8 +60,11 @@ def make_config(name: str, settings: Mapping[str, Any] | None = None) -> PolicyC
 def make_policy(name: str, shape_meta: Mapping[str, Any] | ShapeMeta,
                 settings: Mapping[str, Any] | PolicyConfig | None = None) -> Policy:
     """Build policy `name` for shape_meta from its settings (a dict or a config instance)."""
+    entry = _entry(name)
+    if isinstance(settings, PolicyConfig) and not isinstance(settings, entry.config_class):
+        raise TypeError(f"policy {name!r} needs a {entry.config_class.__name__}, got a {type(settings).__name__}")
     config = settings if isinstance(settings, PolicyConfig) else make_config(name, settings)
-    return _entry(name).policy_class(config, shape_meta)
+    return entry.policy_class(config, shape_meta)
 
 
 def policy_names() -> list[str]:

@@ -37,13 +37,13 @@ def training_scheduler(config: NoiseScheduleConfig) -> DDPMScheduler:
                          clip_sample=config.clip_sample, prediction_type=config.prediction_type)
 
 
-def sampling_scheduler(config: NoiseScheduleConfig, sampler: str, num_inference_steps: int) -> SchedulerMixin:
-    """A fresh sampler with its timesteps set (fresh, since multistep solvers keep state)."""
+def sampling_scheduler(training: DDPMScheduler, sampler: str, num_inference_steps: int) -> SchedulerMixin:
+    """A fresh sampler from the training scheduler's settings, timesteps set (fresh: multistep solvers keep state)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    if not 1 <= num_inference_steps <= config.num_train_timesteps:
-        raise ValueError(f"num_inference_steps must be in [1, {config.num_train_timesteps}], got {num_inference_steps}")
-    base = training_scheduler(config).config
+    base = training.config
+    if not 1 <= num_inference_steps <= base.num_train_timesteps:
+        raise ValueError(f"num_inference_steps must be in [1, {base.num_train_timesteps}], got {num_inference_steps}")
     if sampler == "ddpm":
         scheduler = DDPMScheduler.from_config(base)
     elif sampler == "ddim":

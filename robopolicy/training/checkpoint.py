@@ -62,9 +62,13 @@ def write_checkpoint(root: Path, name: str, content: CheckpointContent) -> Path:
     content.policy.normalizer.save(tmp / "normalizer.safetensors")
     torch.save(dict(content.train_state), tmp / "train_state.pt")
     final = root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    if final.exists():  # moved aside, not deleted, until the new one is in place
+        old = root / f".old-{name}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
     return final
 
 
@@ -84,6 +88,11 @@ def read_meta(checkpoint: Path) -> dict[str, Any]:
     if missing:
         raise FileNotFoundError(f"{checkpoint} is not a robopolicy checkpoint: missing {missing}")
     return json.loads((checkpoint / "meta.json").read_text())
+
+
+def read_config(checkpoint: Path) -> dict[str, Any]:
+    """The resolved run config saved with a checkpoint."""
+    return yaml.safe_load((Path(checkpoint) / "config.yaml").read_text())
 
 
 def read_train_state(checkpoint: Path) -> dict[str, Any]:
@@ -112,6 +121,18 @@ class CheckpointManager:
     def __init__(self, root: Path, top_k: int, monitor: str, mode: str):
         self.root, self.top_k, self.monitor, self.mode = Path(root), top_k, monitor, mode
         self.index_path = self.root / "index.json"
+
+    def remove_leftovers(self) -> None:
+        """Delete what interrupted saves left behind (temporary directories and links)."""
+        for leftover in self.root.glob(".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in [*self.root.glob(".last-*"), *self.root.glob(".index-*")]:
+            leftover.unlink(missing_ok=True)
+
+    def saved_step(self) -> int | None:
+        """Step of the checkpoint `last` points at."""
+        last = self.last()
+        return int(last.name.split("_")[-1]) if last is not None else None
 
     def last(self) -> Path | None:
         """The checkpoint `last` points at, if any."""

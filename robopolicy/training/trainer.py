@@ -32,7 +32,14 @@ from robopolicy.policies.base import Policy
 from robopolicy.policies.ema import EMA
 from robopolicy.policies.registry import make_policy
 from robopolicy.training.batches import StepBatchSampler
-from robopolicy.training.checkpoint import CheckpointContent, CheckpointManager, load_weights, read_meta, read_train_state
+from robopolicy.training.checkpoint import (
+    CheckpointContent,
+    CheckpointManager,
+    load_weights,
+    read_config,
+    read_meta,
+    read_train_state,
+)
 from robopolicy.training.config import RunConfig
 from robopolicy.training.distributed import DistInfo, barrier, init_distributed, reduce_mean
 from robopolicy.training.logger import MetricLogger
@@ -47,9 +54,13 @@ def micro_seed(seed: int, step: int, micro_index: int) -> int:
     return int(np.random.SeedSequence([seed, step, micro_index]).generate_state(1)[0])
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int) -> torch.device:
+    """cpu, or this process's GPU (torchrun's LOCAL_RANK) for cuda / auto."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
@@ -60,6 +71,27 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, Mapping):
         return {k: to_device(v, device) for k, v in batch.items()}
     return batch
+
+
+# Settings a resumed run may change: they alter how long or where it runs, not what it computes.
+RESUMABLE_CHANGES = {"resume", "device", "training.max_steps", "training.time_budget_min", "training.num_workers",
+                     "training.threads", "training.log_every", "training.val_every", "training.checkpoint_every",
+                     "training.eval_every_epochs", "training.val_batches", "logging"}
+
+
+def changed_settings(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configs, except RESUMABLE_CHANGES."""
+    changed = []
+    for key in sorted(set(saved) | set(current)):
+        name = f"{prefix}{key}"
+        if name in RESUMABLE_CHANGES:
+            continue
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            changed += changed_settings(a, b, f"{name}.")
+        elif a != b:
+            changed.append(name)
+    return changed
 
 
 def store_fingerprint(store: EpisodeStore) -> str:
@@ -74,8 +106,11 @@ class Trainer:
 
     def __init__(self, config: RunConfig, eval_hook: EvalHook | None = None):
         self.config, self.settings, self.eval_hook = config, config.training, eval_hook
-        self.device = resolve_device(config.raw.get("device", "auto"))
-        self.dist: DistInfo = init_distributed(self.device)
+        if self.settings.eval_every_epochs and eval_hook is None:
+            raise ValueError("training.eval_every_epochs > 0 needs a simulation evaluation hook, and this run has none; "
+                             "set training.eval_every_epochs=0")
+        self.dist: DistInfo = init_distributed()
+        self.device = resolve_device(config.raw.get("device", "auto"), self.dist.local_rank)
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         torch.manual_seed(config.seed)  # the same initial weights on every rank
@@ -91,11 +126,20 @@ class Trainer:
                                        num_training_steps=self.settings.max_steps)
         self.checkpoints = CheckpointManager(config.run_dir / "checkpoints", self.settings.top_k,
                                              self.settings.monitor, self.settings.monitor_mode)
+        if self.dist.is_main:
+            self.checkpoints.remove_leftovers()
         self.step = 0
         self.data_wait_s = 0.0  # time spent waiting for batches, for the data-loading share in the logs
+        self.latest: dict[str, float] = {}  # the newest value of every metric, for checkpoints and top-k
         if config.raw.get("resume"):
             self._resume()
-        self.model = DistributedDataParallel(self.policy) if self.dist.enabled else self.policy
+        elif self.checkpoints.last() is not None:
+            raise FileExistsError(f"{config.run_dir} already holds checkpoints; pass resume=true to continue it, "
+                                  "or choose another run_dir")
+        self.model = self.policy
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.policy, device_ids=ids)
         self.logger = MetricLogger(config.run_dir, self.dist.is_main, config.logging.tensorboard, config.logging.wandb,
                                    config.logging.wandb_project, config.raw)
 
@@ -152,11 +196,11 @@ class Trainer:
             self.data_wait_s += time.perf_counter() - waiting
             torch.manual_seed(micro_seed(self.config.seed, self.step, sampler.micro_batch_index(accum_step)))
             sync = contextlib.nullcontext()
-            if self.dist.enabled and accum_step < accum - 1:
+            if self.dist.enabled and accum_step < accum - 1:  # all-reduce gradients once, on the last micro-batch
                 sync = self.model.no_sync()
-            with sync, torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.bf16):
-                loss = self.model(batch) / accum
             with sync:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.settings.bf16):
+                    loss = self.model(batch) / accum
                 loss.backward()
             total += loss.item()
         if self.settings.grad_clip > 0:
@@ -190,14 +234,18 @@ class Trainer:
                 bar.set_postfix(loss=f"{metrics['train_loss']:.4f}", lr=f"{metrics['lr']:.2e}",
                                 sps=f"{metrics['samples_per_s']:.0f}")
                 self.logger.log(self.step, metrics)
+                self.latest.update(metrics)
                 window_time, window_loss, window_steps, self.data_wait_s = 0.0, 0.0, 0, 0.0
-            metrics = self._periodic(sampler, metrics)
+            self._periodic(sampler)
         bar.close()
-        if self.step % self.settings.checkpoint_every:  # the final state is always saved
-            metrics = self._checkpoint({**metrics, **self.validate()})
-        return metrics
+        if self.step % self.settings.checkpoint_every and self.checkpoints.saved_step() != self.step:
+            final = self.validate()  # the final state is always saved
+            self.logger.log(self.step, final)
+            self.latest.update(final)
+            self._checkpoint()
+        return dict(self.latest)
 
-    def _periodic(self, sampler: StepBatchSampler, metrics: dict[str, float]) -> dict[str, float]:
+    def _periodic(self, sampler: StepBatchSampler) -> None:
         """Validation, simulation evaluation and checkpoints at their intervals."""
         extra: dict[str, float] = {}
         if self.step % self.settings.val_every == 0 or self.step % self.settings.checkpoint_every == 0:
@@ -208,20 +256,23 @@ class Trainer:
             extra.update(self._simulate(self.step // sampler.steps_per_epoch))
         if extra:
             self.logger.log(self.step, extra)
-        metrics = {**metrics, **extra}
+            self.latest.update(extra)
         if self.step % self.settings.checkpoint_every == 0:
-            metrics = self._checkpoint(metrics)
-        return metrics
+            self._checkpoint()
 
     def _simulate(self, epoch: int) -> dict[str, float]:
-        result = dict(self.eval_hook(self.eval_policy(), epoch)) if self.dist.is_main else {}
+        result = {}
+        if self.dist.is_main:
+            policy = self.eval_policy()
+            result = dict(self.eval_hook(policy, epoch))
+            policy.reset()
         barrier(self.dist)
         return result
 
     # ------------------------------------------------------------------ evaluation
     def eval_policy(self) -> Policy:
-        """The weights to evaluate and deploy: the EMA average when enabled."""
-        return self.ema.averaged if self.ema is not None else self.policy
+        """The weights to evaluate and deploy (the EMA average when enabled), in eval mode."""
+        return (self.ema.averaged if self.ema is not None else self.policy).eval()
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -247,14 +298,17 @@ class Trainer:
         return metrics
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint(self, metrics: dict[str, float]) -> dict[str, float]:
+    def _checkpoint(self) -> None:
         if self.dist.is_main:
+            metrics = dict(self.latest)
+            if self.settings.monitor not in metrics:
+                log.warning("step %d: monitored metric %r not measured yet; this checkpoint cannot rank in the top-k",
+                            self.step, self.settings.monitor)
             content = CheckpointContent(config=self.config.raw, meta=self._meta(metrics), policy=self.policy,
                                         ema_policy=self.ema.averaged if self.ema else None, train_state=self._train_state())
             path = self.checkpoints.save(self.step, metrics, content)
             log.info("step %d: checkpoint %s", self.step, path)
         barrier(self.dist)
-        return metrics
 
     def _meta(self, metrics: Mapping[str, float]) -> dict[str, Any]:
         return {"policy": self.config.policy_name, "policy_settings": self.config.policy_settings,
@@ -282,6 +336,13 @@ class Trainer:
                              f"same policy config as the run (got {self.config.policy_name!r})")
         if meta["shape_meta"] != self.config.task["shape_meta"]:
             raise ValueError(f"{last} was trained on another shape_meta; resume needs the same task")
+        if meta["dataset"]["fingerprint"] != store_fingerprint(self.store):
+            raise ValueError(f"{last} was trained on a store with other keys, shapes or episodes than "
+                             f"{self.config.task['dataset']['path']}; resume needs the same data")
+        changed = changed_settings(read_config(last), self.config.raw)
+        if changed:
+            raise ValueError(f"resuming {last} with changed settings {changed} would not continue the same run; "
+                             f"only {sorted(RESUMABLE_CHANGES)} may change")
         load_weights(self.policy, last, "model.safetensors")
         state = read_train_state(last)
         self.optimizer.load_state_dict(state["optimizer"])

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from robopolicy.policies.base import PolicyConfig
-from robopolicy.policies.networks.backbone import BackboneConfig
+from robopolicy.policies.networks.backbone import BackboneConfig, backbone_config
 from robopolicy.policies.schedulers import SAMPLERS, NoiseScheduleConfig
+from robopolicy.settings import build_settings
 
 
 @dataclass
@@ -21,16 +22,13 @@ class DiffusionConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.backbone, Mapping):
-            self.backbone = BackboneConfig(**self.backbone)
+        self.backbone = backbone_config(self.backbone, self.horizon)
         if isinstance(self.noise, Mapping):
-            self.noise = NoiseScheduleConfig(**self.noise)
+            self.noise = build_settings(NoiseScheduleConfig, self.noise, "noise")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if not 1 <= self.num_inference_steps <= self.noise.num_train_timesteps:
             raise ValueError(f"num_inference_steps must be in [1, {self.noise.num_train_timesteps}]")
-        if self.backbone.kind == "unet":
-            self.backbone.unet.check_horizon(self.horizon)
 
 
 @dataclass

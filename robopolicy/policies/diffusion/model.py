@@ -43,7 +43,7 @@ class DiffusionPolicy(DenoisingPolicy):
     def sample(self, features: dict[str, torch.Tensor], noise: torch.Tensor, generator: torch.Generator | None = None,
                sampler: str | None = None, num_inference_steps: int | None = None) -> torch.Tensor:
         """Run the reverse process from `noise` with the chosen sampler and step count."""
-        scheduler = sampling_scheduler(self.config.noise, sampler or self.config.sampler,
+        scheduler = sampling_scheduler(self.train_scheduler, sampler or self.config.sampler,
                                        num_inference_steps or self.config.num_inference_steps)
         sample = noise
         batch = noise.shape[0]

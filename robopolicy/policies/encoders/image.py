@@ -76,7 +76,7 @@ class ResNet18Trunk(nn.Module):
             state = torch.load(path, map_location="cpu", weights_only=True)
         own = self.state_dict()
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        if not any(k.endswith("conv1.weight") for k in usable):
+        if "conv1.weight" not in usable:
             raise ValueError(f"{path} holds no ResNet-18 convolution weights matching base_width / in_channels")
         self.load_state_dict(usable, strict=False)
         log.info("loaded %d of %d tensors from %s", len(usable), len(own), path)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from robopolicy.policies.base import PolicyConfig
-from robopolicy.policies.networks.backbone import BackboneConfig
+from robopolicy.policies.networks.backbone import BackboneConfig, backbone_config
 
 TIME_SAMPLING = ("uniform", "beta")
 
@@ -29,13 +28,10 @@ class FlowConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.backbone, Mapping):
-            self.backbone = BackboneConfig(**self.backbone)
+        self.backbone = backbone_config(self.backbone, self.horizon)
         if self.time_sampling not in TIME_SAMPLING:
             raise ValueError(f"time_sampling must be one of {TIME_SAMPLING}, got {self.time_sampling!r}")
         if self.num_inference_steps < 1:
             raise ValueError("num_inference_steps must be at least 1")
         if not 0.0 < self.adaptive_min_step <= 1.0 or self.adaptive_eta <= 0:
             raise ValueError("adaptive_min_step must be in (0, 1] and adaptive_eta positive")
-        if self.backbone.kind == "unet":
-            self.backbone.unet.check_horizon(self.horizon)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
 from robopolicy.policies.networks.transformer import ActionTransformer, TransformerConfig
 from robopolicy.policies.networks.unet1d import UNet1D, UNetConfig
+from robopolicy.settings import build_settings
 
 BACKBONES = ("unet", "transformer")
 
@@ -28,9 +30,17 @@ class BackboneConfig:
         if self.kind not in BACKBONES:
             raise ValueError(f"backbone kind must be one of {BACKBONES}, got {self.kind!r}")
         if isinstance(self.unet, Mapping):
-            self.unet = UNetConfig(**self.unet)
+            self.unet = build_settings(UNetConfig, self.unet, "backbone.unet")
         if isinstance(self.transformer, Mapping):
-            self.transformer = TransformerConfig(**self.transformer)
+            self.transformer = build_settings(TransformerConfig, self.transformer, "backbone.transformer")
+
+
+def backbone_config(value: BackboneConfig | Mapping[str, Any], horizon: int) -> BackboneConfig:
+    """The backbone settings of a policy config, checked against its horizon."""
+    config = value if isinstance(value, BackboneConfig) else build_settings(BackboneConfig, value, "backbone")
+    if config.kind == "unet":
+        config.unet.check_horizon(horizon)
+    return config
 
 
 def make_backbone(config: BackboneConfig, action_dim: int, horizon: int, feature_dims: Mapping[str, int],
