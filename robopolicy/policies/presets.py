@@ -18,18 +18,23 @@ from robopolicy.datasets.shape_meta import ShapeMeta
 from robopolicy.policies.base import Policy
 from robopolicy.policies.registry import make_policy
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in (CONFIGS / "policy").glob("*.yaml"))
+    return sorted(p.stem for p in (CONFIG_DIR / "policy").glob("*.yaml"))
+
+
+def merged_settings(policy: Mapping[str, Any], encoder: Mapping[str, Any]) -> dict[str, Any]:
+    """A policy config's settings with the encoder group's settings as its `encoder`."""
+    return {**policy.get("settings", {}), "encoder": dict(encoder)}
 
 
 def make_preset(name: str, shape_meta: Mapping[str, Any] | ShapeMeta, encoder: str = "default") -> Policy:
     """Build the policy of configs/policy/<name>.yaml with configs/encoder/<encoder>.yaml."""
-    path = CONFIGS / "policy" / f"{name}.yaml"
+    path = CONFIG_DIR / "policy" / f"{name}.yaml"
     if not path.is_file():
         raise KeyError(f"unknown preset {name!r}; known: {preset_names()}")
     config = yaml.safe_load(path.read_text())
-    encoder_settings = yaml.safe_load((CONFIGS / "encoder" / f"{encoder}.yaml").read_text())
-    return make_policy(config["name"], shape_meta, {**config.get("settings", {}), "encoder": encoder_settings})
+    encoder_settings = yaml.safe_load((CONFIG_DIR / "encoder" / f"{encoder}.yaml").read_text())
+    return make_policy(config["name"], shape_meta, merged_settings(config, encoder_settings))

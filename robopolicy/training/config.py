@@ -14,9 +14,9 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from robopolicy.policies.presets import CONFIG_DIR, merged_settings
 from robopolicy.settings import build_settings
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def compose_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
@@ -125,7 +125,7 @@ class RunConfig:
     @property
     def policy_settings(self) -> dict[str, Any]:
         """The family's settings with the encoder group merged in."""
-        return {**self.raw["policy"].get("settings", {}), "encoder": self.raw["encoder"]}
+        return merged_settings(self.raw["policy"], self.raw["encoder"])
 
     @property
     def task(self) -> dict[str, Any]:
