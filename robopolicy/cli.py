@@ -55,6 +55,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from robopolicy.envs.evaluate import evaluate_checkpoint
+
+    summary = evaluate_checkpoint(args.checkpoint, args.overrides)
+    print(json.dumps({k: summary[k] for k in ("checkpoint", "success_rate", "success_rate_ci95", "mean_score",
+                                              "mean_score_ci95", "mean_episode_length", "policy_call_ms",
+                                              "eval_json", "videos")}, indent=2))
+    return 0
+
+
+DEMO_OPTIONS = {"env": "lift", "obs": None, "task": None, "n": 100, "out": None, "seed": 0, "keep_failed": False,
+                "max_attempts": None, "resume": False, "overwrite": False}
+
+
+def cmd_demos_generate(args: argparse.Namespace) -> int:
+    from robopolicy.envs.demos import default_demo_path, demo_env_config, generate_demos
+    from robopolicy.envs.evaluate import parse_overrides
+
+    options = parse_overrides(args.options)
+    settings = {**DEMO_OPTIONS, **{k: v for k, v in options.items() if k in DEMO_OPTIONS}}
+    env_extra = {k: v for k, v in options.items() if k not in DEMO_OPTIONS}  # checked by the env's make_env
+    env_cfg = demo_env_config(settings["env"], settings["obs"], settings["task"], env_extra)
+    out = settings["out"] or default_demo_path(env_cfg, settings["env"], settings["obs"])
+    summary = generate_demos(env_cfg, out, int(settings["n"]), seed_start=int(settings["seed"]),
+                             keep_failed=bool(settings["keep_failed"]), max_attempts=settings["max_attempts"],
+                             resume=bool(settings["resume"]), overwrite=bool(settings["overwrite"]))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from robopolicy.quickstart import run_quickstart
 
@@ -82,6 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="hydra overrides, e.g. policy=flow training.max_steps=2000")
     train.set_defaults(func=cmd_train)
 
+    evaluate = commands.add_parser("eval", help="roll out a checkpoint in its simulator: success rate, videos, plot")
+    evaluate.add_argument("checkpoint", help="checkpoint directory, e.g. runs/lift_lowdim/diffusion_unet/checkpoints/last")
+    evaluate.add_argument("overrides", nargs="*",
+                          help="n_episodes=50 n_envs=4 seed_start=100000 n_videos=4 max_steps=... out=DIR "
+                               "use_ema=true device=cpu env.<key>=value")
+    evaluate.set_defaults(func=cmd_eval)
+
+    demos = commands.add_parser("demos", help="scripted demonstrations in simulation")
+    demos_cmds = demos.add_subparsers(dest="demos_command", required=True)
+    generate = demos_cmds.add_parser("generate", help="record expert demos into an episode store")
+    generate.add_argument("options", nargs="*",
+                          help="env=lift|can|square|metaworld|pusht task=... obs=lowdim|image|depth|pointcloud n=100 "
+                               "out=PATH.zarr seed=0 keep_failed=false resume=false overwrite=false, and any env option "
+                               "(controller=delta image_size=96 n_points=1024 ...)")
+    generate.set_defaults(func=cmd_demos_generate)
+
     quick = commands.add_parser("quickstart", help="the README's main job on data it records itself")
     quick.add_argument("--out", default="runs/quickstart", help="output directory")
     quick.add_argument("--episodes", type=int, default=8)
@@ -96,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (DataError, ValueError, FileExistsError, NotImplementedError) as err:
+        if args.verbose:
+            raise
+        print(f"error: {err}  (run with -v for the traceback)", file=sys.stderr)
         return 2
 
 

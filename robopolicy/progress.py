@@ -10,6 +10,6 @@ from tqdm.auto import tqdm
 T = TypeVar("T")
 
 
-def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterable[T]:
-    """Wrap `iterable` in a tqdm bar that disables itself when stderr is not a terminal."""
+def progress(iterable: Iterable[T] | None, desc: str, total: int | None = None) -> tqdm:
+    """A tqdm bar over `iterable` (None: update it by hand) that disables itself when stderr is not a terminal."""
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=None)

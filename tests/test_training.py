@@ -200,7 +200,8 @@ def test_each_policy_config_names_its_own_run_directory():
     assert len(set(labels.values())) == len(labels) >= 6
 
 
-@pytest.mark.parametrize("task", ["pusht_keypoint", "pusht_image", "lift_pointcloud"])
+@pytest.mark.parametrize("task", ["pusht_keypoint", "pusht_image", "lift_lowdim", "lift_image", "lift_pointcloud",
+                                  "metaworld_pointcloud"])
 @pytest.mark.parametrize("policy", ["diffusion_unet", "diffusion_transformer", "flow", "act"])
 def test_every_shipped_task_and_policy_config_builds(task, policy):
     raw = compose_config([f"task={task}", f"policy={policy}"])
@@ -216,13 +217,15 @@ def test_point_cloud_task_trains_end_to_end(tmp_path):
     for _ in range(3):
         n = 40
         store.append_episode({"point_cloud": rng.uniform(-0.5, 0.5, (n, 512, 6)).astype(np.float32),
-                              "eef_pos": rng.normal(size=(n, 3)).astype(np.float32),
-                              "gripper": rng.uniform(0, 0.04, (n, 2)).astype(np.float32),
-                              "action": rng.uniform(-1, 1, (n, 7)).astype(np.float32)})
+                              "robot0_eef_pos": rng.normal(size=(n, 3)).astype(np.float32),
+                              "robot0_eef_quat": rng.normal(size=(n, 4)).astype(np.float32),
+                              "robot0_gripper_qpos": rng.uniform(0, 0.04, (n, 2)).astype(np.float32),
+                              "action": rng.uniform(-1, 1, (n, 10)).astype(np.float32)})
     overrides = [*TINY, "task=lift_pointcloud", f"task.dataset.path={tmp_path / 'lift.zarr'}", f"run_dir={tmp_path / 'run'}",
                  "task.dataset.val_ratio=0.34", "training.max_steps=2", "training.checkpoint_every=2"]
     metrics = train(overrides)
     assert np.isfinite(metrics["val_loss"])
     policy = load_policy(tmp_path / "run" / "checkpoints" / "last")
-    obs = {"point_cloud": torch.zeros(1, 2, 512, 6), "eef_pos": torch.zeros(1, 2, 3), "gripper": torch.zeros(1, 2, 2)}
-    assert policy.predict_action(obs)["action"].shape == (1, 8, 7)
+    obs = {"point_cloud": torch.zeros(1, 2, 512, 6), "eef_pos": torch.zeros(1, 2, 3), "eef_quat": torch.zeros(1, 2, 4),
+           "gripper": torch.zeros(1, 2, 2)}
+    assert policy.predict_action(obs)["action"].shape == (1, 8, 10)

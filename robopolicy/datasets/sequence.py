@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from robopolicy.datasets.layout import obs_offsets, to_policy_layout
 from robopolicy.datasets.sampler import SequenceSampler, split_episodes
 from robopolicy.datasets.shape_meta import ObsSpec, ShapeMeta, parse_shape_meta
 from robopolicy.datasets.sources import action_source, obs_source
@@ -65,21 +66,8 @@ class _KeyReader:
         return span[rows - low]
 
     def convert(self, values: np.ndarray) -> torch.Tensor:
-        """numpy store layout (..., H, W, C) -> torch policy layout: float [0, 1] (..., C, H, W) for images.
-
-        Images are converted where they lie and then permuted, so the CHW result is a view with
-        channels-last strides (as a numpy moveaxis would give); call .contiguous() if needed.
-        """
-        tensor = torch.from_numpy(np.ascontiguousarray(values))
-        if self.kind == "rgb":
-            if tensor.dtype == torch.float32:  # may share memory with the store: never divide in place
-                tensor = tensor / self.image_scale
-            else:
-                tensor = tensor.to(torch.float32).div_(self.image_scale)
-            return tensor.movedim(-1, -3)
-        if self.squeeze_channel:
-            tensor = tensor[..., 0]
-        return tensor.to(torch.float32, copy=True)
+        """numpy store layout -> torch policy layout."""
+        return to_policy_layout(values, self.kind, self.image_scale, self.squeeze_channel)
 
 
 class SequenceDataset(Dataset):
@@ -137,8 +125,7 @@ class SequenceDataset(Dataset):
 
     def _obs_reader(self, spec: ObsSpec) -> _KeyReader:
         array = obs_source(self.store, spec)
-        horizon = spec.horizon or self.n_obs_steps
-        offsets = (self.n_obs_steps - 1) - spec.down_sample_steps * np.arange(horizon - 1, -1, -1)
+        offsets = obs_offsets(spec, self.n_obs_steps)
         image_scale = image_value_scale(array) if spec.type == "rgb" else 1.0
         return _KeyReader(array, offsets, spec.type, spec.dims, image_scale)
 

@@ -1,19 +1,25 @@
-"""Push-T through gym-pusht, recorded with the same keys and units as Diffusion Policy's store.
+"""Push-T through gym-pusht, with the keys, units and scoring of Diffusion Policy's benchmark.
 
-Keys: `img` (96, 96, 3) uint8, `state` (agent x, y, block x, y, block angle), `action`
-(agent target x, y), all on the 0..512 board scale, at the env's 10 Hz.
+Observations (store layout, as in `pusht_cchi_v7_replay.zarr`): `state` (agent x, y, block x,
+y, block angle in [0, 2 pi)), `keypoint` (9, 2) block keypoints, and with obs_type="image"
+also `img` (96, 96, 3) uint8; all positions on the 0..512 board at 10 Hz. Action: the agent's
+target position (2,). Scoring follows Diffusion Policy: reward = clip(coverage / 0.95, 0, 1),
+the episode's score is its best reward, 300 steps, and a seed's start state is drawn with
+numpy's legacy RandomState exactly as Diffusion Policy does, so seed 100000 is the same
+test start as theirs.
 """
 
 from __future__ import annotations
 
-import logging
+from typing import Any
+
+import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
 
-from robopolicy.datasets.store import EpisodeStore
-from robopolicy.progress import progress
-
-log = logging.getLogger(__name__)
 CONTROL_HZ = 10.0
+MAX_STEPS = 300
+OBS_TYPES = ("keypoint", "image")
 # The image task's observations and actions, as keyed in the recorded and the published store.
 PUSHT_IMAGE_SHAPE_META = {
     "obs": {
@@ -22,49 +28,94 @@ PUSHT_IMAGE_SHAPE_META = {
     },
     "action": {"shape": [2]},
 }
+# The 9 keypoints of the published store in the block's frame (board units), recovered from
+# its `keypoint` and `state` arrays: every frame matches these within 0.2 units (99.9th pct).
+BLOCK_KEYPOINTS = np.array([
+    [9.2698, 90.0410], [-60.9835, -1.1867], [60.9128, -1.3934], [-0.2705, 25.5436], [-14.0649, 122.8159],
+    [39.0027, 32.8574], [-39.9664, 32.7297], [-16.8243, 62.8632], [23.5415, -1.7003],
+], dtype=np.float64)
 
 
-def make_pusht_env(obs_type: str = "pixels_agent_pos"):
-    """A gym-pusht environment rendering 96x96 frames."""
-    import gym_pusht  # noqa: F401  (registers the env id)
-    import gymnasium as gym
-
-    return gym.make("gym_pusht/PushT-v0", obs_type=obs_type, render_mode="rgb_array")
-
-
-def _state(info: dict) -> np.ndarray:
-    """(5,) agent x, y, block x, y, block angle, as in the published Push-T store."""
-    return np.concatenate([info["pos_agent"], info["block_pose"]]).astype(np.float32)
+def initial_state(seed: int) -> np.ndarray:
+    """Diffusion Policy's start state for a seed: agent x, y, block x, y, block angle."""
+    rs = np.random.RandomState(seed=seed)
+    return np.array([rs.randint(50, 450), rs.randint(50, 450), rs.randint(100, 400), rs.randint(100, 400),
+                     rs.randn() * 2 * np.pi - np.pi])
 
 
-def wandering_pusher(obs: dict[str, np.ndarray], rng: np.random.Generator, state: dict) -> np.ndarray:
-    """A scripted stand-in for a teleoperator: circles near the block with smooth noise."""
-    block = obs["block"]
-    state["angle"] = state.get("angle", rng.uniform(0, 2 * np.pi)) + rng.normal(0.0, 0.3)
-    target = block + 40.0 * np.array([np.cos(state["angle"]), np.sin(state["angle"])])
-    smoothed = 0.7 * state.get("target", target) + 0.3 * target
-    state["target"] = smoothed
-    return np.clip(smoothed, 0.0, 512.0).astype(np.float32)
+def block_keypoints(block_pose: np.ndarray) -> np.ndarray:
+    """(9, 2) keypoints of the block at pose (x, y, angle), on the board."""
+    c, s = np.cos(block_pose[2]), np.sin(block_pose[2])
+    rotation = np.array([[c, -s], [s, c]])
+    return (BLOCK_KEYPOINTS @ rotation.T + block_pose[:2]).astype(np.float32)
 
 
-def record_scripted_episodes(store: EpisodeStore, n_episodes: int, steps: int, seed: int = 0) -> None:
-    """Roll out the scripted pusher in gym-pusht and append each episode with timestamps."""
-    env = make_pusht_env()
-    rng = np.random.default_rng(seed)
-    for episode in progress(range(n_episodes), "record Push-T", total=n_episodes):
-        obs, info = env.reset(seed=seed + episode)
-        frames, states, actions, memory = [], [], [], {}
-        for _ in range(steps):
-            state = _state(info)
-            action = wandering_pusher({"block": state[2:4]}, rng, memory)
-            frames.append(obs["pixels"])
-            states.append(state)
-            actions.append(action)
-            obs, _, terminated, truncated, info = env.step(action)
-            if terminated or truncated:
-                break
-        times = np.arange(len(actions)) / CONTROL_HZ
-        data = {"img": np.stack(frames), "state": np.stack(states), "action": np.stack(actions)}
-        store.append_episode(data, timestamps={"img": times})
-    env.close()
-    log.info("recorded %d Push-T episodes into %s", n_episodes, store.path)
+class PushTTask(gym.Env):
+    """gym-pusht's simulation behind the task-env contract of `robopolicy.envs.base`."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
+
+    def __init__(self, obs_type: str = "keypoint", max_steps: int = MAX_STEPS, render_size: int = 256):
+        from gym_pusht.envs import PushTEnv
+
+        if obs_type not in OBS_TYPES:
+            raise ValueError(f"Push-T obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
+        self.obs_type, self.max_episode_steps = obs_type, int(max_steps)
+        self.sim = PushTEnv(obs_type="pixels" if obs_type == "image" else "state", render_mode="rgb_array",
+                            visualization_width=render_size, visualization_height=render_size)
+        self.render_mode = "rgb_array"
+        board = spaces.Box(0.0, 512.0, (2,), np.float32)
+        obs = {"state": spaces.Box(-np.inf, np.inf, (5,), np.float32),
+               "keypoint": spaces.Box(-np.inf, np.inf, (9, 2), np.float32)}
+        if obs_type == "image":
+            obs["img"] = spaces.Box(0, 255, (96, 96, 3), np.uint8)
+        self.observation_space, self.action_space = spaces.Dict(obs), board
+        self._steps = 0
+
+    def _observe(self, sim_obs: Any, info: dict[str, Any]) -> dict[str, np.ndarray]:
+        block = np.asarray(info["block_pose"], dtype=np.float64)
+        state = np.array([*info["pos_agent"], block[0], block[1], block[2] % (2 * np.pi)], dtype=np.float32)
+        obs = {"state": state, "keypoint": block_keypoints(block)}
+        if self.obs_type == "image":
+            obs["img"] = np.asarray(sim_obs, dtype=np.uint8)
+        return obs
+
+    def _info(self, info: dict[str, Any]) -> dict[str, Any]:
+        coverage = float(info.get("coverage", 0.0))
+        return {"is_success": bool(info["is_success"]), "score": float(np.clip(coverage / 0.95, 0.0, 1.0)),
+                "coverage": coverage}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start from Diffusion Policy's state for `seed` (or options["reset_to_state"])."""
+        super().reset(seed=seed)
+        state = (options or {}).get("reset_to_state")
+        if state is None:
+            state = initial_state(seed if seed is not None else int(self.np_random.integers(2**31)))
+        sim_obs, info = self.sim.reset(seed=seed, options={"reset_to_state": np.asarray(state, dtype=np.float64)})
+        info["coverage"] = self.sim._get_coverage()
+        self._steps = 0
+        return self._observe(sim_obs, info), self._info(info)
+
+    def step(self, action: np.ndarray):
+        sim_obs, _, terminated, _, info = self.sim.step(np.asarray(action, dtype=np.float64))
+        self._steps += 1
+        out = self._info(info)
+        return self._observe(sim_obs, info), out["score"], terminated, self._steps >= self.max_episode_steps, out
+
+    def render(self) -> np.ndarray:
+        return self.sim.render()
+
+    def close(self) -> None:
+        self.sim.close()
+
+
+def make_env(obs_type: str = "keypoint", max_steps: int = MAX_STEPS, render_size: int = 256) -> PushTTask:
+    """A Push-T task env (keypoint or image observations)."""
+    return PushTTask(obs_type, max_steps, render_size)
+
+
+def make_expert(env: gym.Env, rng: np.random.Generator):
+    """Push-T has no scripted expert: demos come from the human teleop store."""
+    raise NotImplementedError(
+        "Push-T has no scripted expert in robopolicy (no script or planner reached a reliable success rate); "
+        "train on the human demos in pusht_cchi_v7_replay.zarr instead")

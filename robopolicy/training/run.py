@@ -15,8 +15,16 @@ log = logging.getLogger(__name__)
 
 
 def train(overrides: Sequence[str] = (), eval_hook: EvalHook | None = None) -> dict[str, float]:
-    """Train with train.yaml plus hydra-style overrides (e.g. ["policy=flow", "training.max_steps=500"])."""
+    """Train with train.yaml plus hydra-style overrides (e.g. ["policy=flow", "training.max_steps=500"]).
+
+    With training.eval_every_epochs > 0 and no eval_hook, the task's simulator evaluates the policy
+    with the config's `eval:` settings.
+    """
     config = RunConfig.from_dict(compose_config(overrides))
+    if eval_hook is None and config.training.eval_every_epochs:
+        from robopolicy.envs.evaluate import make_eval_hook
+
+        eval_hook = make_eval_hook(config.raw)
     trainer = Trainer(config, eval_hook=eval_hook)
     try:
         if trainer.dist.is_main:

@@ -76,7 +76,7 @@ def to_device(batch: Any, device: torch.device) -> Any:
 # Settings a resumed run may change: they alter how long or where it runs, not what it computes.
 RESUMABLE_CHANGES = {"resume", "device", "training.max_steps", "training.time_budget_min", "training.num_workers",
                      "training.threads", "training.log_every", "training.val_every", "training.checkpoint_every",
-                     "training.eval_every_epochs", "training.val_batches", "logging"}
+                     "training.eval_every_epochs", "training.val_batches", "logging", "eval"}
 
 
 def changed_settings(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -1,0 +1,43 @@
+"""Store layout -> policy layout, shared by the training windows and the simulation evaluator.
+
+Store layout is what demos record: images (..., H, W, C) uint8 or float 0..255, depth
+(..., H, W) or (..., H, W, 1), low-dim and point clouds as float. Policy layout is what
+`Policy.predict_action` takes: float32 tensors, images float [0, 1] (..., C, H, W).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from robopolicy.datasets.shape_meta import ObsSpec
+
+
+def obs_offsets(spec: ObsSpec, n_obs_steps: int) -> np.ndarray:
+    """Steps of a key's history relative to a window whose step n_obs_steps - 1 is "now"."""
+    horizon = spec.horizon or n_obs_steps
+    return (n_obs_steps - 1) - spec.down_sample_steps * np.arange(horizon - 1, -1, -1)
+
+
+def history_length(specs: dict[str, ObsSpec], n_obs_steps: int) -> int:
+    """How many past steps (including now) an env must keep to serve every key's history."""
+    return max([n_obs_steps] + [int(n_obs_steps - obs_offsets(s, n_obs_steps).min()) for s in specs.values()])
+
+
+def to_policy_layout(values: np.ndarray, kind: str, image_scale: float = 255.0,
+                     squeeze_channel: bool = False) -> torch.Tensor:
+    """numpy store layout -> float32 torch policy layout (images float [0, 1] channels first).
+
+    Images are converted where they lie and then permuted, so the CHW result is a view with
+    channels-last strides (as a numpy moveaxis would give); call .contiguous() if needed.
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(values))
+    if kind == "rgb":
+        if tensor.dtype == torch.float32:  # may share memory with the store: never divide in place
+            tensor = tensor / image_scale
+        else:
+            tensor = tensor.to(torch.float32).div_(image_scale)
+        return tensor.movedim(-1, -3)
+    if squeeze_channel:
+        tensor = tensor[..., 0]
+    return tensor.to(torch.float32, copy=True)

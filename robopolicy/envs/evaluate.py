@@ -1,0 +1,98 @@
+"""`robopolicy eval` and the trainer's periodic simulation hook: one evaluator for both.
+
+A checkpoint carries its task's `env:` section and shape_meta, so evaluating it needs no
+other config; `key=value` overrides change the rollout settings (`n_episodes=50 n_envs=4`)
+or the env (`env.max_steps=400`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from robopolicy.envs.report import summarize, write_report
+from robopolicy.envs.runner import EvalSettings, rollout
+from robopolicy.policies.base import Policy
+from robopolicy.settings import build_settings
+
+log = logging.getLogger(__name__)
+CHECKPOINT_OPTIONS = ("out", "use_ema", "device")
+
+
+def evaluate_policy(policy: Policy, env_cfg: Mapping[str, Any], settings: EvalSettings, out_dir: Path | None,
+                    title: str = "") -> dict[str, Any]:
+    """Roll out, summarize, and (with out_dir) write eval.json, per_seed.png and videos/."""
+    device = next(policy.parameters()).device
+    video_dir = out_dir / "videos" if out_dir is not None and settings.n_videos else None
+    summary = summarize(rollout(policy, env_cfg, settings, video_dir=video_dir, device=device))
+    summary = {"env": dict(env_cfg), "settings": vars(settings).copy(), **summary}
+    if out_dir is not None:
+        summary["eval_json"] = str(write_report(summary, out_dir, title or str(env_cfg.get("task", env_cfg["name"]))))
+    return summary
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """["n_episodes=50", "env.max_steps=400"] -> nested dict with YAML-typed values."""
+    parsed: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not key=value (e.g. n_episodes=50 or env.max_steps=400)")
+        node = parsed
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return parsed
+
+
+def default_n_envs(n_episodes: int) -> int:
+    """One env per CPU core (the policy runs in the parent), at most one per episode."""
+    return max(1, min(n_episodes, os.cpu_count() or 1))
+
+
+def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Evaluate a checkpoint directory in its task's simulator; writes into <run>/eval/<checkpoint>."""
+    from robopolicy.training.checkpoint import load_policy, read_config
+
+    checkpoint = Path(checkpoint)
+    config = read_config(checkpoint)
+    if "env" not in config.get("task", {}):
+        raise ValueError(f"{checkpoint}/config.yaml: task {config.get('task', {}).get('name')!r} has no env section, "
+                         "so there is no simulator to evaluate it in; add task.env (e.g. {name: pusht})")
+    options = parse_overrides(overrides)
+    env_cfg = {**config["task"]["env"], **options.pop("env", {})}
+    extra = {k: options.pop(k) for k in CHECKPOINT_OPTIONS if k in options}
+    options.setdefault("n_envs", default_n_envs(options.get("n_episodes", EvalSettings.n_episodes)))
+    settings = build_settings(EvalSettings, options, "eval")
+    device = extra.get("device", "cuda" if torch.cuda.is_available() else "cpu")
+    policy = load_policy(checkpoint, use_ema=extra.get("use_ema", True), device=device)
+    out_dir = Path(extra.get("out") or checkpoint.parent.parent / "eval" / checkpoint.resolve().name)
+    summary = evaluate_policy(policy, env_cfg, settings, out_dir, title=f"{config['task']['name']} {checkpoint.name}")
+    return {"checkpoint": str(checkpoint), **summary}
+
+
+def make_eval_hook(raw_config: Mapping[str, Any]):
+    """The trainer's periodic-eval hook: the same rollouts, with the run config's `eval:` settings."""
+    env_cfg = raw_config["task"].get("env")
+    if env_cfg is None:
+        raise ValueError(f"training.eval_every_epochs is set but task {raw_config['task']['name']!r} has no env "
+                         "section to evaluate in; set training.eval_every_epochs=0 or add task.env")
+    options = dict(raw_config.get("eval") or {})
+    options.setdefault("n_envs", default_n_envs(options.get("n_episodes", EvalSettings.n_episodes)))
+    settings = build_settings(EvalSettings, options, "eval")
+    root = Path(raw_config["run_dir"]) / "eval"
+
+    def hook(policy: Policy, epoch: int) -> dict[str, float]:
+        summary = evaluate_policy(policy, env_cfg, settings, root / f"epoch_{epoch:04d}", f"epoch {epoch}")
+        log.info("epoch %d: success %.3f, mean score %.3f over %d seeds", epoch, summary["success_rate"],
+                 summary["mean_score"], summary["n_episodes"])
+        return {"sim_success_rate": summary["success_rate"], "sim_mean_score": summary["mean_score"]}
+
+    return hook

@@ -1,0 +1,46 @@
+"""Task envs and their scripted experts by name, as a task config's `env:` section names them."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from robopolicy.envs.base import Expert
+
+# Each module exposes make_env(**options) -> gymnasium.Env and make_expert(env, rng) -> Expert.
+ENV_MODULES = {
+    "pusht": "robopolicy.envs.pusht",
+    "robosuite": "robopolicy.envs.robosuite_tasks",
+    "metaworld": "robopolicy.envs.metaworld_tasks",
+}
+
+
+def _module(env_cfg: Mapping[str, Any]):
+    name = env_cfg.get("name")
+    if name not in ENV_MODULES:
+        raise ValueError(f"unknown env name {name!r} in the task's env section; choose one of {sorted(ENV_MODULES)}")
+    return importlib.import_module(ENV_MODULES[name])
+
+
+def env_options(env_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The env section minus its name, checked against the env's make_env parameters."""
+    options = {k: v for k, v in env_cfg.items() if k != "name"}
+    accepted = inspect.signature(_module(env_cfg).make_env).parameters
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"env {env_cfg['name']!r} has no option(s) {unknown}; it accepts {sorted(accepted)}")
+    return options
+
+
+def make_env(env_cfg: Mapping[str, Any]):
+    """A task env from a config section such as {name: robosuite, task: Lift, obs_type: lowdim}."""
+    return _module(env_cfg).make_env(**env_options(env_cfg))
+
+
+def make_expert(env_cfg: Mapping[str, Any], env: Any, rng: np.random.Generator) -> Expert:
+    """The scripted expert of the env's task (raises if the task has none)."""
+    return _module(env_cfg).make_expert(env, rng)

@@ -1,0 +1,94 @@
+"""Evaluation summaries: success rate and mean score with 95% intervals, eval.json, a per-seed plot."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robopolicy.envs.runner import Rollouts
+
+Z95 = 1.959964
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate: sane at 0/n and n/n, unlike the normal one."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_interval(values: np.ndarray, z: float = Z95) -> tuple[float, float]:
+    """Normal-approximation 95% interval of a mean (the sample's standard error)."""
+    if len(values) < 2:
+        return float(values.mean()), float(values.mean())
+    half = z * float(values.std(ddof=1)) / math.sqrt(len(values))
+    return float(values.mean()) - half, float(values.mean()) + half
+
+
+def summarize(rollouts: Rollouts) -> dict[str, Any]:
+    """The headline numbers of an evaluation, with every episode listed by seed."""
+    episodes = rollouts.episodes
+    success = np.array([e.success for e in episodes])
+    scores = np.array([e.score for e in episodes])
+    lengths = np.array([e.length for e in episodes])
+    calls = np.array(rollouts.call_ms) if rollouts.call_ms else np.zeros(1)
+    return {
+        "n_episodes": len(episodes),
+        "success_rate": float(success.mean()),
+        "success_rate_ci95": list(wilson_interval(int(success.sum()), len(episodes))),
+        "mean_score": float(scores.mean()),
+        "mean_score_ci95": list(mean_interval(scores)),
+        "mean_episode_length": float(lengths.mean()),
+        "policy_call_ms": {"p50": float(np.percentile(calls, 50)), "p90": float(np.percentile(calls, 90)),
+                           "batch": rollouts.batch_size, "calls": len(rollouts.call_ms)},
+        "wall_s": rollouts.wall_s,
+        "seeds": [e.seed for e in episodes],
+        "videos": [e.video for e in episodes if e.video],
+        "episodes": [asdict(e) for e in episodes],
+    }
+
+
+def plot_per_seed(summary: dict[str, Any], path: Path, title: str) -> Path:
+    """A bar per seed (score; green = success) with the mean: shows which starts fail."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    episodes = summary["episodes"]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * len(episodes)), 3.2))
+    colors = ["tab:green" if e["success"] else "tab:red" for e in episodes]
+    ax.bar(range(len(episodes)), [e["score"] for e in episodes], color=colors)
+    ax.axhline(summary["mean_score"], color="black", linestyle="--", linewidth=1,
+               label=f"mean score {summary['mean_score']:.3f}")
+    ax.set_xticks(range(len(episodes)), [str(e["seed"]) for e in episodes], rotation=90, fontsize=6)
+    ax.set_xlabel("seed")
+    ax.set_ylabel("score")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"{title}: success {summary['success_rate']:.2f} (green) over {len(episodes)} seeds", fontsize=9)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(summary: dict[str, Any], out_dir: Path, title: str) -> Path:
+    """Write eval.json (atomically) and per_seed.png into out_dir; returns the json path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {**summary, "plot": str(plot_per_seed(summary, out_dir / "per_seed.png", title))}
+    path = out_dir / "eval.json"
+    partial = path.with_name(".eval.json.partial")
+    partial.write_text(json.dumps(summary, indent=2))
+    os.replace(partial, path)
+    return path

@@ -1,0 +1,473 @@
+"""robosuite's Panda tasks (Lift, PickPlaceCan, NutAssemblySquare) under the task-env contract.
+
+Observations, in store layout (float32 unless said):
+- `robot0_eef_pos` (3,): grip-site position in the world frame (m);
+- `robot0_eef_quat` (4,): grip-site orientation, x y z w. This is the frame the OSC controller
+  tracks and absolute actions target; robosuite's own `robot0_eef_quat` is the hand body's,
+  90 degrees about z away, which robosuite documents as a known inconsistency;
+- `robot0_gripper_qpos` (2,): finger joint positions;
+- `object` (10,): the task object's position (3), quaternion x y z w (4), position minus the
+  grip site's (3), read from the simulator (robosuite's own object-state has zeros at reset);
+- obs_type `image` adds `agentview_image` and `robot0_eye_in_hand_image` (H, W, 3) uint8;
+  `depth` adds to those `agentview_depth` and `robot0_eye_in_hand_depth` (H, W) metres;
+  `point_cloud` adds `point_cloud` (n_points, 6): world xyz + rgb in [0, 1], back-projected
+  from the task's fixed cameras, cropped to its workspace box and farthest-point sampled.
+  Images are upright (robosuite renders them upside down).
+
+Actions go through robosuite's OSC_POSE controller:
+- `absolute` (10,): target grip-site position in the world frame (3, clipped to the task's
+  workspace box), target rotation as its matrix's first two columns (6, see envs.rotations),
+  gripper (1: -1 open .. 1 closed);
+- `delta` (7,): robosuite's own input, position / axis-angle deltas in [-1, 1] (scaled by
+  0.05 m / 0.5 rad) and the gripper.
+
+Seeding: robosuite draws object placements and the arm's initial-joint noise from one
+generator (`env.rng`) that its placement samplers share; `reset(seed=s)` reseeds that
+generator in place from gymnasium's `np_random`, so a seed fixes the episode. Object sizes
+are drawn once, when the env is built, from a fixed seed, so every instance has the same
+objects. The task's scripted experts are at the end of this module.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from robopolicy.datasets.pointcloud import crop_workspace, depth_to_points, farthest_point_sample
+from robopolicy.envs.base import Expert, Obs
+from robopolicy.envs.rotations import (
+    matrix_to_axis_angle,
+    matrix_to_rot6d,
+    quat_xyzw_to_matrix,
+    rot6d_to_axis_angle,
+    rotation_z,
+    yaw_of,
+)
+
+log = logging.getLogger(__name__)
+
+OBS_TYPES = ("lowdim", "image", "depth", "point_cloud")
+CONTROLLERS = ("absolute", "delta")
+IMAGE_CAMERAS = ("agentview", "robot0_eye_in_hand")
+# Horizons below are in steps at this rate; other control rates scale them to the same seconds.
+REFERENCE_HZ = 20
+# robosuite builds objects (e.g. Lift's cube size) from its generator at construction.
+BUILD_SEED = 0
+GRIPPER_OPEN, GRIPPER_CLOSED = -1.0, 1.0
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What differs between tasks: horizon, object body, workspace box and point-cloud cameras."""
+
+    max_episode_steps: int  # evaluation horizon at REFERENCE_HZ
+    object_body: str  # the body whose pose is the `object` observation
+    workspace_low: tuple[float, float, float]  # world-frame box (m): point-cloud crop and
+    workspace_high: tuple[float, float, float]  # absolute-action position limits
+    cloud_cameras: tuple[str, ...]  # fixed cameras fused into the point cloud
+
+
+# Boxes: 1 cm under the table top (its surface stays, the floor goes) up to 0.4-0.45 m above it,
+# short of the table's edges and of the robot base (x = -0.56 for Lift / Square, -0.5 for Can).
+TASKS = {
+    "Lift": TaskSpec(200, "cube_main", (-0.2, -0.2, 0.79), (0.2, 0.2, 1.2), ("agentview",)),
+    "PickPlaceCan": TaskSpec(400, "Can_main", (-0.15, -0.5, 0.79), (0.35, 0.55, 1.25), ("agentview",)),
+    "NutAssemblySquare": TaskSpec(400, "SquareNut_main", (-0.3, -0.3, 0.81), (0.3, 0.3, 1.25),
+                                  ("agentview",)),
+}
+
+
+def _choose(what: str, value: Any, allowed: tuple[str, ...]) -> str:
+    """Return value if allowed, else raise a ValueError naming the choices and the closest one."""
+    if value in allowed:
+        return value
+    close = difflib.get_close_matches(str(value), allowed, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"unknown {what} {value!r}{hint}; choose one of {list(allowed)}")
+
+
+def _positive(name: str, value: Any) -> int:
+    """Return value as an int if it is a positive integer, else raise a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: got {value!r}, expected a positive integer")
+    return int(value)
+
+
+def _controller_config(controller: str) -> dict[str, Any]:
+    """Panda's default OSC_POSE config; absolute targets are taken in the world frame."""
+    from robosuite.controllers import load_composite_controller_config
+
+    config = load_composite_controller_config(robot="Panda")
+    if controller == "absolute":
+        config["body_parts"]["right"].update(input_type="absolute", input_ref_frame="world")
+    return config
+
+
+def _make_suite_env(task: str, controller: str, control_freq: int):
+    """The robosuite env: no on-screen viewer, cameras rendered by us, soft resets."""
+    os.environ.setdefault("MUJOCO_GL", "egl")  # headless off-screen rendering unless the user chose
+    import robosuite
+
+    return robosuite.make(
+        task, robots="Panda", controller_configs=_controller_config(controller),
+        has_renderer=False, has_offscreen_renderer=True, use_camera_obs=False, use_object_obs=True,
+        control_freq=control_freq, ignore_done=True, hard_reset=False, seed=BUILD_SEED,
+    )
+
+
+def _reseed_in_place(generator: np.random.Generator, seed: int) -> None:
+    """Restart a generator from seed without replacing it, so every holder of it follows."""
+    generator.bit_generator.state = type(generator.bit_generator)(seed).state
+
+
+def _box(shape: tuple[int, ...], low: float = -np.inf, high: float = np.inf,
+         dtype: type = np.float32) -> spaces.Box:
+    """A Box of one dtype and shape with scalar bounds."""
+    return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
+
+
+def camera_intrinsics(sim: Any, camera: str, size: int) -> np.ndarray:
+    """Pinhole K (3, 3) of a square render of a MuJoCo camera, for integer pixel-centre indices.
+
+    The focal length follows from the camera's vertical field of view; the principal point is
+    at (size - 1) / 2 because pixel (u, v) covers [u, u + 1). robosuite's camera_utils puts it at
+    size / 2, which at 84 px lifts back-projected table points by ~4 mm (1.7 mm with this K).
+    """
+    fovy = sim.model.cam_fovy[sim.model.camera_name2id(camera)]
+    focal = 0.5 * size / np.tan(np.deg2rad(fovy) / 2.0)
+    centre = (size - 1) / 2.0
+    return np.array([[focal, 0.0, centre], [0.0, focal, centre], [0.0, 0.0, 1.0]])
+
+
+class RobosuiteTaskEnv(gym.Env):
+    """One robosuite task with the observations, actions and info of `robopolicy.envs.base`."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": REFERENCE_HZ}
+
+    def __init__(self, task: str, obs_type: str, controller: str, image_size: int, n_points: int,
+                 max_steps: int | None, control_freq: int, render_size: int) -> None:
+        self.task = task
+        self.task_spec = TASKS[task]
+        self.obs_type = obs_type
+        self.controller = controller
+        self.image_size = image_size
+        self.n_points = n_points
+        self.render_size = render_size
+        self.render_mode = "rgb_array"
+        self.metadata = {**self.metadata, "render_fps": control_freq}
+        default_steps = round(self.task_spec.max_episode_steps * control_freq / REFERENCE_HZ)
+        self.max_episode_steps = max_steps or default_steps
+        self.workspace = (np.array(self.task_spec.workspace_low), np.array(self.task_spec.workspace_high))
+        self.suite_env = _make_suite_env(task, controller, control_freq)
+        self._object_body = self.suite_env.sim.model.body_name2id(self.task_spec.object_body)
+        self.observation_space = self._observation_space()
+        self.action_space = self._action_space()
+        self._steps = 0
+        log.info("robosuite %s: obs_type %s, %s actions, %d-step horizon at %d Hz",
+                 task, obs_type, controller, self.max_episode_steps, control_freq)
+
+    def _observation_space(self) -> spaces.Dict:
+        """Box per key with the dtype and shape `_observe` returns for this obs_type."""
+        space = {"robot0_eef_pos": _box((3,)), "robot0_eef_quat": _box((4,), -1.0, 1.0),
+                 "robot0_gripper_qpos": _box((2,)), "object": _box((10,))}
+        size = (self.image_size, self.image_size)
+        if self.obs_type in ("image", "depth"):
+            space.update({f"{cam}_image": _box((*size, 3), 0, 255, np.uint8) for cam in IMAGE_CAMERAS})
+        if self.obs_type == "depth":
+            space.update({f"{cam}_depth": _box(size, 0.0) for cam in IMAGE_CAMERAS})
+        if self.obs_type == "point_cloud":
+            low = np.concatenate([self.workspace[0], np.zeros(3)]).astype(np.float32)
+            high = np.concatenate([self.workspace[1], np.ones(3)]).astype(np.float32)
+            space["point_cloud"] = spaces.Box(np.tile(low, (self.n_points, 1)),
+                                              np.tile(high, (self.n_points, 1)), dtype=np.float32)
+        return spaces.Dict(space)
+
+    def _action_space(self) -> spaces.Box:
+        """(7,) deltas in [-1, 1], or (10,) workspace position + 6D rotation + gripper."""
+        if self.controller == "delta":
+            return _box((7,), -1.0, 1.0)
+        low = np.concatenate([self.workspace[0], -np.ones(7)]).astype(np.float32)
+        high = np.concatenate([self.workspace[1], np.ones(7)]).astype(np.float32)
+        return spaces.Box(low, high, dtype=np.float32)
+
+    @property
+    def sim(self) -> Any:
+        """robosuite's MjSim, for privileged reads by experts and tests."""
+        return self.suite_env.sim
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Obs, dict]:
+        """Start an episode; placements and initial joints follow from seed (or the env's stream)."""
+        super().reset(seed=seed)
+        _reseed_in_place(self.suite_env.rng, int(self.np_random.integers(2**63)))
+        raw = self.suite_env.reset()
+        self._steps = 0
+        return self._observe(raw), self._info()
+
+    def step(self, action: np.ndarray) -> tuple[Obs, float, bool, bool, dict]:
+        """Apply one action for one control period; never terminates, truncates at the horizon."""
+        raw, _, _, _ = self.suite_env.step(self._suite_action(action))
+        self._steps += 1
+        info = self._info()
+        return self._observe(raw), info["score"], False, self._steps >= self.max_episode_steps, info
+
+    def render(self) -> np.ndarray:
+        """Upright agentview frame (render_size, render_size, 3) uint8 for videos."""
+        return self._render_camera("agentview", self.render_size, depth=False)[0]
+
+    def close(self) -> None:
+        """Free the simulator and its render context."""
+        self.suite_env.close()
+
+    def object_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """Privileged: the task object's world position (3,) and rotation matrix (3, 3)."""
+        data = self.sim.data
+        return (np.array(data.body_xpos[self._object_body]),
+                np.array(data.body_xmat[self._object_body]).reshape(3, 3))
+
+    def _suite_action(self, action: np.ndarray) -> np.ndarray:
+        """Our action -> robosuite's: absolute 6D rotations become axis-angle, positions clipped."""
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"action: got shape {a.shape}, expected {self.action_space.shape} "
+                             f"for controller {self.controller!r}")
+        if self.controller == "delta":
+            return np.clip(a, -1.0, 1.0)
+        position = np.clip(a[:3], *self.workspace)
+        return np.concatenate([position, rot6d_to_axis_angle(a[3:9]), np.clip(a[9:], -1.0, 1.0)])
+
+    def _info(self) -> dict[str, Any]:
+        """is_success from the task's own check, and score = 1.0 when solved."""
+        success = bool(self.suite_env._check_success())
+        return {"is_success": success, "score": float(success)}
+
+    def _observe(self, raw: dict[str, np.ndarray]) -> Obs:
+        """Store-layout observation from robosuite's low-dim dict plus our renders."""
+        eef_pos = raw["robot0_eef_pos"]
+        object_pos = self.sim.data.body_xpos[self._object_body]
+        object_quat = np.roll(self.sim.data.body_xquat[self._object_body], -1)  # w x y z -> x y z w
+        obs = {
+            "robot0_eef_pos": eef_pos,
+            "robot0_eef_quat": raw["robot0_eef_quat_site"],
+            "robot0_gripper_qpos": raw["robot0_gripper_qpos"],
+            "object": np.concatenate([object_pos, object_quat, object_pos - eef_pos]),
+        }
+        obs = {key: np.asarray(value, dtype=np.float32) for key, value in obs.items()}
+        obs.update(self._camera_obs())
+        return obs
+
+    def _camera_obs(self) -> Obs:
+        """Only the renders this obs_type needs (rendering dominates step time)."""
+        if self.obs_type == "point_cloud":
+            return {"point_cloud": self._point_cloud()}
+        obs = {}
+        if self.obs_type in ("image", "depth"):
+            for cam in IMAGE_CAMERAS:
+                rgb, depth = self._render_camera(cam, self.image_size, depth=self.obs_type == "depth")
+                obs[f"{cam}_image"] = rgb
+                if depth is not None:
+                    obs[f"{cam}_depth"] = depth
+        return obs
+
+    def _render_camera(self, camera: str, size: int, depth: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Upright rgb (size, size, 3) uint8 and, if asked, depth (size, size) float32 metres."""
+        from robosuite.utils.camera_utils import get_real_depth_map
+
+        frames = self.sim.render(camera_name=camera, width=size, height=size, depth=depth)
+        if not depth:
+            return np.ascontiguousarray(frames[::-1]), None
+        rgb, raw_depth = frames
+        metres = get_real_depth_map(self.sim, raw_depth[::-1]).astype(np.float32)
+        return np.ascontiguousarray(rgb[::-1]), np.ascontiguousarray(metres)
+
+    def _point_cloud(self) -> np.ndarray:
+        """(n_points, 6) world xyz + rgb from the task's cameras, cropped and farthest-point sampled."""
+        from robosuite.utils.camera_utils import get_camera_extrinsic_matrix
+
+        clouds = []
+        for cam in self.task_spec.cloud_cameras:
+            rgb, depth = self._render_camera(cam, self.image_size, depth=True)
+            intrinsics = camera_intrinsics(self.sim, cam, self.image_size)
+            extrinsics = get_camera_extrinsic_matrix(self.sim, cam)  # camera-to-world, OpenCV axes
+            clouds.append(depth_to_points(depth, intrinsics, extrinsics, rgb=rgb))
+        points = crop_workspace(np.concatenate(clouds), *self.workspace)
+        return farthest_point_sample(points, self.n_points)[1]
+
+
+def make_env(task: str = "Lift", obs_type: str = "lowdim", controller: str = "absolute",
+             image_size: int = 84, n_points: int = 512, max_steps: int | None = None,
+             control_freq: int = 20, render_size: int = 256) -> RobosuiteTaskEnv:
+    """A Panda robosuite task env; see the module docstring for observations and actions."""
+    _choose("robosuite task", task, tuple(TASKS))
+    _choose("obs_type", obs_type, OBS_TYPES)
+    _choose("controller", controller, CONTROLLERS)
+    sizes = {name: _positive(name, value) for name, value in (
+        ("image_size", image_size), ("n_points", n_points), ("control_freq", control_freq),
+        ("render_size", render_size))}
+    steps = None if max_steps is None else _positive("max_steps", max_steps)
+    return RobosuiteTaskEnv(task, obs_type, controller, max_steps=steps, **sizes)
+
+
+# ---------------------------------------------------------------- scripted experts
+
+# The grip site pointing straight down with its x axis along world x (yaw 0).
+_DOWN = np.diag([1.0, -1.0, -1.0])
+_STAY = 10**9  # dwell of a final leg: hold its target until the episode ends
+
+
+@dataclass(frozen=True)
+class _Leg:
+    """One leg of a scripted motion: go to a target with the gripper set, then dwell there."""
+
+    target: Callable[[], np.ndarray]  # world position (3,) of the grip site, read when the leg starts
+    gripper: float  # GRIPPER_OPEN or GRIPPER_CLOSED
+    tolerance: float = 0.01  # m between grip site and target that counts as arrived
+    dwell: int = 0  # steps to stay after arriving
+    timeout: int = 40  # steps after the command reaches the target to end the leg, arrived or not
+
+
+class _ScriptedExpert:
+    """Drives the grip site through a task's legs at a capped speed with per-episode variation.
+
+    Subclasses give the legs (`_plan`) and the gripper's yaw (`_yaw`); actions come out in the
+    env's controller mode. Targets move towards each leg's goal at the episode's speed, and a
+    small Gaussian noise is added to every commanded position, so demos differ from seed to seed.
+    """
+
+    def __init__(self, env: RobosuiteTaskEnv, rng: np.random.Generator) -> None:
+        self.env = env
+        self.rng = rng
+        arm = env.suite_env.robots[0].part_controllers["right"]
+        self._delta_scale = np.asarray(arm.output_max, dtype=np.float64)  # delta 1.0 -> m, rad
+
+    def reset(self, obs: Obs, info: dict[str, Any]) -> None:
+        """Draw this episode's speed, noise and heights, and plan its legs."""
+        self.speed = self.rng.uniform(0.008, 0.016)  # m per step
+        self.noise = self.rng.uniform(0.0, 0.003)  # std (m) of the commanded position
+        self.command = np.array(obs["robot0_eef_pos"], dtype=np.float64)
+        self.rotation = rotation_z(self._yaw(obs) + self.rng.normal(0.0, np.deg2rad(3.0))) @ _DOWN
+        self.legs = self._plan()
+        self._start_leg(0)
+
+    def act(self, obs: Obs, info: dict[str, Any]) -> np.ndarray:
+        """Advance the commanded pose one step along the current leg; return it as an action."""
+        self._update_leg(obs["robot0_eef_pos"])
+        step = self.target - self.command
+        distance = np.linalg.norm(step)
+        if distance > self.speed:
+            step *= self.speed / distance
+        self.command = self.command + step
+        position = self.command + self.rng.normal(0.0, self.noise, 3)
+        return self._action(position, self.legs[self.leg].gripper, obs)
+
+    def here(self) -> np.ndarray:
+        """The currently commanded position: a leg target that holds still."""
+        return self.command.copy()
+
+    def _plan(self) -> list[_Leg]:
+        """The episode's legs, with their heights and waits drawn from self.rng."""
+        raise NotImplementedError
+
+    def _yaw(self, obs: Obs) -> float:
+        """The grip site's heading for the episode; the default keeps the current one."""
+        return yaw_of(quat_xyzw_to_matrix(obs["robot0_eef_quat"]))
+
+    def _start_leg(self, index: int) -> None:
+        """Begin leg `index`: fix its target from the current state."""
+        self.leg, self.leg_steps, self.arrived_steps = index, 0, 0
+        self.target = np.asarray(self.legs[index].target(), dtype=np.float64)
+
+    def _update_leg(self, eef_pos: np.ndarray) -> None:
+        """Move on to the next leg once this one has arrived and dwelt, or timed out."""
+        leg = self.legs[self.leg]
+        self.leg_steps += int(np.array_equal(self.command, self.target))
+        if np.linalg.norm(eef_pos - self.target) < leg.tolerance:
+            self.arrived_steps += 1
+        done = self.arrived_steps > leg.dwell or self.leg_steps > leg.timeout
+        if done and self.leg + 1 < len(self.legs):
+            self._start_leg(self.leg + 1)
+
+    def _action(self, position: np.ndarray, gripper: float, obs: Obs) -> np.ndarray:
+        """The commanded pose as an absolute (10,) or a delta (7,) action."""
+        if self.env.controller == "absolute":
+            return np.concatenate([position, matrix_to_rot6d(self.rotation), [gripper]]).astype(np.float32)
+        current = quat_xyzw_to_matrix(obs["robot0_eef_quat"])
+        turn = matrix_to_axis_angle(self.rotation @ current.T)  # world-frame turn, as OSC applies it
+        delta = np.concatenate([position - obs["robot0_eef_pos"], turn]) / self._delta_scale
+        return np.concatenate([np.clip(delta, -1.0, 1.0), [gripper]]).astype(np.float32)
+
+    def _object(self) -> np.ndarray:
+        """Privileged: the task object's world position now."""
+        return self.env.object_pose()[0]
+
+
+class LiftExpert(_ScriptedExpert):
+    """Lift: above the cube, down, close, lift; fingers square to the cube's faces."""
+
+    def _yaw(self, obs: Obs) -> float:
+        """The cube face direction (mod 90 degrees) closest to the gripper's current heading."""
+        current = super()._yaw(obs)
+        cube = yaw_of(self.env.object_pose()[1])
+        return current + (cube - current + np.pi / 4) % (np.pi / 2) - np.pi / 4
+
+    def _plan(self) -> list[_Leg]:
+        """Above the cube, down to its centre, close, lift 12-20 cm and hold."""
+        above = self.rng.uniform(0.05, 0.12)
+        grasp = self.rng.uniform(-0.008, 0.0)
+        close = int(self.rng.integers(5, 11))
+        lift = self.rng.uniform(0.12, 0.2)
+        return [
+            _Leg(lambda: self._object() + [0.0, 0.0, above], GRIPPER_OPEN, tolerance=0.015),
+            _Leg(lambda: self._object() + [0.0, 0.0, grasp], GRIPPER_OPEN, tolerance=0.006, dwell=1),
+            _Leg(self.here, GRIPPER_CLOSED, tolerance=np.inf, dwell=close),
+            _Leg(lambda: self.here() + [0.0, 0.0, lift], GRIPPER_CLOSED, dwell=_STAY),
+        ]
+
+
+class PickPlaceCanExpert(_ScriptedExpert):
+    """PickPlaceCan: grasp the can from above, carry it over its target bin, lower, release, retreat."""
+
+    def _plan(self) -> list[_Leg]:
+        """Grasp, carry at 0.98-1.04 m over the can's bin quadrant, release 10-14 cm up, retreat."""
+        suite_env = self.env.suite_env
+        goal = np.array(suite_env.target_bin_placements[suite_env.object_id], dtype=np.float64)
+        above = self.rng.uniform(0.06, 0.12)
+        grasp = self.rng.uniform(0.0, 0.01)
+        close = int(self.rng.integers(5, 11))
+        carry = self.rng.uniform(0.98, 1.04)  # world z of the carry
+        release = goal[2] + self.rng.uniform(0.1, 0.14)  # world z where the gripper opens
+        # The can's quadrant and the bin's far corners are at the arm's reach, where it stops 1-3 cm
+        # short: aim 2-6 cm nearer the robot (success allows ~10 cm either way), accept 1.2-3 cm.
+        goal_xy = goal[:2] + [self.rng.uniform(-0.06, -0.02), self.rng.uniform(-0.05, 0.0)]
+        return [
+            _Leg(lambda: self._object() + [0.0, 0.0, above], GRIPPER_OPEN, tolerance=0.015),
+            _Leg(lambda: self._object() + [0.0, 0.0, grasp], GRIPPER_OPEN, tolerance=0.012, dwell=1,
+                 timeout=10),
+            _Leg(self.here, GRIPPER_CLOSED, tolerance=np.inf, dwell=close),
+            _Leg(lambda: np.array([*self.here()[:2], carry]), GRIPPER_CLOSED, tolerance=0.03),
+            _Leg(lambda: np.array([*goal_xy, carry]), GRIPPER_CLOSED, tolerance=0.03, timeout=20),
+            _Leg(lambda: np.array([*goal_xy, release]), GRIPPER_CLOSED, tolerance=0.03, timeout=20),
+            _Leg(self.here, GRIPPER_OPEN, tolerance=np.inf, dwell=close),
+            _Leg(lambda: np.array([*goal_xy, carry]), GRIPPER_OPEN, dwell=_STAY),
+        ]
+
+
+EXPERTS: dict[str, type[_ScriptedExpert]] = {"Lift": LiftExpert, "PickPlaceCan": PickPlaceCanExpert}
+
+
+def make_expert(env: gym.Env, rng: np.random.Generator) -> Expert:
+    """The scripted expert of the env's task, for either controller mode (raises if it has none)."""
+    task_env = env.unwrapped
+    if not isinstance(task_env, RobosuiteTaskEnv):
+        raise TypeError(f"make_expert needs an env from robosuite_tasks.make_env, got {type(task_env).__name__}")
+    if task_env.task not in EXPERTS:
+        raise NotImplementedError(f"no scripted expert for robosuite task {task_env.task!r}; "
+                                  f"experts exist for {sorted(EXPERTS)}")
+    return EXPERTS[task_env.task](task_env, rng)

@@ -1,0 +1,157 @@
+"""Vectorized simulation rollouts of a policy: seeds in, per-episode results and videos out.
+
+Episodes run in waves of `n_envs` parallel envs (gymnasium AsyncVectorEnv subprocesses, or
+in-process for one env); every env of a wave starts together, so policies that carry state
+across calls (ACT's temporal ensembling) see one consistent batch, and `policy.reset()` is
+called once per wave. Episode i uses seed `seed_start + i`, so results are reproducible and
+comparable across checkpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from robopolicy.datasets.layout import history_length, obs_offsets, to_policy_layout
+from robopolicy.datasets.shape_meta import ShapeMeta, parse_shape_meta
+from robopolicy.envs.multistep import MultiStepWrapper
+from robopolicy.envs.registry import make_env
+from robopolicy.progress import progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalSettings:
+    """What to roll out: how many episodes, in how many parallel envs, from which seed."""
+
+    n_episodes: int = 50
+    n_envs: int = 1
+    seed_start: int = 100000
+    max_steps: int | None = None  # env steps per episode (None: the task's own horizon)
+    n_videos: int = 4  # mp4s of the first episodes (needs a video_dir)
+    stop_on_success: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_episodes < 1 or self.n_envs < 1 or self.n_videos < 0:
+            raise ValueError(f"need n_episodes >= 1, n_envs >= 1 and n_videos >= 0, got {self}")
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed_start + i for i in range(self.n_episodes)]
+
+
+@dataclass
+class EpisodeResult:
+    """One rollout: its seed, whether it succeeded, its best score, length and summed reward."""
+
+    seed: int
+    success: bool
+    score: float
+    length: int
+    reward: float
+    video: str | None = None
+
+
+@dataclass
+class Rollouts:
+    """All episodes of an evaluation and the wall time of each policy call."""
+
+    episodes: list[EpisodeResult]
+    call_ms: list[float] = field(default_factory=list)
+    batch_size: int = 1
+    wall_s: float = 0.0
+
+
+def _make_rollout_env(env_cfg: Mapping[str, Any], history: int, max_steps: int | None,
+                      stop_on_success: bool) -> MultiStepWrapper:
+    return MultiStepWrapper(make_env(dict(env_cfg)), history, max_steps, stop_on_success)
+
+
+def make_vector_env(env_cfg: Mapping[str, Any], history: int, settings: EvalSettings) -> gym.vector.VectorEnv:
+    """`n_envs` rollout envs: subprocesses (spawned, so no GL context or thread pool is forked) or in-process."""
+    make = functools.partial(_make_rollout_env, dict(env_cfg), history, settings.max_steps, settings.stop_on_success)
+    n_envs = min(settings.n_envs, settings.n_episodes)
+    disabled = gym.vector.AutoresetMode.DISABLED
+    if n_envs == 1:
+        return gym.vector.SyncVectorEnv([make], autoreset_mode=disabled)
+    return gym.vector.AsyncVectorEnv([make] * n_envs, context="spawn", autoreset_mode=disabled)
+
+
+class ObsAdapter:
+    """Vector-env observation histories (store layout) -> the policy's obs dict (policy layout)."""
+
+    def __init__(self, shape_meta: Mapping[str, Any] | ShapeMeta, n_obs_steps: int):
+        self.specs = parse_shape_meta(shape_meta).obs
+        self.history = history_length(self.specs, n_obs_steps)
+        self.rows = {k: obs_offsets(s, n_obs_steps) + self.history - n_obs_steps for k, s in self.specs.items()}
+
+    def __call__(self, obs: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+        batch = {}
+        for key, spec in self.specs.items():
+            if spec.source not in obs:
+                raise KeyError(f"the env gives no observation {spec.source!r} (for shape_meta key {key!r}); "
+                               f"it gives {sorted(obs)}: use the env obs_type that records it")
+            values = obs[spec.source][:, self.rows[key]]
+            if spec.dims is not None:
+                values = values[..., spec.dims[0] : spec.dims[1]]
+            squeeze = spec.type == "depth" and values.ndim == 5
+            batch[key] = to_policy_layout(values, spec.type, 255.0, squeeze).to(device)
+        return batch
+
+
+def rollout(policy: torch.nn.Module, env_cfg: Mapping[str, Any], settings: EvalSettings,
+            video_dir: Path | None = None, device: str | torch.device = "cpu") -> Rollouts:
+    """Run settings.n_episodes episodes of `policy` in the env described by `env_cfg`."""
+    config = policy.config
+    adapter = ObsAdapter(policy.shape_meta, config.n_obs_steps)
+    envs = make_vector_env(env_cfg, adapter.history, settings)
+    device = torch.device(device)
+    generator = torch.Generator(device=device).manual_seed(settings.seed_start)
+    seeds, n_envs = settings.seeds, envs.num_envs
+    episodes: list[EpisodeResult] = []
+    call_ms: list[float] = []
+    start = time.perf_counter()
+    bar = progress(None, total=len(seeds), desc=f"eval {env_cfg.get('name')} {env_cfg.get('task', '')}".strip())
+    try:
+        for wave in range(0, len(seeds), n_envs):
+            wave_seeds = seeds[wave : wave + n_envs]
+            idle = [i >= len(wave_seeds) for i in range(n_envs)]
+            padded = wave_seeds + [wave_seeds[0]] * (n_envs - len(wave_seeds))
+            videos = [str(video_dir / f"seed_{s}.mp4") if video_dir and wave + i < settings.n_videos and not idle[i]
+                      else None for i, s in enumerate(padded)]
+            envs.set_attr("video_path", videos)
+            envs.set_attr("idle", idle)
+            obs, info = envs.reset(seed=padded)
+            policy.reset()
+            done, rewards = np.array(idle), np.zeros(n_envs)
+            while not done.all():
+                tick = time.perf_counter()
+                with torch.no_grad():
+                    action = policy.predict_action(adapter(obs, device), generator=generator)["action"]
+                action = action.detach().to("cpu", torch.float32).numpy()
+                call_ms.append(1000 * (time.perf_counter() - tick))
+                obs, reward, done, _, info = envs.step(action)
+                rewards += reward
+            for i, seed in enumerate(wave_seeds):
+                episodes.append(EpisodeResult(seed, bool(info["is_success"][i]), float(info["score"][i]),
+                                              int(info["length"][i]), float(rewards[i]), videos[i]))
+            bar.update(len(wave_seeds))
+            bar.set_postfix(success=f"{np.mean([e.success for e in episodes]):.2f}")
+    except BaseException:
+        envs.close(terminate=True)  # a worker may still owe a reply; do not wait for it
+        raise
+    else:
+        envs.close()
+    finally:
+        bar.close()
+    return Rollouts(episodes, call_ms, n_envs, time.perf_counter() - start)
