@@ -15,7 +15,12 @@ import time
 
 import numpy as np
 
-from robopolicy.envs.metaworld_tasks import DIFFICULTY, DP3_EPISODE_STEPS, make_env, make_expert
+from robopolicy.envs.metaworld_tasks import (
+    DIFFICULTY,
+    DP3_EPISODE_STEPS,
+    make_env,
+    make_expert,
+)
 
 # Three or more tasks of each of DP3's difficulty groups.
 DEFAULT_TASKS = {

@@ -8,9 +8,9 @@ import os
 
 import numpy as np
 import open3d as o3d
+from timing import percentiles_ms
 
 from robopolicy.datasets.pointcloud import depth_to_points, farthest_point_sample
-from timing import percentiles_ms
 
 REPEATS = 20
 

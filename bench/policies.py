@@ -15,12 +15,12 @@ import json
 
 import numpy as np
 import torch
+from timing import percentiles_ms
 
 from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.datasets.store import EpisodeStore
 from robopolicy.envs.pusht import PUSHT_IMAGE_SHAPE_META
 from robopolicy.policies.registry import make_policy
-from timing import percentiles_ms
 
 STEP_COUNTS = (1, 4, 10, 16, 100)
 SAMPLING = {"diffusion_unet": "ddim", "diffusion_transformer": "ddim", "flow": "euler", "act": None}

@@ -11,7 +11,10 @@ from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.datasets.sequence import SequenceDataset
 from robopolicy.datasets.store import EpisodeStore
 from robopolicy.policies.ema import EMA
-from robopolicy.policies.encoders.config import ImageEncoderConfig, PointCloudEncoderConfig
+from robopolicy.policies.encoders.config import (
+    ImageEncoderConfig,
+    PointCloudEncoderConfig,
+)
 from robopolicy.policies.encoders.image import ImageEncoder
 from robopolicy.policies.encoders.pointcloud import PointCloudEncoder
 from robopolicy.policies.registry import make_config, make_policy, policy_names

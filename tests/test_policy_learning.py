@@ -9,9 +9,9 @@ import torch
 from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.datasets.sequence import SequenceDataset
 from robopolicy.datasets.store import EpisodeStore
-from robopolicy.policies.registry import make_policy
-from robopolicy.policies.presets import make_preset
 from robopolicy.envs.pusht import PUSHT_IMAGE_SHAPE_META
+from robopolicy.policies.presets import make_preset
+from robopolicy.policies.registry import make_policy
 
 KEYPOINT_META = {"obs": {"agent_pos": {"shape": [2], "source": "state", "dims": [0, 2]}, "keypoint": {"shape": [9, 2]}},
                  "action": {"shape": [2]}}

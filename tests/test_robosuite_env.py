@@ -18,7 +18,11 @@ import robopolicy
 from robopolicy.datasets.shape_meta import parse_shape_meta
 from robopolicy.envs import registry
 from robopolicy.envs.robosuite_tasks import camera_intrinsics, make_env, make_expert
-from robopolicy.envs.rotations import matrix_to_rot6d, quat_xyzw_to_matrix, rot6d_to_matrix
+from robopolicy.envs.rotations import (
+    matrix_to_rot6d,
+    quat_xyzw_to_matrix,
+    rot6d_to_matrix,
+)
 
 TASK_DIR = Path(robopolicy.__file__).parent / "configs" / "task"
 LIFT_CONFIGS = ("lift_lowdim", "lift_image", "lift_pointcloud")

@@ -13,7 +13,10 @@ from robopolicy.datasets.store import EpisodeStore
 from robopolicy.policies.act.config import ACTConfig
 from robopolicy.policies.act.ensemble import TemporalEnsembler
 from robopolicy.policies.act.model import ACTPolicy, kl_to_standard_normal, masked_l1
-from robopolicy.policies.networks.transformer import ActionTransformer, TransformerConfig
+from robopolicy.policies.networks.transformer import (
+    ActionTransformer,
+    TransformerConfig,
+)
 from robopolicy.policies.registry import make_policy
 
 SHAPE_META = {"obs": {"agent_pos": {"shape": [2]}, "keypoint": {"shape": [9, 2]}}, "action": {"shape": [2]}}

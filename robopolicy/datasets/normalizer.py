@@ -24,7 +24,12 @@ from torch import nn
 from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.shape_meta import ShapeMeta, parse_shape_meta
 from robopolicy.datasets.sources import action_source, obs_source
-from robopolicy.datasets.store import EpisodeStore, block_starts, image_value_scale, iter_blocks
+from robopolicy.datasets.store import (
+    EpisodeStore,
+    block_starts,
+    image_value_scale,
+    iter_blocks,
+)
 from robopolicy.progress import progress
 
 MODES = ("limits", "gaussian", "quantile", "identity")

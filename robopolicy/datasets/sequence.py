@@ -14,13 +14,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    SequentialSampler,
+)
 
 from robopolicy.datasets.layout import obs_offsets, to_policy_layout
 from robopolicy.datasets.sampler import SequenceSampler, split_episodes
 from robopolicy.datasets.shape_meta import ObsSpec, ShapeMeta, parse_shape_meta
 from robopolicy.datasets.sources import action_source, obs_source
 from robopolicy.datasets.store import Array, EpisodeStore, image_value_scale
+
 
 class _KeyReader:
     """Reads one key's steps for a batch of windows and converts them to policy layout."""

@@ -41,7 +41,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from robopolicy.datasets.pointcloud import crop_workspace, depth_to_points, farthest_point_sample
+from robopolicy.datasets.pointcloud import (
+    crop_workspace,
+    depth_to_points,
+    farthest_point_sample,
+)
 from robopolicy.envs.base import Expert, Obs
 from robopolicy.envs.rotations import (
     matrix_to_axis_angle,

@@ -18,7 +18,6 @@ from robopolicy.policies.presets import CONFIG_DIR, merged_settings
 from robopolicy.settings import build_settings
 
 
-
 def compose_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
     """train.yaml with hydra overrides applied, resolved into plain dicts and lists."""
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name="robopolicy"):

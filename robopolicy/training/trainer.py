@@ -41,7 +41,12 @@ from robopolicy.training.checkpoint import (
     read_train_state,
 )
 from robopolicy.training.config import RunConfig
-from robopolicy.training.distributed import DistInfo, barrier, init_distributed, reduce_mean
+from robopolicy.training.distributed import (
+    DistInfo,
+    barrier,
+    init_distributed,
+    reduce_mean,
+)
 from robopolicy.training.logger import MetricLogger
 
 log = logging.getLogger(__name__)

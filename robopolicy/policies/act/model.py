@@ -25,7 +25,11 @@ from robopolicy.policies.act.ensemble import TemporalEnsembler
 from robopolicy.policies.base import Batch, Policy
 from robopolicy.policies.encoders.obs_encoder import ObsEncoder
 from robopolicy.policies.networks.tokens import ObsTokens
-from robopolicy.policies.networks.transformer import learned_tokens, make_decoder, make_encoder
+from robopolicy.policies.networks.transformer import (
+    learned_tokens,
+    make_decoder,
+    make_encoder,
+)
 from robopolicy.policies.registry import register_policy
 
 

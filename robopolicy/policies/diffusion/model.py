@@ -10,7 +10,10 @@ import torch.nn.functional as F
 
 from robopolicy.datasets.shape_meta import ShapeMeta
 from robopolicy.policies.denoising import DenoisingPolicy
-from robopolicy.policies.diffusion.config import DiffusionConfig, DiffusionTransformerConfig
+from robopolicy.policies.diffusion.config import (
+    DiffusionConfig,
+    DiffusionTransformerConfig,
+)
 from robopolicy.policies.registry import register_policy
 from robopolicy.policies.schedulers import sampling_scheduler, training_scheduler
 

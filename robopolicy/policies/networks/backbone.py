@@ -11,7 +11,10 @@ from typing import Any
 
 from torch import nn
 
-from robopolicy.policies.networks.transformer import ActionTransformer, TransformerConfig
+from robopolicy.policies.networks.transformer import (
+    ActionTransformer,
+    TransformerConfig,
+)
 from robopolicy.policies.networks.unet1d import UNet1D, UNetConfig
 from robopolicy.settings import build_settings
 
