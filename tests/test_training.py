@@ -218,7 +218,7 @@ def test_point_cloud_task_trains_end_to_end(tmp_path):
         n = 40
         store.append_episode({"point_cloud": rng.uniform(-0.5, 0.5, (n, 512, 6)).astype(np.float32),
                               "robot0_eef_pos": rng.normal(size=(n, 3)).astype(np.float32),
-                              "robot0_eef_quat": rng.normal(size=(n, 4)).astype(np.float32),
+                              "robot0_eef_rot6d": rng.normal(size=(n, 6)).astype(np.float32),
                               "robot0_gripper_qpos": rng.uniform(0, 0.04, (n, 2)).astype(np.float32),
                               "action": rng.uniform(-1, 1, (n, 10)).astype(np.float32)})
     overrides = [*TINY, "task=lift_pointcloud", f"task.dataset.path={tmp_path / 'lift.zarr'}", f"run_dir={tmp_path / 'run'}",
@@ -226,6 +226,6 @@ def test_point_cloud_task_trains_end_to_end(tmp_path):
     metrics = train(overrides)
     assert np.isfinite(metrics["val_loss"])
     policy = load_policy(tmp_path / "run" / "checkpoints" / "last")
-    obs = {"point_cloud": torch.zeros(1, 2, 512, 6), "eef_pos": torch.zeros(1, 2, 3), "eef_quat": torch.zeros(1, 2, 4),
+    obs = {"point_cloud": torch.zeros(1, 2, 512, 6), "eef_pos": torch.zeros(1, 2, 3), "eef_rot6d": torch.zeros(1, 2, 6),
            "gripper": torch.zeros(1, 2, 2)}
     assert policy.predict_action(obs)["action"].shape == (1, 8, 10)

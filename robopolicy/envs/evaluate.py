@@ -57,6 +57,14 @@ def default_n_envs(n_episodes: int) -> int:
     return max(1, min(n_episodes, os.cpu_count() or 1))
 
 
+def eval_settings(options: Mapping[str, Any]) -> EvalSettings:
+    """EvalSettings from a mapping; n_envs missing or null means one env per CPU core."""
+    options = dict(options)
+    if options.get("n_envs") is None:
+        options["n_envs"] = default_n_envs(options.get("n_episodes", EvalSettings.n_episodes))
+    return build_settings(EvalSettings, options, "eval")
+
+
 def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Evaluate a checkpoint directory in its task's simulator; writes into <run>/eval/<checkpoint>."""
     from robopolicy.training.checkpoint import load_policy, read_config
@@ -69,8 +77,7 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -
     options = parse_overrides(overrides)
     env_cfg = {**config["task"]["env"], **options.pop("env", {})}
     extra = {k: options.pop(k) for k in CHECKPOINT_OPTIONS if k in options}
-    options.setdefault("n_envs", default_n_envs(options.get("n_episodes", EvalSettings.n_episodes)))
-    settings = build_settings(EvalSettings, options, "eval")
+    settings = eval_settings(options)
     device = extra.get("device", "cuda" if torch.cuda.is_available() else "cpu")
     policy = load_policy(checkpoint, use_ema=extra.get("use_ema", True), device=device)
     out_dir = Path(extra.get("out") or checkpoint.parent.parent / "eval" / checkpoint.resolve().name)
@@ -84,9 +91,7 @@ def make_eval_hook(raw_config: Mapping[str, Any]):
     if env_cfg is None:
         raise ValueError(f"training.eval_every_epochs is set but task {raw_config['task']['name']!r} has no env "
                          "section to evaluate in; set training.eval_every_epochs=0 or add task.env")
-    options = dict(raw_config.get("eval") or {})
-    options.setdefault("n_envs", default_n_envs(options.get("n_episodes", EvalSettings.n_episodes)))
-    settings = build_settings(EvalSettings, options, "eval")
+    settings = eval_settings(raw_config.get("eval") or {})
     root = Path(raw_config["run_dir"]) / "eval"
 
     def hook(policy: Policy, epoch: int) -> dict[str, float]:

@@ -4,7 +4,10 @@ Observations, in store layout (float32 unless said):
 - `robot0_eef_pos` (3,): grip-site position in the world frame (m);
 - `robot0_eef_quat` (4,): grip-site orientation, x y z w. This is the frame the OSC controller
   tracks and absolute actions target; robosuite's own `robot0_eef_quat` is the hand body's,
-  90 degrees about z away, which robosuite documents as a known inconsistency;
+  90 degrees about z away, which robosuite documents as a known inconsistency. Its sign
+  flips whenever w crosses 0, which a gripper pointing down does all the time;
+- `robot0_eef_rot6d` (6,): the same orientation as its matrix's first two columns, continuous,
+  so policies condition on this rather than on the quaternion;
 - `robot0_gripper_qpos` (2,): finger joint positions;
 - `object` (10,): the task object's position (3), quaternion x y z w (4), position minus the
   grip site's (3), read from the simulator (robosuite's own object-state has zeros at reset);
@@ -181,7 +184,7 @@ class RobosuiteTaskEnv(gym.Env):
     def _observation_space(self) -> spaces.Dict:
         """Box per key with the dtype and shape `_observe` returns for this obs_type."""
         space = {"robot0_eef_pos": _box((3,)), "robot0_eef_quat": _box((4,), -1.0, 1.0),
-                 "robot0_gripper_qpos": _box((2,)), "object": _box((10,))}
+                 "robot0_eef_rot6d": _box((6,), -1.0, 1.0), "robot0_gripper_qpos": _box((2,)), "object": _box((10,))}
         size = (self.image_size, self.image_size)
         if self.obs_type in ("image", "depth"):
             space.update({f"{cam}_image": _box((*size, 3), 0, 255, np.uint8) for cam in IMAGE_CAMERAS})
@@ -260,6 +263,7 @@ class RobosuiteTaskEnv(gym.Env):
         obs = {
             "robot0_eef_pos": eef_pos,
             "robot0_eef_quat": raw["robot0_eef_quat_site"],
+            "robot0_eef_rot6d": matrix_to_rot6d(quat_xyzw_to_matrix(raw["robot0_eef_quat_site"])),
             "robot0_gripper_qpos": raw["robot0_gripper_qpos"],
             "object": np.concatenate([object_pos, object_quat, object_pos - eef_pos]),
         }

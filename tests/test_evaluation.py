@@ -1,0 +1,118 @@
+"""The user path in simulation: scripted demos -> a tiny trained checkpoint -> `robopolicy eval`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from robopolicy.cli import main
+from robopolicy.datasets.store import EpisodeStore
+from robopolicy.envs.demos import generate_demos
+from robopolicy.envs.evaluate import evaluate_checkpoint, parse_overrides
+from robopolicy.envs.report import wilson_interval
+from robopolicy.training.run import train
+
+LIFT = {"name": "robosuite", "task": "Lift", "obs_type": "lowdim", "controller": "absolute"}
+TINY = ["policy.settings.backbone.unet.down_dims=[16,32,64]", "policy.settings.backbone.unet.step_embed_dim=16",
+        "training.batch_size=8", "training.num_workers=0", "training.log_every=1", "training.val_every=3",
+        "training.checkpoint_every=3", "training.val_batches=1", "training.action_error_windows=4",
+        "optim.warmup_steps=2", "optim.lr=1e-3", "training.max_steps=3", "task=lift_lowdim"]
+
+
+@pytest.fixture(scope="module")
+def lift_demos(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demos") / "lift.zarr"
+    assert main(["demos", "generate", "env=lift", "obs=lowdim", "n=3", f"out={out}"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(lift_demos, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    train([*TINY, f"task.dataset.path={lift_demos}", "task.dataset.val_ratio=0.34", f"run_dir={run}"])
+    return run / "checkpoints" / "last"
+
+
+def test_generated_demos_are_successful_timestamped_episodes(lift_demos):
+    store = EpisodeStore.open(lift_demos)
+    assert store.n_episodes == 3 and store.fps == 20.0
+    assert {"action", "robot0_eef_pos", "robot0_eef_rot6d", "object", "seed"} <= set(store.keys)
+    assert store.read("action").shape[1] == 10
+    for index in range(3):
+        episode = store.episode(index, ["seed", "object", "action"])
+        assert (episode["seed"] == index).all()
+        # the episode ends one step before the cube passes the success height: closed and rising
+        assert episode["action"][-1, -1] == 1.0 and episode["object"][-1, 2] > episode["object"][0, 2] + 0.002
+    times = np.asarray(store.timestamps("action")[: store.episode_lengths[0]])
+    np.testing.assert_allclose(np.diff(times), 0.05)
+
+
+def test_demo_generation_resumes_after_the_last_recorded_seed(tmp_path):
+    out = tmp_path / "lift.zarr"
+    generate_demos(LIFT, out, 1)
+    with pytest.raises(FileExistsError, match="resume=true"):
+        generate_demos(LIFT, out, 2)
+    summary = generate_demos(LIFT, out, 2, resume=True)
+    store = EpisodeStore.open(out)
+    assert store.n_episodes == 2 and summary["seeds"] == [1, 1]
+    assert sorted(set(store.read("seed").tolist())) == [0, 1]
+    with pytest.raises(ValueError, match="resume only with the same env"):
+        generate_demos({**LIFT, "controller": "delta"}, out, 3, resume=True)
+
+
+@pytest.mark.slow
+def test_eval_on_two_envs_writes_eval_json_plot_and_playable_videos(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main(["eval", str(tiny_checkpoint), "n_episodes=4", "n_envs=2", "n_videos=1", "max_steps=12", f"out={out}"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    report = json.loads((out / "eval.json").read_text())
+    assert report["seeds"] == [100000, 100001, 100002, 100003] and report["n_episodes"] == 4
+    assert report["settings"]["n_envs"] == 2 and report["policy_call_ms"]["batch"] == 2
+    assert all(e["length"] == 12 for e in report["episodes"] if not e["success"])
+    low, high = report["success_rate_ci95"]
+    assert low <= report["success_rate"] <= high and printed["eval_json"] == str(out / "eval.json")
+    assert (out / "per_seed.png").stat().st_size > 1000
+    assert report["videos"] == [str(out / "videos" / "seed_100000.mp4")]
+    with av.open(report["videos"][0]) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == report["episodes"][0]["length"] + 1 and frames[0].shape == (256, 256, 3)
+
+
+@pytest.mark.slow
+def test_eval_is_reproducible_from_its_seeds(tiny_checkpoint, tmp_path):
+    runs = [evaluate_checkpoint(tiny_checkpoint, ["n_episodes=2", "n_envs=1", "n_videos=0", "max_steps=16",
+                                                  f"out={tmp_path / str(i)}"]) for i in range(2)]
+    assert runs[0]["episodes"] == runs[1]["episodes"]
+
+
+@pytest.mark.slow
+def test_the_trainer_evaluates_in_simulation_every_epoch(lift_demos, tmp_path):
+    run = tmp_path / "run"
+    metrics = train([*TINY, f"task.dataset.path={lift_demos}", "task.dataset.val_ratio=0.34", f"run_dir={run}",
+                     "training.max_steps=40", "training.eval_every_epochs=1", "training.checkpoint_every=1000",
+                     "eval.n_episodes=2", "eval.n_envs=1", "eval.max_steps=8", "eval.n_videos=0",
+                     "training.monitor=sim_success_rate", "training.monitor_mode=max"])
+    assert 0.0 <= metrics["sim_success_rate"] <= 1.0
+    logged = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    evals = [row for row in logged if "sim_mean_score" in row]
+    assert evals and (run / "eval").is_dir()
+    assert json.loads(next((run / "eval").glob("epoch_*/eval.json")).read_text())["seeds"] == [100000, 100001]
+
+
+def test_overrides_are_typed_and_nested():
+    assert parse_overrides(["n_episodes=50", "env.max_steps=400", "out=runs/x", "use_ema=false"]) == {
+        "n_episodes": 50, "env": {"max_steps": 400}, "out": "runs/x", "use_ema": False}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["n_episodes"])
+
+
+def test_wilson_interval_is_sane_at_the_extremes():
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(0, 10)[1] == pytest.approx(0.2775, abs=1e-3)
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0) and wilson_interval(10, 10)[0] == pytest.approx(0.7225, abs=1e-3)
+    low, high = wilson_interval(5, 10)
+    assert low == pytest.approx(1 - high) and 0.2 < low < 0.3
