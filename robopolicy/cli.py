@@ -88,8 +88,13 @@ def cmd_demos_generate(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from robopolicy.quickstart import run_quickstart
 
-    summary = run_quickstart(Path(args.out), n_episodes=args.episodes, steps=args.steps)
+    summary = run_quickstart(Path(args.out), n_demos=args.demos, train_steps=args.train_steps,
+                             train_minutes=args.train_minutes, eval_episodes=args.eval_episodes, n_envs=args.n_envs)
     print(json.dumps(summary, indent=2))
+    print(f"\nLift success rate {summary['success_rate']:.2f} over {len(summary['eval_seeds'])} seeds "
+          f"(95% CI {summary['success_rate_ci95'][0]:.2f}-{summary['success_rate_ci95'][1]:.2f})\n"
+          f"checkpoint {summary['training']['checkpoint']}\nvideos     {' '.join(summary['videos'])}\n"
+          f"plot       {summary['plot']}\nreport     {summary['eval_json']}", file=sys.stderr)
     return 0
 
 
@@ -128,10 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
                                "(controller=delta image_size=96 n_points=1024 ...)")
     generate.set_defaults(func=cmd_demos_generate)
 
-    quick = commands.add_parser("quickstart", help="the README's main job on data it records itself")
+    quick = commands.add_parser("quickstart", help="the README's main job: Lift demos -> training -> evaluation")
     quick.add_argument("--out", default="runs/quickstart", help="output directory")
-    quick.add_argument("--episodes", type=int, default=8)
-    quick.add_argument("--steps", type=int, default=100)
+    quick.add_argument("--demos", type=int, default=100, help="scripted Lift demos to record")
+    quick.add_argument("--train-steps", type=int, default=6000, help="optimizer steps")
+    quick.add_argument("--train-minutes", type=float, default=10.0, help="training time cap (minutes)")
+    quick.add_argument("--eval-episodes", type=int, default=24, help="evaluation seeds")
+    quick.add_argument("--n-envs", type=int, default=2, help="parallel simulation processes")
     quick.set_defaults(func=cmd_quickstart)
     return parser
 

@@ -1,4 +1,4 @@
-"""The `robopolicy` command: dataset info / validate on real stores, and the quickstart."""
+"""The `robopolicy` command: dataset info / validate on real stores, and the quickstart end to end."""
 
 from __future__ import annotations
 
@@ -51,18 +51,18 @@ def test_console_script_is_installed(pusht_path):
 
 
 @pytest.mark.slow
-def test_quickstart_records_real_pusht_and_draws_windows(tmp_path):
+@pytest.mark.slow
+def test_quickstart_runs_demos_training_and_evaluation_end_to_end(tmp_path):
     exe = Path(sys.executable).with_name("robopolicy")
-    result = subprocess.run([str(exe), "quickstart", "--out", str(tmp_path), "--episodes", "4", "--steps", "40"],
+    result = subprocess.run([str(exe), "quickstart", "--out", str(tmp_path), "--demos", "4", "--train-steps", "4",
+                             "--eval-episodes", "2", "--n-envs", "2"],
                             capture_output=True, text=True, check=False, cwd=REPO)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["store"]["episodes"] == 4 and summary["store"]["steps"] == 160
-    assert summary["store"]["keys"]["img"]["dtype"] == "uint8"
-    assert summary["batch"]["img"] == [32, 2, 3, 96, 96] and summary["batch"]["action"] == [32, 16, 2]
-    low, high = summary["normalized_action_range"]
-    assert -1.0 - 1e-5 <= low < high <= 1.0 + 1e-5
-    store = EpisodeStore.open(tmp_path / "pusht_scripted.zarr")
-    frames = store.read("img")
-    assert frames.std() > 5.0, "frames should show the rendered scene, not a blank image"
-    assert np.ptp(store.read("state")[:, 0]) > 1.0, "the scripted pusher should move the agent"
+    assert summary["demos"]["episodes"] == 4 and summary["demos"]["expert_success_rate"] > 0.5
+    assert summary["training"]["final_metrics"]["epoch"] >= 0 and Path(summary["training"]["checkpoint"]).is_dir()
+    assert summary["eval_seeds"] == [100000, 100001] and 0.0 <= summary["success_rate"] <= 1.0
+    assert Path(summary["plot"]).is_file() and all(Path(v).stat().st_size > 1000 for v in summary["videos"])
+    assert "Lift success rate" in result.stderr and summary["eval_json"] in result.stderr
+    store = EpisodeStore.open(tmp_path / "lift_lowdim.zarr")
+    assert store.n_episodes == 4 and store.read("action").shape[1] == 10

@@ -33,7 +33,6 @@ resets without a seed continue that stream.
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from typing import Any
 
@@ -44,6 +43,7 @@ from gymnasium import spaces
 
 from robopolicy.datasets.pointcloud import sample_point_cloud
 from robopolicy.envs.base import Obs
+from robopolicy.envs.options import box, choose, positive_int
 
 # DP3's difficulty groups (from Seo et al. 2022), in metaworld v3 names.
 EASY_TASKS = (
@@ -81,26 +81,7 @@ VIDEO_VIEW = {"lookat": (0.0, 0.6, 0.15), "distance": 1.6, "azimuth": -60.0, "el
 _MUJOCO_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
 
 
-def _choose(what: str, value: Any, allowed: tuple[str, ...]) -> str:
-    """Return value if allowed, else raise a ValueError naming the closest choices."""
-    if value in allowed:
-        return value
-    close = difflib.get_close_matches(str(value), allowed, n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-    raise ValueError(f"unknown {what} {value!r}{hint} (choose one of {len(allowed)}: {', '.join(allowed)})")
 
-
-def _positive(name: str, value: Any) -> int:
-    """Return value as an int if it is a positive integer, else raise a ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: got {value!r}, expected a positive integer")
-    return int(value)
-
-
-def _box(shape: tuple[int, ...], low: float = -np.inf, high: float = np.inf,
-         dtype: type = np.float32) -> spaces.Box:
-    """A Box of one dtype and shape with scalar bounds."""
-    return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
 
 
 def _affine(linear: np.ndarray, translation: np.ndarray) -> np.ndarray:
@@ -190,13 +171,13 @@ class MetaWorldTaskEnv(gym.Env):
         self._video_renderer = None
         self._video_view = _video_camera()
         self.observation_space = self._observation_space()
-        self.action_space = _box((4,), -1.0, 1.0)
+        self.action_space = box((4,), -1.0, 1.0)
 
     def _place_camera(self, camera: str) -> int:
         """The camera's id, after moving it to DP3's pose when DP3 moves it."""
         model = self.sim.model
         names = tuple(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(model.ncam))
-        camera_id = names.index(_choose("camera", camera, names))
+        camera_id = names.index(choose("camera", camera, names))
         if camera in DP3_CAMERA_POSITIONS:
             model.cam_pos[camera_id] = DP3_CAMERA_POSITIONS[camera]
             mujoco.mj_forward(model, self.sim.data)
@@ -210,12 +191,12 @@ class MetaWorldTaskEnv(gym.Env):
 
     def _observation_space(self) -> spaces.Dict:
         """Box per key with the dtype and shape `_observe` returns for this obs_type."""
-        space = {"agent_pos": _box((AGENT_POS_DIM,)), "state": _box((STATE_DIM,))}
+        space = {"agent_pos": box((AGENT_POS_DIM,)), "state": box((STATE_DIM,))}
         size = (self.image_size, self.image_size)
         if self.obs_type == "image":
-            space["image"] = _box((*size, 3), 0, 255, np.uint8)
+            space["image"] = box((*size, 3), 0, 255, np.uint8)
         if self.obs_type == "depth":
-            space["depth"] = _box(size, 0.0)
+            space["depth"] = box(size, 0.0)
         if self.obs_type == "point_cloud":
             low = np.array([-np.inf] * 3 + [0.0] * 3, dtype=np.float32)
             high = np.array([np.inf] * 3 + [1.0] * 3, dtype=np.float32)
@@ -320,11 +301,11 @@ def make_env(task: str = "reach-v3", obs_type: str = "point_cloud", camera: str 
              image_size: int = DP3_IMAGE_SIZE, n_points: int = DP3_N_POINTS, max_steps: int | None = None,
              render_size: int = 256) -> MetaWorldTaskEnv:
     """A MetaWorld v3 task env (DP3's protocol by default); see the module docstring for keys."""
-    _choose("metaworld task", task, TASKS)
-    _choose("obs_type", obs_type, OBS_TYPES)
-    sizes = {name: _positive(name, value) for name, value in (
+    choose("metaworld task", task, TASKS)
+    choose("obs_type", obs_type, OBS_TYPES)
+    sizes = {name: positive_int(name, value) for name, value in (
         ("image_size", image_size), ("n_points", n_points), ("render_size", render_size))}
-    steps = DP3_EPISODE_STEPS if max_steps is None else _positive("max_steps", max_steps)
+    steps = DP3_EPISODE_STEPS if max_steps is None else positive_int("max_steps", max_steps)
     return MetaWorldTaskEnv(task, obs_type, camera, max_steps=steps, **sizes)
 
 

@@ -17,6 +17,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from robopolicy.envs.options import choose
+
 CONTROL_HZ = 10.0
 MAX_STEPS = 300
 OBS_TYPES = ("keypoint", "image")
@@ -58,8 +60,7 @@ class PushTTask(gym.Env):
     def __init__(self, obs_type: str = "keypoint", max_steps: int = MAX_STEPS, render_size: int = 256):
         from gym_pusht.envs import PushTEnv
 
-        if obs_type not in OBS_TYPES:
-            raise ValueError(f"Push-T obs_type must be one of {OBS_TYPES}, got {obs_type!r}")
+        choose("Push-T obs_type", obs_type, OBS_TYPES)
         self.obs_type, self.max_episode_steps = obs_type, int(max_steps)
         self.sim = PushTEnv(obs_type="pixels" if obs_type == "image" else "state", render_mode="rgb_array",
                             visualization_width=render_size, visualization_height=render_size)

@@ -33,7 +33,6 @@ objects. The task's scripted experts are at the end of this module.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from collections.abc import Callable
@@ -50,6 +49,7 @@ from robopolicy.datasets.pointcloud import (
     farthest_point_sample,
 )
 from robopolicy.envs.base import Expert, Obs
+from robopolicy.envs.options import box, choose, positive_int
 from robopolicy.envs.rotations import (
     matrix_to_axis_angle,
     matrix_to_rot6d,
@@ -92,20 +92,6 @@ TASKS = {
 }
 
 
-def _choose(what: str, value: Any, allowed: tuple[str, ...]) -> str:
-    """Return value if allowed, else raise a ValueError naming the choices and the closest one."""
-    if value in allowed:
-        return value
-    close = difflib.get_close_matches(str(value), allowed, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"unknown {what} {value!r}{hint}; choose one of {list(allowed)}")
-
-
-def _positive(name: str, value: Any) -> int:
-    """Return value as an int if it is a positive integer, else raise a ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: got {value!r}, expected a positive integer")
-    return int(value)
 
 
 def _controller_config(controller: str) -> dict[str, Any]:
@@ -134,11 +120,6 @@ def _reseed_in_place(generator: np.random.Generator, seed: int) -> None:
     """Restart a generator from seed without replacing it, so every holder of it follows."""
     generator.bit_generator.state = type(generator.bit_generator)(seed).state
 
-
-def _box(shape: tuple[int, ...], low: float = -np.inf, high: float = np.inf,
-         dtype: type = np.float32) -> spaces.Box:
-    """A Box of one dtype and shape with scalar bounds."""
-    return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
 
 
 def camera_intrinsics(sim: Any, camera: str, size: int) -> np.ndarray:
@@ -183,13 +164,13 @@ class RobosuiteTaskEnv(gym.Env):
 
     def _observation_space(self) -> spaces.Dict:
         """Box per key with the dtype and shape `_observe` returns for this obs_type."""
-        space = {"robot0_eef_pos": _box((3,)), "robot0_eef_quat": _box((4,), -1.0, 1.0),
-                 "robot0_eef_rot6d": _box((6,), -1.0, 1.0), "robot0_gripper_qpos": _box((2,)), "object": _box((10,))}
+        space = {"robot0_eef_pos": box((3,)), "robot0_eef_quat": box((4,), -1.0, 1.0),
+                 "robot0_eef_rot6d": box((6,), -1.0, 1.0), "robot0_gripper_qpos": box((2,)), "object": box((10,))}
         size = (self.image_size, self.image_size)
         if self.obs_type in ("image", "depth"):
-            space.update({f"{cam}_image": _box((*size, 3), 0, 255, np.uint8) for cam in IMAGE_CAMERAS})
+            space.update({f"{cam}_image": box((*size, 3), 0, 255, np.uint8) for cam in IMAGE_CAMERAS})
         if self.obs_type == "depth":
-            space.update({f"{cam}_depth": _box(size, 0.0) for cam in IMAGE_CAMERAS})
+            space.update({f"{cam}_depth": box(size, 0.0) for cam in IMAGE_CAMERAS})
         if self.obs_type == "point_cloud":
             low = np.concatenate([self.workspace[0], np.zeros(3)]).astype(np.float32)
             high = np.concatenate([self.workspace[1], np.ones(3)]).astype(np.float32)
@@ -200,7 +181,7 @@ class RobosuiteTaskEnv(gym.Env):
     def _action_space(self) -> spaces.Box:
         """(7,) deltas in [-1, 1], or (10,) workspace position + 6D rotation + gripper."""
         if self.controller == "delta":
-            return _box((7,), -1.0, 1.0)
+            return box((7,), -1.0, 1.0)
         low = np.concatenate([self.workspace[0], -np.ones(7)]).astype(np.float32)
         high = np.concatenate([self.workspace[1], np.ones(7)]).astype(np.float32)
         return spaces.Box(low, high, dtype=np.float32)
@@ -313,13 +294,13 @@ def make_env(task: str = "Lift", obs_type: str = "lowdim", controller: str = "ab
              image_size: int = 84, n_points: int = 512, max_steps: int | None = None,
              control_freq: int = 20, render_size: int = 256) -> RobosuiteTaskEnv:
     """A Panda robosuite task env; see the module docstring for observations and actions."""
-    _choose("robosuite task", task, tuple(TASKS))
-    _choose("obs_type", obs_type, OBS_TYPES)
-    _choose("controller", controller, CONTROLLERS)
-    sizes = {name: _positive(name, value) for name, value in (
+    choose("robosuite task", task, tuple(TASKS))
+    choose("obs_type", obs_type, OBS_TYPES)
+    choose("controller", controller, CONTROLLERS)
+    sizes = {name: positive_int(name, value) for name, value in (
         ("image_size", image_size), ("n_points", n_points), ("control_freq", control_freq),
         ("render_size", render_size))}
-    steps = None if max_steps is None else _positive("max_steps", max_steps)
+    steps = None if max_steps is None else positive_int("max_steps", max_steps)
     return RobosuiteTaskEnv(task, obs_type, controller, max_steps=steps, **sizes)
 
 
