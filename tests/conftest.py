@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import robopolicy.envs  # noqa: F401  (picks the off-screen GL backend before any test imports MuJoCo)
 from robopolicy.datasets.store import EpisodeStore
 
 # Tests use tiny networks: one intra-op thread is as fast, deterministic, and does not stall when

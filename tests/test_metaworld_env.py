@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
-os.environ.setdefault("MUJOCO_GL", "egl")
 pytest.importorskip("metaworld")
 
 from robopolicy.datasets.pointcloud import depth_to_points

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from robopolicy.datasets.shape_meta import parse_shape_meta
-from robopolicy.envs.pusht import PUSHT_IMAGE_SHAPE_META, block_keypoints, initial_state, make_env
+from robopolicy.envs.pusht import (
+    PUSHT_IMAGE_SHAPE_META,
+    block_keypoints,
+    initial_state,
+    make_env,
+)
 from robopolicy.envs.runner import ObsAdapter
 
 

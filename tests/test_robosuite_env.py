@@ -3,10 +3,7 @@ clouds in the world frame, absolute actions, per-seed placement, and the scripte
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
 import pytest

@@ -34,7 +34,6 @@ objects. The task's scripted experts are at the end of this module.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -106,7 +105,6 @@ def _controller_config(controller: str) -> dict[str, Any]:
 
 def _make_suite_env(task: str, controller: str, control_freq: int):
     """The robosuite env: no on-screen viewer, cameras rendered by us, soft resets."""
-    os.environ.setdefault("MUJOCO_GL", "egl")  # headless off-screen rendering unless the user chose
     import robosuite
 
     return robosuite.make(
