@@ -71,7 +71,7 @@ DEMO_OPTIONS = {"env": "lift", "obs": None, "task": None, "n": 100, "out": None,
 
 def cmd_demos_generate(args: argparse.Namespace) -> int:
     from robopolicy.envs.demos import default_demo_path, demo_env_config, generate_demos
-    from robopolicy.envs.evaluate import parse_overrides
+    from robopolicy.settings import parse_overrides
 
     options = parse_overrides(args.options)
     settings = {**DEMO_OPTIONS, **{k: v for k, v in options.items() if k in DEMO_OPTIONS}}
@@ -86,10 +86,10 @@ def cmd_demos_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from robopolicy.quickstart import run_quickstart
+    from robopolicy.quickstart import QuickstartSettings, run_quickstart
 
-    summary = run_quickstart(Path(args.out), n_demos=args.demos, train_steps=args.train_steps,
-                             train_minutes=args.train_minutes, eval_episodes=args.eval_episodes, n_envs=args.n_envs)
+    settings = QuickstartSettings(args.demos, args.train_steps, args.train_minutes, args.eval_episodes, args.n_envs)
+    summary = run_quickstart(Path(args.out), settings)
     print(json.dumps(summary, indent=2))
     print(f"\nLift success rate {summary['success_rate']:.2f} over {len(summary['eval_seeds'])} seeds "
           f"(95% CI {summary['success_rate_ci95'][0]:.2f}-{summary['success_rate_ci95'][1]:.2f})\n"
@@ -133,13 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
                                "(controller=delta image_size=96 n_points=1024 ...)")
     generate.set_defaults(func=cmd_demos_generate)
 
+    from robopolicy.quickstart import QuickstartSettings
+
     quick = commands.add_parser("quickstart", help="the README's main job: Lift demos -> training -> evaluation")
     quick.add_argument("--out", default="runs/quickstart", help="output directory")
-    quick.add_argument("--demos", type=int, default=100, help="scripted Lift demos to record")
-    quick.add_argument("--train-steps", type=int, default=6000, help="optimizer steps")
-    quick.add_argument("--train-minutes", type=float, default=10.0, help="training time cap (minutes)")
-    quick.add_argument("--eval-episodes", type=int, default=24, help="evaluation seeds")
-    quick.add_argument("--n-envs", type=int, default=2, help="parallel simulation processes")
+    defaults = QuickstartSettings()
+    quick.add_argument("--demos", type=int, default=defaults.n_demos, help="scripted Lift demos to record")
+    quick.add_argument("--train-steps", type=int, default=defaults.train_steps, help="optimizer steps")
+    quick.add_argument("--train-minutes", type=float, default=defaults.train_minutes, help="training time cap (minutes)")
+    quick.add_argument("--eval-episodes", type=int, default=defaults.eval_episodes, help="evaluation seeds")
+    quick.add_argument("--n-envs", type=int, default=defaults.n_envs, help="parallel simulation processes")
     quick.set_defaults(func=cmd_quickstart)
     return parser
 

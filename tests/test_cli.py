@@ -51,7 +51,6 @@ def test_console_script_is_installed(pusht_path):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_quickstart_runs_demos_training_and_evaluation_end_to_end(tmp_path):
     exe = Path(sys.executable).with_name("robopolicy")
     result = subprocess.run([str(exe), "quickstart", "--out", str(tmp_path), "--demos", "4", "--train-steps", "4",

@@ -44,18 +44,18 @@ def test_reset_pads_history_with_the_first_observation():
     obs, info = env.reset(seed=0)
     np.testing.assert_array_equal(obs["count"], [[0, -1]] * 3)
     assert env.observation_space["count"].shape == (3, 2) and env.observation_space.contains(obs)
-    assert info["length"] == 0 and not info["is_success"]
+    assert info["length"] == 0 and not info["is_success"] and info["score"] == 0.0 and not info["done"]
 
 
 def test_a_chunk_executes_every_action_in_order_and_returns_the_latest_history():
     inner = CountingEnv()
     env = MultiStepWrapper(inner, history=2)
     env.reset()
-    obs, reward, done, truncated, info = env.step(np.array([[1.0], [2.0], [3.0]]))
+    obs, reward, terminated, truncated, info = env.step(np.array([[1.0], [2.0], [3.0]]))
     assert inner.actions == [1.0, 2.0, 3.0]
     np.testing.assert_array_equal(obs["count"], [[2, 2.0], [3, 3.0]])
     assert reward == 1.5 and info["rewards"].tolist() == [0.5, 0.5, 0.5] and info["length"] == 3
-    assert not done and not truncated
+    assert not info["done"] and not terminated and not truncated
     obs, *_ = env.step(np.array([[4.0]]))
     np.testing.assert_array_equal(obs["count"], [[3, 3.0], [4, 4.0]])
 
@@ -65,11 +65,12 @@ def test_success_stops_mid_chunk_and_later_steps_do_nothing():
     env = MultiStepWrapper(inner, history=2)
     env.reset()
     env.step(np.ones((4, 1)))
-    obs, reward, done, _, info = env.step(np.full((4, 1), 7.0))
-    assert done and inner.t == 5 and info["is_success"] and info["length"] == 5
+    obs, reward, terminated, _, info = env.step(np.full((4, 1), 7.0))
+    assert info["done"] and inner.t == 5 and info["is_success"] and info["length"] == 5
+    assert not terminated  # episode ends are reported in info, so vector envs may keep stepping
     assert reward == 0.5 and info["rewards"][0] == 0.5 and np.isnan(info["rewards"][1:]).all()
-    again, reward, done, _, info = env.step(np.full((4, 1), 9.0))
-    assert inner.t == 5 and done and reward == 0.0 and np.isnan(info["rewards"]).all()
+    again, reward, _, _, info = env.step(np.full((4, 1), 9.0))
+    assert inner.t == 5 and info["done"] and reward == 0.0 and np.isnan(info["rewards"]).all()
     np.testing.assert_array_equal(again["count"], obs["count"])
 
 
@@ -77,9 +78,9 @@ def test_the_horizon_ends_the_episode_and_the_score_is_the_best_seen():
     inner = CountingEnv()
     env = MultiStepWrapper(inner, history=1, max_steps=7, stop_on_success=False)
     env.reset()
-    done = False
-    while not done:
-        _, _, done, _, info = env.step(np.zeros((3, 1)))
+    info = {"done": False}
+    while not info["done"]:
+        _, _, _, _, info = env.step(np.zeros((3, 1)))
     assert inner.t == 7 and info["length"] == 7 and info["score"] == pytest.approx(0.7)
 
 
@@ -87,9 +88,10 @@ def test_idle_episodes_start_finished():
     inner = CountingEnv()
     env = MultiStepWrapper(inner, history=1)
     env.idle = True
-    env.reset()
-    _, _, done, _, _ = env.step(np.zeros((3, 1)))
-    assert done and inner.t == 0
+    _, info = env.reset()
+    assert info["done"]
+    _, _, _, _, info = env.step(np.zeros((3, 1)))
+    assert info["done"] and inner.t == 0
 
 
 def test_a_recorded_episode_is_a_playable_mp4_with_every_frame(tmp_path):

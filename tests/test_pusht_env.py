@@ -44,9 +44,11 @@ def test_the_keypoint_map_matches_every_frame_of_the_store(pusht):
 
 
 def test_seeds_start_where_diffusion_policy_starts_them():
+    # Pinned from Diffusion Policy's reset (legacy RandomState(seed): randint x4, randn * 2 pi - pi):
+    # its first and last test seeds.
+    np.testing.assert_allclose(initial_state(100000), [235, 124, 335, 128, -0.9049274284249247])
+    np.testing.assert_allclose(initial_state(100049), [143, 388, 104, 324, -13.41298796393892])
     state = initial_state(100000)
-    assert np.all((50 <= state[:2]) & (state[:2] < 450)) and np.all((100 <= state[2:4]) & (state[2:4] < 400))
-    assert state[:4].tolist() == [int(v) for v in state[:4]]  # integer board positions, as Diffusion Policy draws
     env = make_env("keypoint")
     obs, info = env.reset(seed=100000)
     np.testing.assert_allclose(obs["state"][:2], state[:2])
@@ -54,7 +56,7 @@ def test_seeds_start_where_diffusion_policy_starts_them():
     np.testing.assert_array_equal(obs["state"], again["state"])
     other, _ = env.reset(seed=100001)
     assert not np.allclose(other["state"], obs["state"])
-    assert info == {"is_success": False, "score": info["coverage"] / 0.95, "coverage": info["coverage"]}
+    assert info["is_success"] is False and 0.0 <= info["score"] <= 1.0
 
 
 def test_score_is_clipped_coverage_and_success_ends_the_episode():

@@ -135,8 +135,7 @@ def test_point_cloud_lies_in_the_workspace_and_covers_the_cube(envs):
     assert near.sum() >= 3
     red = (cloud[:, 3] > 0.3) & (cloud[:, 3] > 1.8 * cloud[:, 4])
     assert np.linalg.norm(cloud[red, :3].mean(axis=0) - cube) < 0.03
-    table = cloud[~near & (cloud[:, 2] < 0.81), 2]
-    assert np.abs(table - 0.8).max() < 0.0035, "table points should back-project onto its top (z = 0.8)"
+    assert near.sum() >= 40, "with the table top cropped away, the cube should get a good share of the points"
 
 
 def test_absolute_action_at_the_current_pose_holds_still_and_others_move(envs):
@@ -208,9 +207,16 @@ def test_rot6d_round_trips_and_orthonormalizes():
     np.testing.assert_allclose(np.linalg.det(noisy), 1.0)
 
 
-def test_tasks_without_an_expert_say_so():
+def test_square_runs_on_the_pinned_mujoco_and_has_no_expert():
     env = make_env("NutAssemblySquare")
     try:
+        obs, info = env.reset(seed=0)
+        nut = obs["object"][:3].copy()
+        hold = np.concatenate([obs["robot0_eef_pos"] + [0.0, 0.0, 0.05], obs["robot0_eef_rot6d"], [-1.0]])
+        for _ in range(10):
+            obs, _, _, _, info = env.step(hold)
+        assert env.observation_space.contains(obs) and not info["is_success"]
+        assert obs["object"][2] == pytest.approx(nut[2], abs=0.01)  # the nut rests on the table
         with pytest.raises(NotImplementedError, match="NutAssemblySquare.*Lift.*PickPlaceCan"):
             make_expert(env, np.random.default_rng(0))
     finally:

@@ -64,8 +64,6 @@ def generate_demos(env_cfg: Mapping[str, Any], out: str | Path, n_episodes: int,
     store = _open_output(out, env_cfg, fps, resume, overwrite)
     if store.n_episodes:
         seed_start = max(seed_start, int(store.read("seed", store.n_steps - 1)[0]) + 1)
-    rng = np.random.default_rng(seed_start)
-    expert = make_expert(env_cfg, env, rng)
     horizon = max_episode_steps(env)
     max_attempts = max_attempts or 3 * n_episodes
     attempts, successes, kept = 0, 0, store.n_episodes
@@ -73,7 +71,9 @@ def generate_demos(env_cfg: Mapping[str, Any], out: str | Path, n_episodes: int,
     bar.update(kept)
     try:
         while kept < n_episodes and attempts < max_attempts:
-            data, success = record_episode(env, expert, seed_start + attempts, horizon)
+            seed = seed_start + attempts
+            expert = make_expert(env_cfg, env, np.random.default_rng(seed))  # its noise follows the seed too
+            data, success = record_episode(env, expert, seed, horizon)
             attempts += 1
             successes += success
             if success or keep_failed:
@@ -90,7 +90,8 @@ def generate_demos(env_cfg: Mapping[str, Any], out: str | Path, n_episodes: int,
                            f"(expert success {successes}/{attempts}); raise max_attempts or pass keep_failed=true")
     log.info("recorded %d demos (%d attempts) into %s", kept, attempts, out)
     return {"store": str(out), "episodes": store.n_episodes, "steps": store.n_steps, "attempts": attempts,
-            "expert_success_rate": successes / max(attempts, 1), "seeds": [seed_start, seed_start + attempts - 1]}
+            "expert_success_rate": successes / attempts if attempts else None,
+            "seeds_tried": [seed_start, seed_start + attempts - 1] if attempts else []}
 
 
 ENV_SHORTCUTS = {
@@ -120,7 +121,8 @@ def demo_env_config(env: str, obs: str | None = None, task: str | None = None,
 
 
 def default_demo_path(env_cfg: Mapping[str, Any], env: str, obs: str | None) -> str:
-    """Where the shipped task configs look for demos: runs/data/lift_lowdim.zarr, runs/data/metaworld_push-v3.zarr."""
+    """Where the shipped task configs look for demos: runs/data/lift_lowdim.zarr, .../metaworld_push-v3_pointcloud.zarr."""
+    obs = obs or "lowdim"
     if env_cfg["name"] == "metaworld":
-        return f"runs/data/metaworld_{env_cfg.get('task', 'reach-v3')}.zarr"
-    return f"runs/data/{env}_{obs or 'lowdim'}.zarr"
+        return f"runs/data/metaworld_{env_cfg.get('task', 'reach-v3')}_{obs}.zarr"
+    return f"runs/data/{env}_{obs}.zarr"

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from robopolicy.envs.report import summarize, write_report
 from robopolicy.envs.runner import EvalSettings, rollout
 from robopolicy.policies.base import Policy
-from robopolicy.settings import build_settings
+from robopolicy.settings import build_settings, parse_overrides
 
 log = logging.getLogger(__name__)
 CHECKPOINT_OPTIONS = ("out", "use_ema", "device")
@@ -33,23 +32,8 @@ def evaluate_policy(policy: Policy, env_cfg: Mapping[str, Any], settings: EvalSe
     summary = summarize(rollout(policy, env_cfg, settings, video_dir=video_dir, device=device))
     summary = {"env": dict(env_cfg), "settings": vars(settings).copy(), **summary}
     if out_dir is not None:
-        summary["eval_json"] = str(write_report(summary, out_dir, title or str(env_cfg.get("task", env_cfg["name"]))))
+        summary = write_report(summary, out_dir, title or str(env_cfg.get("task", env_cfg["name"])))
     return summary
-
-
-def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
-    """["n_episodes=50", "env.max_steps=400"] -> nested dict with YAML-typed values."""
-    parsed: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"override {item!r} is not key=value (e.g. n_episodes=50 or env.max_steps=400)")
-        node = parsed
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return parsed
 
 
 def default_n_envs(n_episodes: int) -> int:

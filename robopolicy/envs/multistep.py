@@ -4,7 +4,9 @@
 as the training windows pad), executes a chunk of actions per call, stops at the horizon or
 (by default) at the first success, records per-step rewards, and can record an mp4 of the
 episode. After an episode ends, further steps do nothing, so vectorized envs that finish
-early cost nothing while the others run on.
+early cost nothing while the others run on. The end of an episode is reported in
+`info["done"]`, never as termination, so vector envs with autoreset disabled may keep
+stepping every env of a wave until the last one is done.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from gymnasium import spaces
 
 from robopolicy.envs.base import max_episode_steps
+from robopolicy.envs.registry import make_env
 from robopolicy.envs.video import write_mp4
 
 
@@ -47,6 +50,7 @@ class MultiStepWrapper(gym.Wrapper):
             {k: _stacked_space(s, history) for k, s in env.observation_space.spaces.items()})
         self.video_path: str | None = None
         self.idle = False
+        self.done, self.success, self.score, self.length = True, False, 0.0, 0
         self._frames: list[np.ndarray] = []
         self._obs: deque = deque(maxlen=history)
 
@@ -54,13 +58,13 @@ class MultiStepWrapper(gym.Wrapper):
         return {k: np.stack([o[k] for o in self._obs]) for k in self._obs[0]}
 
     def _summary(self) -> dict[str, Any]:
-        return {"is_success": self.success, "score": self.score, "length": self.length}
+        return {"done": self.done, "is_success": self.success, "score": self.score, "length": self.length}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        obs, info = self.env.reset(seed=seed, options=options)
+        obs, _ = self.env.reset(seed=seed, options=options)
         self._obs.clear()
         self._obs.extend([obs] * self.history)
-        self.success, self.score, self.length = bool(info["is_success"]), float(info["score"]), 0
+        self.success, self.score, self.length = False, 0.0, 0
         self.done = self.idle
         self._frames = [self.env.render()] if self.video_path and not self.idle else []
         return self._stacked(), {**self._summary(), "rewards": np.zeros(0, np.float32)}
@@ -85,4 +89,9 @@ class MultiStepWrapper(gym.Wrapper):
             self._frames = []
         chunk = np.full(len(actions), np.nan, np.float32)
         chunk[: len(rewards)] = rewards
-        return self._stacked(), float(sum(rewards)), self.done, False, {**self._summary(), "rewards": chunk}
+        return self._stacked(), float(sum(rewards)), False, False, {**self._summary(), "rewards": chunk}
+
+
+def make_rollout_env(env_cfg: dict[str, Any], history: int, stop_on_success: bool = True) -> MultiStepWrapper:
+    """A task env (from its config section) behind a MultiStepWrapper; picklable for subprocess vector envs."""
+    return MultiStepWrapper(make_env(env_cfg), history, stop_on_success=stop_on_success)

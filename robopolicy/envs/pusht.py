@@ -4,7 +4,7 @@ Observations (store layout, as in `pusht_cchi_v7_replay.zarr`): `state` (agent x
 y, block angle in [0, 2 pi)), `keypoint` (9, 2) block keypoints, and with obs_type="image"
 also `img` (96, 96, 3) uint8; all positions on the 0..512 board at 10 Hz. Action: the agent's
 target position (2,). Scoring follows Diffusion Policy: reward = clip(coverage / 0.95, 0, 1),
-the episode's score is its best reward, 300 steps, and a seed's start state is drawn with
+the episode's score is its best step reward (the start state does not count), 300 steps, and a seed's start state is drawn with
 numpy's legacy RandomState exactly as Diffusion Policy does, so seed 100000 is the same
 test start as theirs.
 """
@@ -15,21 +15,17 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import yaml
 from gymnasium import spaces
 
 from robopolicy.envs.options import choose
+from robopolicy.settings import CONFIG_DIR
 
 CONTROL_HZ = 10.0
 MAX_STEPS = 300
 OBS_TYPES = ("keypoint", "image")
-# The image task's observations and actions, as keyed in the recorded and the published store.
-PUSHT_IMAGE_SHAPE_META = {
-    "obs": {
-        "img": {"shape": [3, 96, 96], "type": "rgb"},
-        "agent_pos": {"shape": [2], "type": "low_dim", "source": "state", "dims": [0, 2]},
-    },
-    "action": {"shape": [2]},
-}
+# The image task's observations and actions, as its shipped task config (pusht_image.yaml) has them.
+PUSHT_IMAGE_SHAPE_META = yaml.safe_load((CONFIG_DIR / "task" / "pusht_image.yaml").read_text())["shape_meta"]
 # The 9 keypoints of the published store in the block's frame (board units), recovered from
 # its `keypoint` and `state` arrays: every frame matches these within 0.2 units (99.9th pct).
 BLOCK_KEYPOINTS = np.array([
@@ -93,7 +89,6 @@ class PushTTask(gym.Env):
         if state is None:
             state = initial_state(seed if seed is not None else int(self.np_random.integers(2**31)))
         sim_obs, info = self.sim.reset(seed=seed, options={"reset_to_state": np.asarray(state, dtype=np.float64)})
-        info["coverage"] = self.sim._get_coverage()
         self._steps = 0
         return self._observe(sim_obs, info), self._info(info)
 

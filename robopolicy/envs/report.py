@@ -26,12 +26,15 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def mean_interval(values: np.ndarray, z: float = Z95) -> tuple[float, float]:
-    """Normal-approximation 95% interval of a mean (the sample's standard error)."""
+def mean_interval(values: np.ndarray, low: float = 0.0, high: float = 1.0, z: float = Z95) -> tuple[float, float]:
+    """Normal-approximation 95% interval of a mean, clipped to the values' range [low, high].
+
+    One value says nothing about the spread: its interval is the whole range.
+    """
     if len(values) < 2:
-        return float(values.mean()), float(values.mean())
+        return low, high
     half = z * float(values.std(ddof=1)) / math.sqrt(len(values))
-    return float(values.mean()) - half, float(values.mean()) + half
+    return max(low, float(values.mean()) - half), min(high, float(values.mean()) + half)
 
 
 def summarize(rollouts: Rollouts) -> dict[str, Any]:
@@ -83,12 +86,12 @@ def plot_per_seed(summary: dict[str, Any], path: Path, title: str) -> Path:
     return path
 
 
-def write_report(summary: dict[str, Any], out_dir: Path, title: str) -> Path:
-    """Write eval.json (atomically) and per_seed.png into out_dir; returns the json path."""
+def write_report(summary: dict[str, Any], out_dir: Path, title: str) -> dict[str, Any]:
+    """Write per_seed.png and eval.json (atomically) into out_dir; returns the summary with both paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {**summary, "plot": str(plot_per_seed(summary, out_dir / "per_seed.png", title))}
     path = out_dir / "eval.json"
+    summary = {**summary, "plot": str(plot_per_seed(summary, out_dir / "per_seed.png", title)), "eval_json": str(path)}
     partial = path.with_name(".eval.json.partial")
     partial.write_text(json.dumps(summary, indent=2))
     os.replace(partial, path)
-    return path
+    return summary

@@ -3,8 +3,10 @@
 Episodes run in waves of `n_envs` parallel envs (gymnasium AsyncVectorEnv subprocesses, or
 in-process for one env); every env of a wave starts together, so policies that carry state
 across calls (ACT's temporal ensembling) see one consistent batch, and `policy.reset()` is
-called once per wave. Episode i uses seed `seed_start + i`, so results are reproducible and
-comparable across checkpoints.
+called once per wave. Episode i uses seed `seed_start + i` for the env, and for a diffusion
+or flow policy's initial noise, drawn per episode: with the default deterministic samplers
+(DDIM, Euler) an episode's result does not depend on `n_envs` or on the other episodes of
+its wave, so results are reproducible and comparable across checkpoints and machines.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import torch
 
 from robopolicy.datasets.layout import history_length, obs_offsets, to_policy_layout
 from robopolicy.datasets.shape_meta import ShapeMeta, parse_shape_meta
-from robopolicy.envs.multistep import MultiStepWrapper
-from robopolicy.envs.registry import make_env
+from robopolicy.envs.multistep import make_rollout_env
+from robopolicy.policies.base import Policy
+from robopolicy.policies.denoising import DenoisingPolicy
 from robopolicy.progress import progress
 
 log = logging.getLogger(__name__)
@@ -72,14 +75,13 @@ class Rollouts:
     wall_s: float = 0.0
 
 
-def _make_rollout_env(env_cfg: Mapping[str, Any], history: int, max_steps: int | None,
-                      stop_on_success: bool) -> MultiStepWrapper:
-    return MultiStepWrapper(make_env(dict(env_cfg)), history, max_steps, stop_on_success)
-
-
 def make_vector_env(env_cfg: Mapping[str, Any], history: int, settings: EvalSettings) -> gym.vector.VectorEnv:
-    """`n_envs` rollout envs: subprocesses (spawned, so no GL context or thread pool is forked) or in-process."""
-    make = functools.partial(_make_rollout_env, dict(env_cfg), history, settings.max_steps, settings.stop_on_success)
+    """`n_envs` rollout envs: subprocesses (spawned, so no GL context or thread pool is forked) or in-process.
+
+    settings.max_steps, when set, becomes the env's own horizon (longer or shorter than its default).
+    """
+    env_cfg = {**env_cfg, "max_steps": settings.max_steps} if settings.max_steps else dict(env_cfg)
+    make = functools.partial(make_rollout_env, env_cfg, history, settings.stop_on_success)
     n_envs = min(settings.n_envs, settings.n_episodes)
     disabled = gym.vector.AutoresetMode.DISABLED
     if n_envs == 1:
@@ -94,6 +96,16 @@ class ObsAdapter:
         self.specs = parse_shape_meta(shape_meta).obs
         self.history = history_length(self.specs, n_obs_steps)
         self.rows = {k: obs_offsets(s, n_obs_steps) + self.history - n_obs_steps for k, s in self.specs.items()}
+        self.checked = False
+
+    def _check_shapes(self, batch: Mapping[str, torch.Tensor]) -> None:
+        """Env settings (image_size, n_points, ...) must give the shapes the policy was trained on."""
+        for key, spec in self.specs.items():
+            if tuple(batch[key].shape[2:]) != spec.shape:
+                raise ValueError(f"the env gives {key!r} (from {spec.source!r}) of shape {tuple(batch[key].shape[2:])}, "
+                                 f"but the policy's shape_meta says {spec.shape}: evaluate with the env settings "
+                                 "it was trained with (e.g. image_size, n_points)")
+        self.checked = True
 
     def __call__(self, obs: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
         batch = {}
@@ -106,17 +118,40 @@ class ObsAdapter:
                 values = values[..., spec.dims[0] : spec.dims[1]]
             squeeze = spec.type == "depth" and values.ndim == 5
             batch[key] = to_policy_layout(values, spec.type, 255.0, squeeze).to(device)
+        if not self.checked:
+            self._check_shapes(batch)
         return batch
 
 
-def rollout(policy: torch.nn.Module, env_cfg: Mapping[str, Any], settings: EvalSettings,
+class EpisodeNoise:
+    """A diffusion / flow policy's initial noise, drawn per env row from a generator seeded by its episode."""
+
+    def __init__(self, policy: Policy, device: torch.device):
+        self.enabled = isinstance(policy, DenoisingPolicy)
+        self.shape = (policy.config.horizon, policy.action_dim)
+        self.device = device
+        self.generators: list[torch.Generator] = []
+
+    def reset(self, seeds: list[int]) -> None:
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    def sampling_args(self) -> dict[str, torch.Tensor]:
+        """{"noise": (n_envs, horizon, Da)} for the next policy call, or {} for policies without noise."""
+        if not self.enabled:
+            return {}
+        noise = torch.stack([torch.randn(self.shape, generator=g) for g in self.generators])
+        return {"noise": noise.to(self.device)}
+
+
+def rollout(policy: Policy, env_cfg: Mapping[str, Any], settings: EvalSettings,
             video_dir: Path | None = None, device: str | torch.device = "cpu") -> Rollouts:
     """Run settings.n_episodes episodes of `policy` in the env described by `env_cfg`."""
     config = policy.config
     adapter = ObsAdapter(policy.shape_meta, config.n_obs_steps)
     envs = make_vector_env(env_cfg, adapter.history, settings)
     device = torch.device(device)
-    generator = torch.Generator(device=device).manual_seed(settings.seed_start)
+    generator = torch.Generator(device=device)  # any noise a sampler draws after the initial noise
+    noise = EpisodeNoise(policy, device)
     seeds, n_envs = settings.seeds, envs.num_envs
     episodes: list[EpisodeResult] = []
     call_ms: list[float] = []
@@ -133,15 +168,17 @@ def rollout(policy: torch.nn.Module, env_cfg: Mapping[str, Any], settings: EvalS
             envs.set_attr("idle", idle)
             obs, info = envs.reset(seed=padded)
             policy.reset()
+            generator.manual_seed(wave_seeds[0])
+            noise.reset(padded)
             done, rewards = np.array(idle), np.zeros(n_envs)
             while not done.all():
                 tick = time.perf_counter()
                 with torch.no_grad():
-                    action = policy.predict_action(adapter(obs, device), generator=generator)["action"]
-                action = action.detach().to("cpu", torch.float32).numpy()
+                    output = policy.predict_action(adapter(obs, device), generator=generator, **noise.sampling_args())
+                action = output["action"].detach().to("cpu", torch.float32).numpy()
                 call_ms.append(1000 * (time.perf_counter() - tick))
-                obs, reward, done, _, info = envs.step(action)
-                rewards += reward
+                obs, reward, _, _, info = envs.step(action)
+                done, rewards = info["done"], rewards + reward
             for i, seed in enumerate(wave_seeds):
                 episodes.append(EpisodeResult(seed, bool(info["is_success"][i]), float(info["score"][i]),
                                               int(info["length"][i]), float(rewards[i]), videos[i]))

@@ -9,7 +9,6 @@ defaults, since inference time is control latency. In training, the same files a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -17,8 +16,7 @@ import yaml
 from robopolicy.datasets.shape_meta import ShapeMeta
 from robopolicy.policies.base import Policy
 from robopolicy.policies.registry import make_policy
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+from robopolicy.settings import CONFIG_DIR
 
 
 def preset_names() -> list[str]:

@@ -14,8 +14,8 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from robopolicy.policies.presets import CONFIG_DIR, merged_settings
-from robopolicy.settings import build_settings
+from robopolicy.policies.presets import merged_settings
+from robopolicy.settings import CONFIG_DIR, build_settings
 
 
 def compose_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
