@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -
     return {"checkpoint": str(checkpoint), **summary}
 
 
-def make_eval_hook(raw_config: Mapping[str, Any]):
+def make_eval_hook(raw_config: Mapping[str, Any]) -> Callable[[Policy, int], dict[str, float]]:
     """The trainer's periodic-eval hook: the same rollouts, with the run config's `eval:` settings."""
     env_cfg = raw_config["task"].get("env")
     if env_cfg is None:

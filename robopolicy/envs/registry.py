@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from robopolicy.envs.base import Expert
@@ -19,7 +21,7 @@ ENV_MODULES = {
 }
 
 
-def _module(env_cfg: Mapping[str, Any]):
+def _module(env_cfg: Mapping[str, Any]) -> ModuleType:
     name = env_cfg.get("name")
     if name not in ENV_MODULES:
         raise ValueError(f"unknown env name {name!r} in the task's env section; choose one of {sorted(ENV_MODULES)}")
@@ -36,7 +38,7 @@ def env_options(env_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return options
 
 
-def make_env(env_cfg: Mapping[str, Any]):
+def make_env(env_cfg: Mapping[str, Any]) -> gym.Env:
     """A task env from a config section such as {name: robosuite, task: Lift, obs_type: lowdim}."""
     return _module(env_cfg).make_env(**env_options(env_cfg))
 

@@ -50,6 +50,7 @@ class EvalSettings:
 
     @property
     def seeds(self) -> list[int]:
+        """Episode i's env seed: seed_start + i."""
         return [self.seed_start + i for i in range(self.n_episodes)]
 
 
