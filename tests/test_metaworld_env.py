@@ -87,7 +87,7 @@ def test_observations_conform_to_space_and_info_contract(envs, obs_type):
 
 def test_env_from_task_config_matches_its_shape_meta():
     task = compose_config(["task=metaworld_pointcloud", "task.env.task=push-v3"])["task"]
-    assert task["dataset"]["path"] == "runs/data/metaworld_push-v3.zarr"
+    assert task["dataset"]["path"] == "runs/data/metaworld_push-v3_pointcloud.zarr"
     env = registry.make_env(task["env"])
     try:
         obs, _ = env.reset(seed=1)

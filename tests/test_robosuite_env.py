@@ -211,12 +211,15 @@ def test_square_runs_on_the_pinned_mujoco_and_has_no_expert():
     env = make_env("NutAssemblySquare")
     try:
         obs, info = env.reset(seed=0)
-        nut = obs["object"][:3].copy()
+        placed = obs["object"][2]
         hold = np.concatenate([obs["robot0_eef_pos"] + [0.0, 0.0, 0.05], obs["robot0_eef_rot6d"], [-1.0]])
-        for _ in range(10):
+        heights = []
+        for _ in range(20):
             obs, _, _, _, info = env.step(hold)
+            heights.append(obs["object"][2])
         assert env.observation_space.contains(obs) and not info["is_success"]
-        assert obs["object"][2] == pytest.approx(nut[2], abs=0.01)  # the nut rests on the table
+        # placed above the table, the nut drops onto it and then rests there
+        assert heights[-1] < placed - 0.03 and np.ptp(heights[-5:]) < 1e-3
         with pytest.raises(NotImplementedError, match="NutAssemblySquare.*Lift.*PickPlaceCan"):
             make_expert(env, np.random.default_rng(0))
     finally:
