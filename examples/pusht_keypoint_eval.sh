@@ -6,10 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for run in runs/pusht_keypoint_60min/diffusion_unet runs/pusht_keypoint_60min/flow; do
-  for checkpoint in "$run"/checkpoints/step_*; do
-    .venv/bin/robopolicy eval "$checkpoint" n_episodes=50 n_envs=2 n_videos=2 > /dev/null 2> "$checkpoint.eval.log"
-    python3 -c "import json; d=json.load(open('$run/eval/$(basename "$checkpoint")/eval.json')); \
-print(json.dumps({'checkpoint': '$checkpoint', 'mean_score': round(d['mean_score'], 3), \
+  mkdir -p "$run/eval"
+  for checkpoint in "$run"/checkpoints/step_*/; do
+    name=$(basename "$checkpoint")
+    .venv/bin/robopolicy eval "$checkpoint" n_episodes=50 n_envs=2 n_videos=2 > /dev/null 2> "$run/eval/$name.log"
+    python3 -c "import json; d=json.load(open('$run/eval/$name/eval.json')); \
+print(json.dumps({'checkpoint': '$run/checkpoints/$name', 'mean_score': round(d['mean_score'], 3), \
 'success_rate': d['success_rate'], 'score_ci95': [round(x, 3) for x in d['mean_score_ci95']]}))"
   done
 done
