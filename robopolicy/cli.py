@@ -65,6 +65,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from robopolicy.deploy.export import export_checkpoint
+
+    meta = export_checkpoint(args.checkpoint, args.options)
+    print(json.dumps({k: meta[k] for k in ("artifact", "format", "file", "policy", "sampling", "control_hz", "horizon",
+                                           "n_action_steps", "parity_error")}, indent=2))
+    return 0
+
+
 DEMO_OPTIONS = {"env": "lift", "obs": None, "task": None, "n": 100, "out": None, "seed": 0, "keep_failed": False,
                 "max_attempts": None, "resume": False, "overwrite": False}
 
@@ -123,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="n_episodes=50 n_envs=4 seed_start=100000 n_videos=4 max_steps=... out=DIR "
                                "use_ema=true device=cpu env.<key>=value")
     evaluate.set_defaults(func=cmd_eval)
+
+    export = commands.add_parser("export", help="a checkpoint -> a self-contained artifact for the runtime")
+    export.add_argument("checkpoint", help="checkpoint directory, e.g. runs/lift_lowdim/diffusion_unet/checkpoints/last")
+    export.add_argument("options", nargs="*",
+                        help="out=DIR (required) format=torchscript|onnx sampler=ddim|dpmsolver++ num_inference_steps=N "
+                             "control_hz=HZ use_ema=true overwrite=false")
+    export.set_defaults(func=cmd_export)
 
     demos = commands.add_parser("demos", help="scripted demonstrations in simulation")
     demos_cmds = demos.add_subparsers(dest="demos_command", required=True)

@@ -104,6 +104,19 @@ def test_an_episode_depends_on_its_seed_not_on_n_envs(tiny_checkpoint, tmp_path)
     assert first == second
 
 
+def test_an_exported_artifact_rolls_out_exactly_as_its_checkpoint(tiny_checkpoint, tmp_path):
+    artifact = tmp_path / "artifact"
+    assert main(["export", str(tiny_checkpoint), f"out={artifact}"]) == 0
+    common = ["n_episodes=2", "n_envs=1", "n_videos=0", "max_steps=16"]
+    runs = [evaluate_checkpoint(path, [*common, f"out={tmp_path / name}"])
+            for name, path in (("checkpoint", tiny_checkpoint), ("artifact", artifact))]
+    first, second = ([(e["seed"], e["length"], round(e["reward"], 4)) for e in run["episodes"]] for run in runs)
+    assert first == second and runs[1]["env"]["task"] == "Lift"
+    assert not (artifact / "eval").exists()  # out= was given
+    with pytest.raises(ValueError, match="apply to checkpoints"):
+        evaluate_checkpoint(artifact, [*common, "use_ema=false"])
+
+
 @pytest.mark.slow
 def test_the_trainer_evaluates_in_simulation_every_epoch(lift_demos, tmp_path):
     run = tmp_path / "run"

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from robopolicy.envs.artifact_policy import ArtifactPolicy, is_artifact
 from robopolicy.envs.report import summarize, write_report
 from robopolicy.envs.runner import EvalSettings, rollout
 from robopolicy.policies.base import Policy
@@ -24,10 +25,10 @@ log = logging.getLogger(__name__)
 CHECKPOINT_OPTIONS = ("out", "use_ema", "device")
 
 
-def evaluate_policy(policy: Policy, env_cfg: Mapping[str, Any], settings: EvalSettings, out_dir: Path | None,
+def evaluate_policy(policy: Policy | ArtifactPolicy, env_cfg: Mapping[str, Any], settings: EvalSettings, out_dir: Path | None,
                     title: str = "") -> dict[str, Any]:
     """Roll out, summarize, and (with out_dir) write eval.json, per_seed.png and videos/."""
-    device = next(policy.parameters()).device
+    device = policy.device if isinstance(policy, ArtifactPolicy) else next(policy.parameters()).device
     video_dir = out_dir / "videos" if out_dir is not None and settings.n_videos else None
     summary = summarize(rollout(policy, env_cfg, settings, video_dir=video_dir, device=device))
     summary = {"env": dict(env_cfg), "settings": vars(settings).copy(), **summary}
@@ -50,22 +51,35 @@ def eval_settings(options: Mapping[str, Any]) -> EvalSettings:
 
 
 def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Evaluate a checkpoint directory in its task's simulator; writes into <run>/eval/<checkpoint>."""
-    from robopolicy.training.checkpoint import load_policy, read_config
+    """Evaluate a checkpoint directory, or an exported artifact, in its task's simulator.
 
+    Writes into <run>/eval/<checkpoint> for a checkpoint and <artifact>/eval for an artifact.
+    """
     checkpoint = Path(checkpoint)
-    config = read_config(checkpoint)
-    if "env" not in config.get("task", {}):
-        raise ValueError(f"{checkpoint}/config.yaml: task {config.get('task', {}).get('name')!r} has no env section, "
-                         "so there is no simulator to evaluate it in; add task.env (e.g. {name: pusht})")
     options = parse_overrides(overrides)
-    env_cfg = {**config["task"]["env"], **options.pop("env", {})}
     extra = {k: options.pop(k) for k in CHECKPOINT_OPTIONS if k in options}
+    if is_artifact(checkpoint):
+        if set(extra) - {"out"}:
+            raise ValueError(f"{sorted(set(extra) - {'out'})} apply to checkpoints; the artifact {checkpoint} runs "
+                             "on the CPU with the weights it was exported with")
+        policy: Policy | ArtifactPolicy = ArtifactPolicy.load(checkpoint)
+        task, env, where = policy.artifact.meta.get("task"), policy.artifact.meta.get("env"), checkpoint / "meta.json"
+        default_out = checkpoint / "eval"
+    else:
+        from robopolicy.training.checkpoint import load_policy, read_config
+
+        task_config = read_config(checkpoint).get("task", {})
+        task, env, where = task_config.get("name"), task_config.get("env"), checkpoint / "config.yaml"
+        device = extra.get("device", "cuda" if torch.cuda.is_available() else "cpu")
+        policy = load_policy(checkpoint, use_ema=extra.get("use_ema", True), device=device)
+        default_out = checkpoint.parent.parent / "eval" / checkpoint.resolve().name
+    if env is None:
+        raise ValueError(f"{where}: task {task!r} has no env section, so there is no simulator to evaluate it in; "
+                         "add task.env (e.g. {name: pusht}) to the training config")
+    env_cfg = {**env, **options.pop("env", {})}
     settings = eval_settings(options)
-    device = extra.get("device", "cuda" if torch.cuda.is_available() else "cpu")
-    policy = load_policy(checkpoint, use_ema=extra.get("use_ema", True), device=device)
-    out_dir = Path(extra.get("out") or checkpoint.parent.parent / "eval" / checkpoint.resolve().name)
-    summary = evaluate_policy(policy, env_cfg, settings, out_dir, title=f"{config['task']['name']} {checkpoint.name}")
+    out_dir = Path(extra.get("out") or default_out)
+    summary = evaluate_policy(policy, env_cfg, settings, out_dir, title=f"{task} {checkpoint.name}")
     return {"checkpoint": str(checkpoint), **summary}
 
 

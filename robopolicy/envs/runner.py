@@ -27,7 +27,6 @@ from robopolicy.datasets.layout import history_length, obs_offsets, to_policy_la
 from robopolicy.datasets.shape_meta import ShapeMeta, parse_shape_meta
 from robopolicy.envs.multistep import make_rollout_env
 from robopolicy.policies.base import Policy
-from robopolicy.policies.denoising import DenoisingPolicy
 from robopolicy.progress import progress
 
 log = logging.getLogger(__name__)
@@ -128,7 +127,7 @@ class EpisodeNoise:
     """A diffusion / flow policy's initial noise, drawn per env row from a generator seeded by its episode."""
 
     def __init__(self, policy: Policy, device: torch.device):
-        self.enabled = isinstance(policy, DenoisingPolicy)
+        self.enabled = policy.takes_noise
         self.shape = (policy.config.horizon, policy.action_dim)
         self.device = device
         self.generators: list[torch.Generator] = []

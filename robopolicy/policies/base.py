@@ -51,6 +51,8 @@ class PolicyConfig:
 class Policy(nn.Module):
     """Base class: owns shape_meta, the normalizer and the raw-unit <-> normalized boundary."""
 
+    takes_noise = False  # whether predict_action accepts the initial noise (noise=) that fixes its result
+
     def __init__(self, config: PolicyConfig, shape_meta: Mapping[str, Any] | ShapeMeta):
         super().__init__()
         self.config = config

@@ -16,6 +16,8 @@ from robopolicy.policies.networks.backbone import BackboneConfig, make_backbone
 class DenoisingPolicy(Policy):
     """Base of chunk generators: ObsEncoder + backbone; subclasses define the loss and `sample`."""
 
+    takes_noise = True
+
     def __init__(self, config: PolicyConfig, shape_meta: Mapping[str, Any] | ShapeMeta, backbone: BackboneConfig):
         super().__init__(config, shape_meta)
         self.obs_encoder = ObsEncoder(self.shape_meta, config.encoder, config.n_obs_steps)

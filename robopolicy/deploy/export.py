@@ -1,0 +1,220 @@
+"""`robopolicy export`: a checkpoint -> one self-contained artifact directory (ARCHITECTURE.md).
+
+The artifact is a traced program from raw-unit observations (policy layout) and the initial
+noise to the raw-unit action chunk (B, horizon, Da): normalization, encoders and every
+sampling step are inside it, with the step count fixed at export. It is written as
+TorchScript (`policy.pt`) or ONNX (`policy.onnx`) next to `meta.json`; `load_artifact`
+(robopolicy.deploy.artifact) runs it with torch or onnxruntime only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robopolicy.datasets.layout import obs_offsets
+from robopolicy.datasets.shape_meta import ShapeMeta
+from robopolicy.deploy.artifact import (
+    ARTIFACT_VERSION,
+    FORMATS,
+    MODEL_FILES,
+    NOISE_INPUT,
+    example_inputs,
+)
+from robopolicy.policies.base import Policy
+from robopolicy.policies.diffusion.model import DiffusionPolicy
+from robopolicy.policies.flow.model import FlowPolicy
+from robopolicy.settings import parse_overrides
+from robopolicy.training.checkpoint import load_policy, read_config, read_meta
+
+log = logging.getLogger(__name__)
+EXPORT_OPTIONS = ("out", "format", "sampler", "num_inference_steps", "control_hz", "use_ema", "overwrite")
+PARITY_TOLERANCE = 1e-4
+
+
+class ChunkProgram(nn.Module):
+    """(obs tensors in `keys` order[, noise]) -> raw-unit chunk (B, horizon, Da): what the artifact runs."""
+
+    def __init__(self, policy: Policy, keys: Sequence[str], sampling: Mapping[str, Any]):
+        super().__init__()
+        self.policy = policy
+        self.keys = list(keys)
+        self.sampling = dict(sampling)
+        self.takes_noise = policy.takes_noise
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        obs = dict(zip(self.keys, inputs[: len(self.keys)], strict=True))
+        if self.takes_noise:
+            return self.policy.predict_action(obs, noise=inputs[-1], **self.sampling)["action_pred"]
+        return self.policy.predict_action(obs)["action_pred"]
+
+
+def input_specs(shape_meta: ShapeMeta, n_obs_steps: int, action_dim: int, horizon: int,
+                takes_noise: bool) -> list[dict[str, Any]]:
+    """The program's inputs in order: each obs key with its steps relative to now, then the noise."""
+    specs = []
+    for key, spec in shape_meta.obs.items():
+        offsets = obs_offsets(spec, n_obs_steps) - (n_obs_steps - 1)
+        specs.append({"name": key, "type": spec.type, "source": spec.source, "shape": [len(offsets), *spec.shape],
+                      "dims": list(spec.dims) if spec.dims else None, "step_offsets": [int(k) for k in offsets]})
+    if takes_noise:
+        specs.append({"name": NOISE_INPUT, "type": "noise", "shape": [horizon, action_dim]})
+    return specs
+
+
+def fixed_sampling(policy: Policy, sampler: str | None, num_inference_steps: int | None) -> dict[str, Any]:
+    """The sampling arguments baked into the artifact; refuses samplers whose steps draw fresh noise."""
+    if isinstance(policy, DiffusionPolicy):
+        sampler = sampler or policy.config.sampler
+        if sampler == "ddpm":
+            raise ValueError("DDPM draws fresh noise at every step, which a traced artifact would freeze: "
+                             "export with sampler=ddim or sampler=dpmsolver++ (num_inference_steps=N)")
+        return {"sampler": sampler, "num_inference_steps": num_inference_steps or policy.config.num_inference_steps}
+    if sampler is not None:
+        raise ValueError(f"sampler= applies to diffusion policies only, not {type(policy).__name__}")
+    if isinstance(policy, FlowPolicy):
+        if policy.variance_head is not None and num_inference_steps is None:
+            raise ValueError("adaptive flow sampling picks its step count per observation, which a traced artifact "
+                             "cannot: export with a fixed num_inference_steps=N")
+        return {"num_inference_steps": num_inference_steps or policy.config.num_inference_steps}
+    if num_inference_steps is not None:
+        raise ValueError(f"num_inference_steps= applies to diffusion and flow policies, not {type(policy).__name__}")
+    return {}
+
+
+def control_rate(config: Mapping[str, Any], given: float | None) -> float:
+    """Control rate in Hz: given, else the training store's `fps` attribute, else the task env's rate."""
+    if given is not None:
+        return float(given)
+    task = config.get("task", {})
+    path = Path(str(task.get("dataset", {}).get("path", "")))
+    if path.name and path.exists():
+        from robopolicy.datasets.store import EpisodeStore
+
+        fps = EpisodeStore.open(path).attrs.get("fps")
+        if fps:
+            return float(fps)
+    if task.get("env"):
+        from robopolicy.envs.registry import make_env
+
+        env = make_env(task["env"])
+        try:
+            return float(env.metadata["render_fps"])
+        finally:
+            env.close()
+    raise ValueError("the control rate is unknown: the training store has no 'fps' attribute and the task has no "
+                     "env; pass control_hz=HZ")
+
+
+def build_meta(policy: Policy, checkpoint: Path, fmt: str, sampling: Mapping[str, Any], control_hz: float,
+               config: Mapping[str, Any]) -> dict[str, Any]:
+    """meta.json: what the runtime needs to feed the program and time its actions."""
+    meta = read_meta(checkpoint)
+    settings = policy.config
+    task = config.get("task", {})
+    dataset = task.get("dataset", {})
+    return {
+        "artifact_version": ARTIFACT_VERSION,
+        "format": fmt,
+        "file": MODEL_FILES[fmt],
+        "policy": meta["policy"],
+        "task": task.get("name"),
+        "env": task.get("env"),  # the simulator `robopolicy eval ARTIFACT` rolls it out in
+        "shape_meta": meta["shape_meta"],
+        "inputs": input_specs(policy.shape_meta, settings.n_obs_steps, policy.action_dim, settings.horizon,
+                              policy.takes_noise),
+        "output": {"name": "action_pred", "shape": [settings.horizon, policy.action_dim]},
+        "horizon": settings.horizon,
+        "n_obs_steps": settings.n_obs_steps,
+        "n_action_steps": settings.n_action_steps,
+        "action_start": settings.action_start,
+        "control_hz": control_hz,
+        "sampling": dict(sampling),
+        "temporal_ensemble_coeff": getattr(settings, "ensemble_coeff", None)
+        if getattr(settings, "temporal_ensemble", False) else None,
+        "latency": {"n_latency_steps": int(dataset.get("n_latency_steps", 0))},
+        "source": {"checkpoint": str(checkpoint.resolve()), "step": meta.get("step"), "versions": meta.get("versions")},
+    }
+
+
+def write_program(program: ChunkProgram, inputs: tuple[torch.Tensor, ...], names: list[str], fmt: str,
+                  path: Path) -> None:
+    """Trace `program` and save it in `fmt` at `path`."""
+    with warnings.catch_warnings(), torch.no_grad():
+        # the tracer warns about every Python number the samplers read from a tensor: by design the step
+        # count and schedule are fixed at export, and check_parity compares the result on fresh inputs
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if fmt == "torchscript":
+            torch.jit.save(torch.jit.trace(program, inputs, check_trace=False), str(path))
+            return
+        axes = {name: {0: "batch"} for name in [*names, "action_pred"]}
+        torch.onnx.export(program, inputs, str(path), input_names=names, output_names=["action_pred"],
+                          dynamic_axes=axes, dynamo=False, opset_version=17)
+
+
+def check_parity(program: ChunkProgram, artifact_dir: Path, batch_size: int = 2, seed: int = 0) -> float:
+    """Max abs difference between the artifact and the checkpoint policy on fresh random inputs (batch of 2), in
+    normalized action units, relative to the largest action there when that exceeds 1 (random inputs can
+    drive actions far out of range)."""
+    from robopolicy.deploy.artifact import load_artifact
+
+    artifact = load_artifact(artifact_dir)
+    inputs = example_inputs(artifact.meta["inputs"], batch_size, seed)
+    with torch.no_grad():
+        expected = program(*inputs).numpy()
+    got = artifact.run({spec["name"]: x.numpy() for spec, x in zip(artifact.meta["inputs"], inputs, strict=True)})
+    got, expected = (program.policy.normalize_action(torch.from_numpy(x)) for x in (got, expected))
+    return float((got - expected).abs().max() / max(1.0, float(expected.abs().max())))
+
+
+def export_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Export a checkpoint per `key=value` overrides (out=DIR required); returns meta.json with the parity error."""
+    options = parse_overrides(overrides)
+    unknown = sorted(set(options) - set(EXPORT_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown export options {unknown}; known: {list(EXPORT_OPTIONS)}")
+    if "out" not in options:
+        raise ValueError("export needs out=DIR, the artifact directory to write")
+    fmt = str(options.get("format", "torchscript"))
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    checkpoint, out = Path(checkpoint), Path(str(options["out"]))
+    if out.exists() and not options.get("overwrite", False):
+        raise FileExistsError(f"{out} exists; pass overwrite=true to replace it")
+    policy = load_policy(checkpoint, use_ema=bool(options.get("use_ema", True)))
+    if getattr(policy, "ensembler", None) is not None:
+        policy.ensembler = None  # the artifact returns whole chunks; the runtime blends them
+    sampling = fixed_sampling(policy, options.get("sampler"), options.get("num_inference_steps"))
+    config = read_config(checkpoint)
+    meta = build_meta(policy, checkpoint, fmt, sampling, control_rate(config, options.get("control_hz")), config)
+    program = ChunkProgram(policy, list(policy.shape_meta.obs), sampling).eval()
+    tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write_program(program, example_inputs(meta["inputs"], 1, seed=0), [s["name"] for s in meta["inputs"]], fmt,
+                      tmp / MODEL_FILES[fmt])
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        error = check_parity(program, tmp)
+        if error > PARITY_TOLERANCE:
+            raise RuntimeError(f"the exported program differs from the checkpoint policy by {error:.2e} (relative) "
+                               f"(> {PARITY_TOLERANCE}); the policy has a code path the tracer cannot follow")
+        meta["parity_error"] = error
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported %s to %s (%s, parity error %.1e)", checkpoint, out, fmt, error)
+    return {**meta, "artifact": str(out)}
