@@ -1,0 +1,118 @@
+"""Safety between the policy and the robot: limits on what is sent, a watchdog, an emergency stop.
+
+`SafetyLimits` clamps each planned action into a box (workspace for end-effector positions, joint
+limits for joint targets: any slice of the action), then limits the speed and acceleration of
+the clamped dims from one action to the next, starting from the last action sent. The watchdog
+says when the robot must hold: observations older than `max_obs_age`, or `max_missed` inference
+deadlines in a row. `EmergencyStop` can be triggered from any thread; the runtime stops the robot.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robopolicy.deploy.timing import ActionPlan
+
+
+@dataclass(frozen=True)
+class Box:
+    """Bounds [low, high] for action dims [start, stop)."""
+
+    start: int
+    stop: int
+    low: Sequence[float]
+    high: Sequence[float]
+
+    def __post_init__(self) -> None:
+        if len(self.low) != self.stop - self.start or len(self.high) != self.stop - self.start:
+            raise ValueError(f"box low/high need {self.stop - self.start} values for dims [{self.start}, {self.stop})")
+        if any(lo > hi for lo, hi in zip(self.low, self.high, strict=True)):
+            raise ValueError(f"box low {list(self.low)} exceeds high {list(self.high)}")
+
+
+@dataclass(frozen=True)
+class SafetyLimits:
+    """Per-dim bounds and rate limits on a Box's dims (units per second and per second squared)."""
+
+    boxes: tuple[Box, ...] = ()
+    max_velocity: float | None = None  # per dim, on the dims of the first box
+    max_acceleration: float | None = None
+    max_obs_age: float = 0.5  # seconds: older observations make the robot hold
+    max_missed: int = 2  # consecutive inference deadline misses that make the robot hold
+
+    def clamp(self, plan: ActionPlan, last: tuple[float, np.ndarray] | None,
+              last_velocity: np.ndarray | None = None) -> ActionPlan:
+        """The plan with every action inside the boxes and within the rate limits from `last` (time, action)."""
+        values = np.array(plan.values, dtype=float, copy=True)
+        for box in self.boxes:
+            values[:, box.start : box.stop] = np.clip(values[:, box.start : box.stop], box.low, box.high)
+        if self.boxes and (self.max_velocity is not None or self.max_acceleration is not None) and last is not None:
+            values = self._rate_limit(plan.times, values, last, last_velocity)
+        return ActionPlan(plan.times, values)
+
+    def _rate_limit(self, times: np.ndarray, values: np.ndarray, last: tuple[float, np.ndarray],
+                    last_velocity: np.ndarray | None) -> np.ndarray:
+        box = self.boxes[0]
+        dims = slice(box.start, box.stop)
+        previous_time, previous = last[0], np.asarray(last[1], dtype=float)[dims]
+        velocity = np.zeros_like(previous) if last_velocity is None else np.asarray(last_velocity, dtype=float)
+        for i, time in enumerate(times):
+            step = max(time - previous_time, 1e-6)
+            wanted = (values[i, dims] - previous) / step
+            if self.max_acceleration is not None:
+                wanted = np.clip(wanted, velocity - self.max_acceleration * step, velocity + self.max_acceleration * step)
+            if self.max_velocity is not None:
+                wanted = np.clip(wanted, -self.max_velocity, self.max_velocity)
+            values[i, dims] = previous + wanted * step
+            previous, previous_time, velocity = values[i, dims], time, wanted
+        return values
+
+
+@dataclass
+class Watchdog:
+    """Decides when the robot must hold; counts the holds by reason."""
+
+    limits: SafetyLimits
+    missed_in_a_row: int = 0
+    holds: dict[str, int] = field(default_factory=dict)
+
+    def deadline(self, missed: bool) -> None:
+        """Record whether the latest inference met its deadline."""
+        self.missed_in_a_row = self.missed_in_a_row + 1 if missed else 0
+
+    def reason_to_hold(self, now: float, newest_capture: float | None) -> str | None:
+        """'no_observation', 'stale_observation', 'missed_deadlines' or None."""
+        if newest_capture is None:
+            reason = "no_observation"
+        elif now - newest_capture > self.limits.max_obs_age:
+            reason = "stale_observation"
+        elif self.missed_in_a_row >= self.limits.max_missed:
+            reason = "missed_deadlines"
+        else:
+            return None
+        self.holds[reason] = self.holds.get(reason, 0) + 1
+        return reason
+
+
+class EmergencyStop:
+    """A latch any thread may trigger; once triggered the runtime stops the robot and sends nothing more."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def trigger(self, reason: str = "emergency stop") -> None:
+        self.reason = reason
+        self._event.set()
+
+    @property
+    def triggered(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds, waking at once if triggered; returns whether it is triggered."""
+        return self._event.wait(timeout)

@@ -1,0 +1,145 @@
+"""Runtime logic against hand-computed cases: observation alignment, action timing, blending, safety."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from robopolicy.deploy.alignment import KeySpec, ObservationAligner, TimedBuffer, slerp
+from robopolicy.deploy.blending import ChunkBlender, boundary_jump
+from robopolicy.deploy.robot import Reading
+from robopolicy.deploy.safety import Box, EmergencyStop, SafetyLimits, Watchdog
+from robopolicy.deploy.timing import ActionPlan, TimingConfig, chunk_plan, to_send
+
+DT = 0.1
+
+
+def aligner() -> ObservationAligner:
+    keys = [KeySpec("pos", "eef_pos", (-1, 0), "linear"), KeySpec("img", "camera_rgb", (-1, 0), "nearest"),
+            KeySpec("quat", "eef_quat", (0,), "slerp"), KeySpec("xy", "state", (0,), "linear", dims=(0, 2))]
+    return ObservationAligner(keys, DT, {"camera": 0.15, "arm": 0.02})
+
+
+def arm(received: float, x: float) -> Reading:
+    angle = x  # a rotation about z by x radians
+    quat = np.array([0.0, 0.0, np.sin(angle / 2), np.cos(angle / 2)])
+    return Reading("arm", received, {"eef_pos": np.array([x, 2 * x, 0.0]), "eef_quat": quat,
+                                     "state": np.array([x, -x, 7.0])})
+
+
+def test_window_interpolates_low_dim_and_takes_the_nearest_frame_at_capture_times():
+    align = aligner()
+    for i in range(6):  # arm samples captured at 0.00, 0.05, ..., 0.25 with x = capture time
+        align.add(arm(0.02 + 0.05 * i, 0.05 * i))
+    for i in range(4):  # frames captured at 0.0, 0.08, 0.16, 0.24 (received 0.15 s later)
+        align.add(Reading("camera", 0.15 + 0.08 * i, {"camera_rgb": np.full((2, 2, 3), i, np.uint8)}))
+    t_ref = align.reference_time()
+    assert t_ref == pytest.approx(0.24)  # the camera's newest capture: nothing is extrapolated
+    window = align.window(t_ref)
+    np.testing.assert_allclose(window["pos"], [[0.14, 0.28, 0.0], [0.24, 0.48, 0.0]], atol=1e-6)
+    assert window["img"][:, 0, 0, 0].tolist() == [2, 3]  # 0.14 is nearest 0.16, 0.24 is a frame
+    np.testing.assert_allclose(window["quat"][0], [0, 0, np.sin(0.12), np.cos(0.12)], atol=1e-6)
+    np.testing.assert_allclose(window["xy"], [[0.24, -0.24]], atol=1e-6)
+
+
+def test_slerp_takes_the_short_way_and_keeps_unit_norm():
+    q0 = np.array([0.0, 0.0, 0.0, 1.0])
+    q1 = -np.array([0.0, 0.0, np.sin(np.pi / 4), np.cos(np.pi / 4)])  # 90 degrees about z, opposite sign
+    half = slerp(q0, q1, 0.5)
+    assert np.linalg.norm(half) == pytest.approx(1.0)
+    np.testing.assert_allclose(np.abs(half), [0, 0, np.sin(np.pi / 8), np.cos(np.pi / 8)], atol=1e-9)
+
+
+def test_a_sensor_that_stops_holds_back_the_reference_time_and_shows_as_stale():
+    align = aligner()
+    align.add(Reading("camera", 0.15, {"camera_rgb": np.zeros((2, 2, 3), np.uint8)}))
+    assert align.reference_time() is None  # the arm has not reported yet
+    for i in range(20):
+        align.add(arm(0.02 + 0.05 * i, 0.05 * i))
+    assert align.reference_time() == pytest.approx(0.0)
+    assert align.stalest() == ("camera_rgb", pytest.approx(0.0))
+    watchdog = Watchdog(SafetyLimits(max_obs_age=0.3))
+    assert watchdog.reason_to_hold(now=1.0, newest_capture=align.reference_time()) == "stale_observation"
+    assert watchdog.reason_to_hold(now=0.2, newest_capture=align.reference_time()) is None
+
+
+def test_out_of_order_and_repeated_messages_are_ignored():
+    buffer = TimedBuffer(4, "linear")
+    for t, v in [(0.0, 0.0), (0.2, 2.0), (0.1, 99.0), (0.2, 99.0), (0.3, 3.0)]:
+        buffer.add(t, np.array([v]))
+    assert list(buffer.times) == [0.0, 0.2, 0.3]
+    assert buffer.at(0.1)[0] == pytest.approx(1.0) and buffer.at(-5)[0] == 0.0 and buffer.at(9)[0] == 3.0
+
+
+def test_actions_get_execution_times_from_the_obs_time_and_leave_early_by_the_actuation_latency():
+    config = TimingConfig(dt=DT, action_start=1, n_latency_steps=2, actuation_latency=0.1, margin=0.01)
+    chunk = np.arange(16, dtype=float)[:, None] * np.ones((1, 2))
+    plan = chunk_plan(chunk, t_obs=10.0, config=config, n_steps=8)
+    np.testing.assert_allclose(plan.times, 10.0 + np.arange(2, 10) * DT)  # row 1 -> t_obs + 2 dt
+    assert plan.values[0, 0] == 1.0 and len(plan) == 8
+    sent, dropped = to_send(plan, now=10.25, config=config)
+    # send times are 10.1, 10.2, ..., 10.8; those before now + margin = 10.26 are late
+    assert dropped == 2 and sent[0].time == pytest.approx(10.3) and sent[0].value[0] == 3.0
+    sent, dropped = to_send(plan, now=11.0, config=config)
+    assert sent == [] and dropped == 8
+
+
+def test_replace_crossfade_and_ensemble_blend_as_specified():
+    times = 1.0 + np.arange(4) * 0.125  # exact in binary, so the overlap is exactly two actions
+    old, new = ActionPlan(times, np.zeros((4, 1))), ActionPlan(times + 0.25, np.ones((4, 1)))
+    for rule, expected in [("replace", [1, 1, 1, 1]), ("crossfade", [1 / 3, 2 / 3, 1, 1]),
+                           ("ensemble", [0.5, 0.5, 1, 1])]:
+        blender = ChunkBlender(rule, ensemble_coeff=0.0)
+        blender.update(old, now=0.0)
+        plan = blender.update(new, now=0.0)
+        np.testing.assert_allclose(plan.values[:, 0], expected, err_msg=rule)
+        np.testing.assert_allclose(plan.times, new.times)
+    weighted = ChunkBlender("ensemble", ensemble_coeff=np.log(3.0))  # weights 1 (older) : 1/3 (newer)
+    weighted.update(old, now=0.0)
+    assert weighted.update(new, now=0.0).values[0, 0] == pytest.approx(0.25)
+    assert boundary_jump(old, new) == pytest.approx(1.0) and boundary_jump(None, new) is None
+
+
+def test_crossfade_removes_the_jump_that_replace_leaves():
+    times = np.arange(8) * 0.125
+    old = ActionPlan(times, times[:, None].copy())  # a ramp
+    new = ActionPlan(times[2:], times[2:, None] + 0.5)  # the same ramp, offset by 0.5
+    jumps = {}
+    for rule in ("replace", "crossfade"):
+        blender = ChunkBlender(rule)
+        blender.update(old, now=-1.0)
+        jumps[rule] = boundary_jump(old, blender.update(new, now=-1.0))
+    assert jumps["replace"] == pytest.approx(0.5) and jumps["crossfade"] < 0.5 / 5
+
+
+def test_safety_clamps_to_the_workspace_and_limits_speed_and_acceleration():
+    limits = SafetyLimits(boxes=(Box(0, 2, [-1.0, -1.0], [1.0, 1.0]),), max_velocity=2.0, max_acceleration=10.0)
+    plan = ActionPlan(np.array([0.1, 0.2, 0.3]), np.array([[5.0, 0.0, 9.0], [5.0, 0.0, 9.0], [5.0, -5.0, 9.0]]))
+    box_only = SafetyLimits(boxes=limits.boxes).clamp(plan, last=None)
+    np.testing.assert_allclose(box_only.values, [[1, 0, 9], [1, 0, 9], [1, -1, 9]])
+    limited = limits.clamp(plan, last=(0.0, np.zeros(3)))
+    # from rest: acceleration allows 1 unit/s at 0.1 s (x += 0.1), then 2 (the speed limit): +0.2, +0.2
+    np.testing.assert_allclose(limited.values[:, 0], [0.1, 0.3, 0.5])
+    np.testing.assert_allclose(limited.values[:, 1], [0.0, 0.0, -0.1])
+    np.testing.assert_allclose(limited.values[:, 2], 9.0)  # dims outside the boxes pass through
+    with pytest.raises(ValueError, match="exceeds"):
+        Box(0, 1, [1.0], [0.0])
+
+
+def test_watchdog_holds_after_consecutive_missed_deadlines():
+    watchdog = Watchdog(SafetyLimits(max_missed=2))
+    for missed in (True, False, True):
+        watchdog.deadline(missed)
+    assert watchdog.reason_to_hold(1.0, 1.0) is None
+    watchdog.deadline(True)
+    assert watchdog.reason_to_hold(1.0, 1.0) == "missed_deadlines"
+    assert watchdog.reason_to_hold(1.0, None) == "no_observation"
+    assert watchdog.holds == {"missed_deadlines": 1, "no_observation": 1}
+
+
+def test_emergency_stop_from_another_thread_wakes_the_waiting_loop():
+    stop = EmergencyStop()
+    threading.Timer(0.05, stop.trigger, args=("operator",)).start()
+    assert stop.wait(timeout=5.0) and stop.triggered and stop.reason == "operator"
