@@ -9,7 +9,9 @@ A task env is a `gymnasium.Env` whose
   [0, 1]: the task's own metric, 1.0 when solved), from reset onwards;
 - `render()` returns an (H, W, 3) uint8 frame for videos, and `metadata["render_fps"]` is the
   control rate in Hz;
-- `max_episode_steps` is the evaluation horizon in env steps.
+- `max_episode_steps` is the evaluation horizon in env steps;
+- `hold_action(obs, last)` is the action that keeps the robot where `obs` shows it, with the
+  gripper as `last` (the previous action, or None) commanded it: what a robot does on hold.
 
 A scripted expert (`Expert`) plays the teleoperator in simulation: it is built for one env
 and may read privileged simulator state from it.

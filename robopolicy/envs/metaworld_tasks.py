@@ -222,6 +222,10 @@ class MetaWorldTaskEnv(gym.Env):
         truncated = self.sim.curr_path_length >= self.max_episode_steps
         return self._observe(state), float(reward), False, truncated, info
 
+    def hold_action(self, obs: Obs, last: np.ndarray | None) -> np.ndarray:
+        """No motion; the gripper as last commanded (open before any command)."""
+        return np.array([0.0, 0.0, 0.0, last[-1] if last is not None else -1.0], dtype=np.float32)
+
     def render(self) -> np.ndarray:
         """Upright frame (render_size, render_size, 3) uint8 of the whole table, for videos."""
         if self._video_renderer is None:

@@ -101,6 +101,10 @@ class PushTTask(gym.Env):
     def render(self) -> np.ndarray:
         return self.sim.render()
 
+    def hold_action(self, obs: dict[str, np.ndarray], last: np.ndarray | None) -> np.ndarray:
+        """The agent's observed position: a target where it already is."""
+        return np.asarray(obs["state"][:2], dtype=np.float32)
+
     def close(self) -> None:
         self.sim.close()
 

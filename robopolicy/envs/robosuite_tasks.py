@@ -214,6 +214,13 @@ class RobosuiteTaskEnv(gym.Env):
         """Free the simulator and its render context."""
         self.suite_env.close()
 
+    def hold_action(self, obs: Obs, last: np.ndarray | None) -> np.ndarray:
+        """Stay at the observed grip-site pose (absolute) or still (delta); the gripper as last commanded."""
+        gripper = np.asarray(last[-1:] if last is not None else [-1.0], dtype=np.float32)
+        if self.controller == "delta":
+            return np.concatenate([np.zeros(6, np.float32), gripper])
+        return np.concatenate([obs["robot0_eef_pos"], obs["robot0_eef_rot6d"], gripper]).astype(np.float32)
+
     def object_pose(self) -> tuple[np.ndarray, np.ndarray]:
         """Privileged: the task object's world position (3,) and rotation matrix (3, 3)."""
         data = self.sim.data

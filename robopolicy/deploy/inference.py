@@ -1,0 +1,121 @@
+"""Running an artifact on aligned observation windows, in the caller's thread or in a worker thread.
+
+`ArtifactRunner` turns a store-layout window (what `ObservationAligner.window` gives) into the
+artifact's inputs (policy layout plus seeded initial noise) and returns the raw-unit chunk.
+`InferenceWorker` runs one request at a time in a background thread, so the control loop keeps
+ticking while the policy thinks; torch releases the GIL inside its kernels.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from robopolicy.datasets.layout import to_policy_layout
+from robopolicy.deploy.alignment import DEFAULT_INTERPOLATION, KeySpec
+from robopolicy.deploy.artifact import NOISE_INPUT, Artifact
+
+
+def key_specs(artifact: Artifact, interpolation: Mapping[str, str] | None = None) -> list[KeySpec]:
+    """The aligner's keys from the artifact's inputs; `interpolation` overrides per input name (e.g. slerp)."""
+    chosen = dict(interpolation or {})
+    specs = []
+    for spec in artifact.meta["inputs"]:
+        if spec["name"] == NOISE_INPUT:
+            continue
+        method = chosen.pop(spec["name"], DEFAULT_INTERPOLATION.get(spec["type"], "nearest"))
+        specs.append(KeySpec(spec["name"], spec["source"], tuple(spec["step_offsets"]), method,
+                             tuple(spec["dims"]) if spec.get("dims") else None))
+    if chosen:
+        raise ValueError(f"interpolation given for {sorted(chosen)}, which are not inputs of the artifact")
+    return specs
+
+
+class ArtifactRunner:
+    """Window (store layout) -> raw-unit chunk (horizon, Da), with noise from a seeded generator."""
+
+    def __init__(self, artifact: Artifact, seed: int = 0):
+        self.artifact = artifact
+        self.types = {s["name"]: s["type"] for s in artifact.meta["inputs"]}
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, window: Mapping[str, np.ndarray]) -> np.ndarray:
+        inputs = {}
+        for name, values in window.items():
+            kind = self.types[name]
+            squeeze = kind == "depth" and values.ndim == 4
+            inputs[name] = to_policy_layout(values[None], kind, 255.0, squeeze).contiguous().numpy()
+        if self.artifact.takes_noise:
+            inputs[NOISE_INPUT] = self.rng.standard_normal((1, *self.artifact.noise_shape)).astype(np.float32)
+        return self.artifact.run(inputs)[0]
+
+
+@dataclass
+class InferenceResult:
+    chunk: np.ndarray
+    t_obs: float  # capture time of the window's newest step
+    started: float
+    finished: float
+
+
+class InferenceWorker:
+    """One background thread that runs `runner` on submitted windows, one at a time."""
+
+    def __init__(self, runner: ArtifactRunner, clock):
+        self.runner = runner
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._result: InferenceResult | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, window: Mapping[str, np.ndarray], t_obs: float) -> None:
+        if self.busy:
+            raise RuntimeError("an inference is already running")
+        self._thread = threading.Thread(target=self._run, args=(window, t_obs), daemon=True, name="inference")
+        self._thread.start()
+
+    def _run(self, window: Mapping[str, np.ndarray], t_obs: float) -> None:
+        started = self.clock()
+        try:
+            chunk = self.runner(window)
+        except BaseException as error:  # handed to the control loop, which stops the robot
+            with self._lock:
+                self._error = error
+            return
+        with self._lock:
+            self._result = InferenceResult(chunk, t_obs, started, self.clock())
+
+    def take(self) -> InferenceResult | None:
+        """The finished result, once; re-raises an inference error in the caller's thread."""
+        with self._lock:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            result, self._result = self._result, None
+        return result
+
+    def wait(self, timeout: float) -> InferenceResult | None:
+        """Block until the running inference finishes (or `timeout`), then take its result."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.take()
+
+
+def measure_latency(runner: ArtifactRunner, window: Mapping[str, np.ndarray], repeats: int = 5) -> list[float]:
+    """Seconds per call on a real window, after one warm-up call (first calls compile)."""
+    runner(window)
+    durations = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        runner(window)
+        durations.append(time.perf_counter() - start)
+    return durations

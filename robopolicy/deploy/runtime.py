@@ -1,0 +1,221 @@
+"""The real-time control loop: align observations, infer (in line or in a worker), time, blend, check, send.
+
+Every tick (the artifact's control period) the loop files new readings, lets the watchdog decide
+whether the robot must hold, folds a finished chunk into the plan and sends what is still on
+time, and starts the next inference when few planned actions remain: at once when the plan runs
+out (`sync`, the robot waits while the policy thinks), or early enough to cover the measured
+inference latency (`async`). Latency matching (`match_latency`) uses the configured sensor and
+actuation latencies; without it they are taken as zero, as a naive loop would.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from robopolicy.deploy.alignment import ObservationAligner
+from robopolicy.deploy.artifact import Artifact
+from robopolicy.deploy.blending import ChunkBlender, boundary_jump
+from robopolicy.deploy.inference import (
+    ArtifactRunner,
+    InferenceResult,
+    InferenceWorker,
+    key_specs,
+    measure_latency,
+)
+from robopolicy.deploy.robot import RobotInterface
+from robopolicy.deploy.safety import EmergencyStop, SafetyLimits, Watchdog
+from robopolicy.deploy.timing import ActionPlan, TimingConfig, chunk_plan, to_send
+
+log = logging.getLogger(__name__)
+INFERENCE_MODES = ("sync", "async")
+
+
+@dataclass
+class RuntimeConfig:
+    """How the loop compensates latency, schedules inference and blends chunks."""
+
+    sensor_latency: dict[str, float] = field(default_factory=dict)  # seconds, per sensor name
+    actuation_latency: float = 0.0  # seconds from command to effect
+    match_latency: bool = True  # compensate the latencies above; False treats them as zero
+    inference: str = "async"
+    blending: str = "replace"
+    ensemble_coeff: float = 0.01
+    n_action_steps: int | None = None  # actions used per chunk (default: every predicted one from now on, since
+    # latency makes the first ones late and replanning, not this cap, decides how many run)
+    replan_steps: int | None = None  # async: infer when this many planned actions remain (default: from latency)
+    margin: float = 0.005  # seconds: actions due to be sent sooner than this are late
+    seed: int = 0
+    interpolation: dict[str, str] = field(default_factory=dict)
+    safety: SafetyLimits = field(default_factory=SafetyLimits)
+
+    def __post_init__(self) -> None:
+        if self.inference not in INFERENCE_MODES:
+            raise ValueError(f"inference must be one of {INFERENCE_MODES}, got {self.inference!r}")
+        if isinstance(self.safety, Mapping):
+            self.safety = SafetyLimits(**self.safety)
+
+
+def percentiles_ms(seconds: np.ndarray) -> dict[str, float]:
+    return {"p50": float(1000 * np.percentile(seconds, 50)), "p99": float(1000 * np.percentile(seconds, 99))}
+
+
+@dataclass
+class RunStats:
+    """What happened in one run, with per-tick arrays for the run log."""
+
+    ticks: list[dict[str, float]] = field(default_factory=list)
+    sent: int = 0
+    dropped: int = 0
+    late_chunks: int = 0
+    chunks: int = 0
+    missed_deadlines: int = 0
+    inference_s: list[float] = field(default_factory=list)
+    jumps: list[float] = field(default_factory=list)
+    holds: dict[str, int] = field(default_factory=dict)  # ticks held, by the watchdog's reason
+    stopped: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        jitter = np.abs([t["jitter"] for t in self.ticks]) if self.ticks else np.zeros(1)
+        inference = np.array(self.inference_s) if self.inference_s else np.zeros(1)
+        return {"ticks": len(self.ticks), "sent": self.sent, "dropped": self.dropped, "chunks": self.chunks,
+                "late_chunks": self.late_chunks, "missed_deadlines": self.missed_deadlines, "holds": self.holds,
+                "tick_jitter_ms": percentiles_ms(jitter), "inference_ms": percentiles_ms(inference),
+                "mean_jump": float(np.mean(self.jumps)) if self.jumps else None, "stopped": self.stopped}
+
+
+class Runtime:
+    """Drives a RobotInterface with an exported artifact."""
+
+    def __init__(self, artifact: Artifact, robot: RobotInterface, config: RuntimeConfig,
+                 estop: EmergencyStop | None = None):
+        meta = artifact.meta
+        self.robot, self.config = robot, config
+        self.estop = estop or EmergencyStop()
+        self.dt = 1.0 / float(meta["control_hz"])
+        match = config.match_latency
+        self.timing = TimingConfig(self.dt, meta["action_start"], meta["latency"]["n_latency_steps"],
+                                   config.actuation_latency if match else 0.0, config.margin)
+        latency = config.sensor_latency if match else {}
+        self.aligner = ObservationAligner(key_specs(artifact, config.interpolation), self.dt, latency)
+        self.runner = ArtifactRunner(artifact, config.seed)
+        self.n_action_steps = config.n_action_steps or meta["horizon"] - meta["action_start"]
+        self.blender = ChunkBlender(config.blending, config.ensemble_coeff)
+        self.watchdog = Watchdog(config.safety)
+        self.worker = InferenceWorker(self.runner, robot.now)
+        self.replan_steps = config.replan_steps
+
+    def reset(self) -> None:
+        """Forget the observations, plan and deadline record of the last run (the latency estimate stays)."""
+        self.aligner = ObservationAligner(self.aligner.keys, self.dt, self.aligner.sensor_latency)
+        self.blender.reset()
+        self.watchdog = Watchdog(self.config.safety)
+        self.worker.wait(timeout=30.0)  # a chunk for the last run's observations is of no use now
+
+    def warm_up(self) -> None:
+        """Run the policy on the first full window, and pick the async replan point from its latency."""
+        t_ref = self._wait_for_observations(timeout=10.0)
+        durations = measure_latency(self.runner, self.aligner.window(t_ref))
+        slow = max(durations)
+        if self.replan_steps is None:
+            self.replan_steps = 0 if self.config.inference == "sync" else min(
+                self.n_action_steps - 1, math.ceil(slow / self.dt) + 1)
+        log.info("inference %.0f ms (slowest of %d), control period %.0f ms: %s inference, replan with %d actions left",
+                 1000 * slow, len(durations), 1000 * self.dt, self.config.inference, self.replan_steps)
+
+    def _wait_for_observations(self, timeout: float) -> float:
+        deadline = self.robot.now() + timeout
+        while self.robot.now() < deadline:
+            for reading in self.robot.poll():
+                self.aligner.add(reading)
+            t_ref = self.aligner.reference_time()
+            if t_ref is not None:
+                return t_ref
+            self.estop.wait(self.dt / 4)
+        raise TimeoutError(f"no observation of every key within {timeout} s: the robot sends "
+                           f"{sorted(b for b, buf in self.aligner.buffers.items() if buf.newest is not None)}")
+
+    def run(self, duration: float, until: Callable[[], bool] | None = None) -> RunStats:
+        """Control for `duration` seconds (or until `until()` or the emergency stop); returns the stats."""
+        stats = RunStats()
+        if self.replan_steps is None:
+            self.warm_up()
+        start = next_tick = self.robot.now()
+        plan: ActionPlan | None = None
+        last_t_obs, deadline, holding = -math.inf, None, False
+        while True:
+            now = self.robot.now()
+            if self.estop.triggered:
+                self.robot.stop()
+                stats.stopped = self.estop.reason
+                break
+            if now - start >= duration or (until is not None and until()):
+                break
+            for reading in self.robot.poll():
+                self.aligner.add(reading)
+            t_ref = self.aligner.reference_time()
+            result = self.worker.take()
+            if result is not None:
+                plan = self._apply(result, now, deadline, plan, stats)
+                holding = False
+            reason = self.watchdog.reason_to_hold(now, t_ref)
+            if reason is not None:
+                if not holding:
+                    self.robot.hold()
+                    self.blender.reset()
+                    plan, holding = None, True
+            if reason in (None, "missed_deadlines") and not self.worker.busy and t_ref > last_t_obs:
+                remaining = 0 if plan is None else int((plan.times - self.timing.actuation_latency > now).sum())
+                if remaining <= self.replan_steps:
+                    window = self.aligner.window(t_ref)
+                    deadline = None if plan is None or not len(plan) else plan.times[-1] - self.timing.actuation_latency
+                    last_t_obs = t_ref
+                    if self.config.inference == "sync":
+                        started = self.robot.now()
+                        chunk = self.runner(window)
+                        result = InferenceResult(chunk, t_ref, started, self.robot.now())
+                        plan = self._apply(result, self.robot.now(), None, plan, stats)
+                        holding = False
+                    else:
+                        self.worker.submit(window, t_ref)
+            stats.ticks.append({"time": now - start, "jitter": now - next_tick,
+                                "obs_age": now - t_ref if t_ref is not None else math.nan,
+                                "planned": 0 if plan is None else len(plan.after(now))})
+            next_tick += self.dt
+            self.estop.wait(max(0.0, next_tick - self.robot.now()))
+        stats.holds = dict(self.watchdog.holds)
+        return stats
+
+    def _apply(self, result: InferenceResult, now: float, deadline: float | None, previous: ActionPlan | None,
+               stats: RunStats) -> ActionPlan | None:
+        """Fold a finished chunk into the plan, clamp it, and send what is still on time."""
+        stats.chunks += 1
+        stats.inference_s.append(result.finished - result.started)
+        missed = deadline is not None and result.finished > deadline
+        stats.missed_deadlines += int(missed)
+        self.watchdog.deadline(missed)
+        new = chunk_plan(result.chunk, result.t_obs, self.timing, self.n_action_steps)
+        blended = self.blender.update(new, now)
+        jump = boundary_jump(previous, blended)
+        if jump is not None:
+            stats.jumps.append(jump)
+        last = None
+        if previous is not None and len(previous.times[previous.times <= now]):
+            done = previous.times <= now
+            last = (float(previous.times[done][-1]), previous.values[done][-1])
+        safe = self.config.safety.clamp(blended, last)
+        actions, dropped = to_send(safe, now, self.timing)
+        stats.dropped += dropped
+        if not actions:  # the whole chunk is late: keep what is planned, or hold when nothing is
+            stats.late_chunks += 1
+            if previous is None or not len(previous.after(now)):
+                self.robot.hold()
+            return previous
+        self.robot.send(actions)
+        stats.sent += len(actions)
+        return safe

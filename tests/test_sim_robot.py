@@ -1,0 +1,107 @@
+"""The runtime against the simulated arm: executed action times match the plan under injected latency,
+a silent sensor makes the robot hold, and the emergency stop works from another thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from robopolicy.cli import main
+from robopolicy.deploy.artifact import load_artifact
+from robopolicy.deploy.robot import Reading, TimedAction
+from robopolicy.deploy.runtime import Runtime, RuntimeConfig
+from robopolicy.deploy.sim_robot import SimRobot, SimRobotConfig
+from robopolicy.training.run import train
+
+pytestmark = pytest.mark.slow
+TINY = ["task=lift_lowdim", "policy.settings.backbone.unet.down_dims=[16,32,64]",
+        "policy.settings.backbone.unet.step_embed_dim=16", "training.batch_size=8", "training.num_workers=0",
+        "training.max_steps=2", "training.val_every=2", "training.checkpoint_every=2", "training.val_batches=1",
+        "training.action_error_windows=4", "optim.warmup_steps=1", "task.dataset.val_ratio=0.5",
+        "logging.tensorboard=false"]
+LATENCY = {"camera": 0.15}
+ACTUATION = 0.1
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim_robot")
+    assert main(["demos", "generate", "env=lift", "obs=lowdim", "n=2", f"out={root / 'demos.zarr'}"]) == 0
+    train([*TINY, f"task.dataset.path={root / 'demos.zarr'}", f"run_dir={root / 'run'}"])
+    assert main(["export", str(root / "run" / "checkpoints" / "last"), f"out={root / 'artifact'}"]) == 0
+    return load_artifact(root / "artifact")
+
+
+@pytest.fixture(scope="module")
+def robot(artifact):
+    config = SimRobotConfig(env={**artifact.meta["env"], "max_steps": 400}, sensors={"camera": ["object"]},
+                            latency=LATENCY, actuation_latency=ACTUATION, jitter=0.005,
+                            control_hz=artifact.meta["control_hz"])
+    with SimRobot(config) as sim:
+        yield sim
+
+
+def run(artifact, robot, seconds: float, **settings) -> tuple[Runtime, object]:
+    robot.reset(0)
+    runtime = Runtime(artifact, robot, RuntimeConfig(sensor_latency=LATENCY, actuation_latency=ACTUATION, **settings))
+    return runtime, runtime.run(seconds)
+
+
+def test_executed_action_times_match_the_plan_under_injected_latency(artifact, robot):
+    runtime, stats = run(artifact, robot, 3.0)
+    errors = np.array([applied - planned for applied, planned in robot.executed])
+    assert stats.chunks >= 3 and stats.sent > 20 and len(errors) > 20
+    # the simulator steps on its own 50 ms grid: a command takes effect at the first step after its time
+    assert errors.min() >= 0.0 and np.percentile(errors, 90) < runtime.dt + 0.02
+    ages = np.array([t["obs_age"] for t in stats.ticks[5:]])
+    assert np.nanmin(ages) >= LATENCY["camera"]  # obs times are capture times, not receive times
+
+
+def test_without_latency_matching_observations_look_fresh(artifact, robot):
+    _, stats = run(artifact, robot, 1.5, match_latency=False)
+    ages = np.array([t["obs_age"] for t in stats.ticks[5:]])
+    assert np.nanmedian(ages) < LATENCY["camera"]
+
+
+class SilentCamera:
+    """The simulated arm with its camera going silent after `after` seconds."""
+
+    def __init__(self, robot: SimRobot, after: float):
+        self.robot, self.until = robot, robot.now() + after
+
+    def __getattr__(self, name):
+        return getattr(self.robot, name)
+
+    def poll(self) -> Sequence[Reading]:
+        readings = self.robot.poll()
+        if self.robot.now() > self.until:
+            return [r for r in readings if r.sensor != "camera"]
+        return readings
+
+
+def test_a_silent_sensor_makes_the_robot_hold(artifact, robot):
+    robot.reset(1)
+    runtime = Runtime(artifact, SilentCamera(robot, after=1.0),
+                      RuntimeConfig(sensor_latency=LATENCY, actuation_latency=ACTUATION, safety={"max_obs_age": 0.4}))
+    stats = runtime.run(3.0)
+    assert stats.holds.get("stale_observation", 0) >= 10
+    last_applied = max(applied for applied, _ in robot.executed)
+    assert last_applied < robot.now() - 0.5  # nothing executed in the last half second
+
+
+def test_emergency_stop_from_another_thread_stops_the_run_and_the_robot(artifact, robot):
+    robot.reset(2)
+    runtime = Runtime(artifact, robot, RuntimeConfig(sensor_latency=LATENCY, actuation_latency=ACTUATION))
+    runtime.warm_up()
+    threading.Timer(1.0, runtime.estop.trigger, args=("operator pressed stop",)).start()
+    started = robot.now()
+    stats = runtime.run(30.0)
+    assert stats.stopped == "operator pressed stop" and robot.now() - started < 5.0
+    executed = len(robot.executed)
+    robot.send([TimedAction(robot.now() + 0.05, np.zeros(10, np.float32))])  # ignored until the next reset
+    threading.Event().wait(0.5)
+    robot.poll()
+    assert len(robot.executed) == executed
