@@ -100,6 +100,8 @@ def test_emergency_stop_from_another_thread_stops_the_run_and_the_robot(artifact
     started = robot.now()
     stats = runtime.run(30.0)
     assert stats.stopped == "operator pressed stop" and robot.now() - started < 5.0
+    threading.Event().wait(0.3)
+    robot.poll()  # statuses of steps taken before the stop arrived
     executed = len(robot.executed)
     robot.send([TimedAction(robot.now() + 0.05, np.zeros(10, np.float32))])  # ignored until the next reset
     threading.Event().wait(0.5)

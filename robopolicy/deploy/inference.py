@@ -110,9 +110,11 @@ class InferenceWorker:
         return self.take()
 
 
-def measure_latency(runner: ArtifactRunner, window: Mapping[str, np.ndarray], repeats: int = 5) -> list[float]:
-    """Seconds per call on a real window, after one warm-up call (first calls compile)."""
-    runner(window)
+def measure_latency(runner: ArtifactRunner, window: Mapping[str, np.ndarray], repeats: int = 5,
+                    warmup: int = 3) -> list[float]:
+    """Seconds per call on a real window, after warm-up calls (TorchScript optimizes on its first calls)."""
+    for _ in range(warmup):
+        runner(window)
     durations = []
     for _ in range(repeats):
         start = time.perf_counter()

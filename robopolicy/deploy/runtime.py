@@ -78,6 +78,7 @@ class RunStats:
     inference_s: list[float] = field(default_factory=list)
     jumps: list[float] = field(default_factory=list)
     holds: dict[str, int] = field(default_factory=dict)  # ticks held, by the watchdog's reason
+    skipped_ticks: int = 0
     stopped: str = ""
 
     def summary(self) -> dict[str, Any]:
@@ -85,8 +86,23 @@ class RunStats:
         inference = np.array(self.inference_s) if self.inference_s else np.zeros(1)
         return {"ticks": len(self.ticks), "sent": self.sent, "dropped": self.dropped, "chunks": self.chunks,
                 "late_chunks": self.late_chunks, "missed_deadlines": self.missed_deadlines, "holds": self.holds,
+                "skipped_ticks": self.skipped_ticks,
                 "tick_jitter_ms": percentiles_ms(jitter), "inference_ms": percentiles_ms(inference),
                 "mean_jump": float(np.mean(self.jumps)) if self.jumps else None, "stopped": self.stopped}
+
+
+@dataclass
+class _LoopState:
+    """What the control loop carries from tick to tick."""
+
+    plan: ActionPlan | None = None
+    last_t_obs: float = -math.inf  # observation time of the latest inference
+    deadline: float | None = None  # when the running inference must be done: the plan's last send time
+    holding: bool = False
+
+    def remaining(self, time: float) -> int:
+        """Planned actions executing after `time`."""
+        return 0 if self.plan is None else int((self.plan.times > time).sum())
 
 
 class Runtime:
@@ -142,12 +158,10 @@ class Runtime:
 
     def run(self, duration: float, until: Callable[[], bool] | None = None) -> RunStats:
         """Control for `duration` seconds (or until `until()` or the emergency stop); returns the stats."""
-        stats = RunStats()
+        stats, loop = RunStats(), _LoopState()
         if self.replan_steps is None:
             self.warm_up()
         start = next_tick = self.robot.now()
-        plan: ActionPlan | None = None
-        last_t_obs, deadline, holding = -math.inf, None, False
         while True:
             now = self.robot.now()
             if self.estop.triggered:
@@ -156,40 +170,49 @@ class Runtime:
                 break
             if now - start >= duration or (until is not None and until()):
                 break
-            for reading in self.robot.poll():
-                self.aligner.add(reading)
-            t_ref = self.aligner.reference_time()
-            result = self.worker.take()
-            if result is not None:
-                plan = self._apply(result, now, deadline, plan, stats)
-                holding = False
-            reason = self.watchdog.reason_to_hold(now, t_ref)
-            if reason is not None:
-                if not holding:
-                    self.robot.hold()
-                    self.blender.reset()
-                    plan, holding = None, True
-            if reason in (None, "missed_deadlines") and not self.worker.busy and t_ref > last_t_obs:
-                remaining = 0 if plan is None else int((plan.times - self.timing.actuation_latency > now).sum())
-                if remaining <= self.replan_steps:
-                    window = self.aligner.window(t_ref)
-                    deadline = None if plan is None or not len(plan) else plan.times[-1] - self.timing.actuation_latency
-                    last_t_obs = t_ref
-                    if self.config.inference == "sync":
-                        started = self.robot.now()
-                        chunk = self.runner(window)
-                        result = InferenceResult(chunk, t_ref, started, self.robot.now())
-                        plan = self._apply(result, self.robot.now(), None, plan, stats)
-                        holding = False
-                    else:
-                        self.worker.submit(window, t_ref)
-            stats.ticks.append({"time": now - start, "jitter": now - next_tick,
-                                "obs_age": now - t_ref if t_ref is not None else math.nan,
-                                "planned": 0 if plan is None else len(plan.after(now))})
+            sent, dropped = stats.sent, stats.dropped
+            t_ref = self._tick(now, loop, stats)
+            stats.ticks.append({"time": now - start, "jitter": now - next_tick, "planned": loop.remaining(now),
+                                "obs_age": now - t_ref if t_ref is not None else math.nan, "held": float(loop.holding),
+                                "sent": stats.sent - sent, "dropped": stats.dropped - dropped})
             next_tick += self.dt
+            behind = self.robot.now() - next_tick
+            if behind > self.dt:  # a blocking inference overran whole periods: skip them rather than rush
+                skipped = math.floor(behind / self.dt)
+                stats.skipped_ticks += skipped
+                next_tick += skipped * self.dt
             self.estop.wait(max(0.0, next_tick - self.robot.now()))
         stats.holds = dict(self.watchdog.holds)
         return stats
+
+    def _tick(self, now: float, loop: _LoopState, stats: RunStats) -> float | None:
+        """One control period: file readings, take a finished chunk, hold or start the next inference."""
+        for reading in self.robot.poll():
+            self.aligner.add(reading)
+        t_ref = self.aligner.reference_time()
+        result = self.worker.take()
+        if result is not None:
+            loop.plan = self._apply(result, now, loop.deadline, loop.plan, stats)
+            loop.holding = False
+        reason = self.watchdog.reason_to_hold(now, t_ref)
+        if reason is not None and not loop.holding:
+            self.robot.hold()
+            self.blender.reset()
+            loop.plan, loop.holding = None, True
+        can_infer = reason in (None, "missed_deadlines") and not self.worker.busy and t_ref > loop.last_t_obs
+        if can_infer and loop.remaining(now + self.timing.actuation_latency) <= self.replan_steps:
+            window = self.aligner.window(t_ref)
+            plan = loop.plan
+            loop.deadline = plan.times[-1] - self.timing.actuation_latency if plan is not None and len(plan) else None
+            loop.last_t_obs = t_ref
+            if self.config.inference == "async":
+                self.worker.submit(window, t_ref)
+            else:
+                started = self.robot.now()
+                result = InferenceResult(self.runner(window), t_ref, started, self.robot.now())
+                loop.plan = self._apply(result, self.robot.now(), None, loop.plan, stats)
+                loop.holding = False
+        return t_ref
 
     def _apply(self, result: InferenceResult, now: float, deadline: float | None, previous: ActionPlan | None,
                stats: RunStats) -> ActionPlan | None:
