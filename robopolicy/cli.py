@@ -74,6 +74,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from robopolicy.deploy.session import deploy
+
+    results = deploy(args.artifact, args.options)
+    print(json.dumps({k: results[k] for k in ("artifact", "episodes", "success_rate", "success_rate_ci95",
+                                              "results", "run_log")}, indent=2))
+    return 0
+
+
 DEMO_OPTIONS = {"env": "lift", "obs": None, "task": None, "n": 100, "out": None, "seed": 0, "keep_failed": False,
                 "max_attempts": None, "resume": False, "overwrite": False}
 
@@ -139,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="out=DIR (required) format=torchscript|onnx sampler=ddim|dpmsolver++ num_inference_steps=N "
                              "control_hz=HZ use_ema=true overwrite=false")
     export.set_defaults(func=cmd_export)
+
+    deploy = commands.add_parser("deploy", help="run an exported artifact on a robot (robot=sim: the simulated arm)")
+    deploy.add_argument("artifact", help="artifact directory written by `robopolicy export`")
+    deploy.add_argument("options", nargs="*",
+                        help="robot=sim episodes=20 seed_start=100000 latency.camera=0.15 actuation_latency=0.1 "
+                             "jitter=0.005 sensors.camera=[object] match_latency=true inference=async|sync "
+                             "blending=replace|crossfade|ensemble safety.max_obs_age=0.5 env.<key>=value out=DIR")
+    deploy.set_defaults(func=cmd_deploy)
 
     demos = commands.add_parser("demos", help="scripted demonstrations in simulation")
     demos_cmds = demos.add_subparsers(dest="demos_command", required=True)

@@ -3,6 +3,7 @@ a silent sensor makes the robot hold, and the emergency stop works from another 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from robopolicy.cli import main
+from robopolicy.datasets.store import EpisodeStore
 from robopolicy.deploy.artifact import load_artifact
 from robopolicy.deploy.robot import Reading, TimedAction
 from robopolicy.deploy.runtime import Runtime, RuntimeConfig
@@ -107,3 +109,18 @@ def test_emergency_stop_from_another_thread_stops_the_run_and_the_robot(artifact
     threading.Event().wait(0.5)
     robot.poll()
     assert len(robot.executed) == executed
+
+
+def test_deploy_cli_runs_episodes_and_writes_results_and_a_run_log(artifact, tmp_path, capsys):
+    out = tmp_path / "deploy"
+    code = main(["deploy", str(artifact.directory), "episodes=2", "seed_start=5", "latency.camera=0.15",
+                 "actuation_latency=0.1", "sensors.camera=[object]", "env.max_steps=30", f"out={out}"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    results = json.loads((out / "results.json").read_text())
+    assert printed["success_rate"] == results["success_rate"] and [r["seed"] for r in results["runs"]] == [5, 6]
+    assert all(r["steps"] == 30 for r in results["runs"] if not r["success"])
+    assert results["settings"]["sim"]["latency"] == {"camera": 0.15}
+    log = EpisodeStore.open(out / "run_log.zarr")
+    assert log.n_episodes == 2 and {"jitter", "obs_age", "sent", "dropped", "held"} <= set(log.keys)
+    assert sum(r["sent"] for r in results["runs"]) == int(np.asarray(log["sent"][:]).sum()) > 0

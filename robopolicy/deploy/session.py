@@ -1,0 +1,104 @@
+"""`robopolicy deploy ARTIFACT robot=sim ...`: the runtime driving the simulated arm for a set of episodes.
+
+Options (key=value): episodes, seed_start, out (run log directory), latency.<sensor>=seconds
+(injected in the simulator and, with match_latency=true, compensated by the runtime),
+actuation_latency, jitter, sensors.<sensor>=[store keys] (default: images, depth and point clouds
+come from "camera", everything else from "arm"), env.<key> (simulator overrides), and every
+RuntimeConfig field (inference, blending, match_latency, n_action_steps, replan_steps, margin,
+seed, safety.<field>). Writes run_log.zarr (one episode per run: per-tick times, jitter,
+observation age, planned/sent/dropped counts, holds) and results.json (success per seed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robopolicy.deploy.artifact import NOISE_INPUT, Artifact, load_artifact
+from robopolicy.deploy.runtime import Runtime, RuntimeConfig
+from robopolicy.deploy.sim_robot import SimRobot, SimRobotConfig
+from robopolicy.progress import progress
+from robopolicy.settings import build_settings, parse_overrides
+
+log = logging.getLogger(__name__)
+SESSION_OPTIONS = ("robot", "episodes", "seed_start", "out", "latency", "actuation_latency", "jitter", "sensors",
+                   "env", "max_seconds")
+CAMERA_TYPES = ("rgb", "depth", "point_cloud")
+TICK_KEYS = ("time", "jitter", "obs_age", "planned", "held", "sent", "dropped")
+
+
+def default_sensors(artifact: Artifact) -> dict[str, list[str]]:
+    """Image, depth and point-cloud inputs come from the camera; the rest from the arm."""
+    inputs = [s for s in artifact.meta["inputs"] if s["name"] != NOISE_INPUT]
+    return {"camera": sorted({s["source"] for s in inputs if s["type"] in CAMERA_TYPES})}
+
+
+def write_run_log(path: Path, runs: list[dict[str, Any]], attrs: dict[str, Any]) -> None:
+    """One episode per run: the per-tick arrays, stamped with the tick times."""
+    from robopolicy.datasets.store import EpisodeStore
+
+    store = EpisodeStore.create(path, overwrite=True, attrs=attrs)
+    for run in runs:
+        ticks = run.pop("ticks")
+        if not ticks:
+            continue
+        data = {key: np.array([t[key] for t in ticks], dtype=np.float64) for key in TICK_KEYS}
+        store.append_episode(data, timestamps={key: data["time"] for key in TICK_KEYS})
+
+
+def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Run the artifact on the robot the options name; returns the results written to results.json."""
+    from robopolicy.envs.report import wilson_interval
+
+    options = parse_overrides(overrides)
+    session = {k: options.pop(k) for k in SESSION_OPTIONS if k in options}
+    if session.get("robot", "sim") != "sim":
+        raise ValueError(f"robot={session['robot']!r} is not known here: robot=sim drives the simulated arm")
+    artifact = load_artifact(artifact_dir)
+    if not artifact.meta.get("env"):
+        raise ValueError(f"{artifact_dir}/meta.json has no env: export a checkpoint whose task has an env section")
+    latency = {k: float(v) for k, v in (session.get("latency") or {}).items()}
+    actuation = float(session.get("actuation_latency", 0.0))
+    config = build_settings(RuntimeConfig, {"sensor_latency": latency, "actuation_latency": actuation, **options},
+                            "deploy")
+    env = {**artifact.meta["env"], **(session.get("env") or {})}
+    sim = SimRobotConfig(env=env, sensors=session.get("sensors") or default_sensors(artifact), latency=latency,
+                         actuation_latency=actuation, jitter=float(session.get("jitter", 0.0)),
+                         control_hz=float(artifact.meta["control_hz"]))
+    episodes, seed_start = int(session.get("episodes", 20)), int(session.get("seed_start", 100000))
+    out = Path(session.get("out") or Path(artifact_dir) / "deploy" / time.strftime("%Y%m%d-%H%M%S"))
+    out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    with SimRobot(sim) as robot:
+        runtime = Runtime(artifact, robot, config)
+        robot.reset(seed_start)
+        runtime.warm_up()
+        max_seconds = float(session.get("max_seconds", 3600.0))
+        bar = progress(range(seed_start, seed_start + episodes), desc="deploy sim", total=episodes)
+        for seed in bar:
+            robot.reset(seed)
+            runtime.reset()
+            stats = runtime.run(max_seconds, until=lambda: robot.status["done"])
+            robot.poll()
+            errors = np.array([applied - planned for applied, planned in robot.executed])
+            runs.append({"seed": seed, "success": bool(robot.status["is_success"]), "steps": robot.status["steps"],
+                         "executed_error_ms": {"p50": float(1000 * np.median(errors)) if len(errors) else None,
+                                               "p99": float(1000 * np.percentile(errors, 99)) if len(errors) else None},
+                         **stats.summary(), "ticks": stats.ticks})
+            bar.set_postfix(success=f"{np.mean([r['success'] for r in runs]):.2f}")
+    settings = {"sim": asdict(sim), "runtime": asdict(config), "replan_steps": runtime.replan_steps}
+    write_run_log(out / "run_log.zarr", runs, {"artifact": str(artifact_dir), "settings": settings})
+    successes = sum(r["success"] for r in runs)
+    results = {"artifact": str(artifact_dir), "episodes": episodes, "success_rate": successes / episodes,
+               "success_rate_ci95": list(wilson_interval(successes, episodes)), "settings": settings,
+               "runs": runs, "run_log": str(out / "run_log.zarr")}
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    log.info("deploy: success %d/%d; results in %s", successes, episodes, out / "results.json")
+    return {**results, "results": str(out / "results.json")}
