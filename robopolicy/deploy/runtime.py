@@ -84,10 +84,12 @@ class RunStats:
     def summary(self) -> dict[str, Any]:
         jitter = np.abs([t["jitter"] for t in self.ticks]) if self.ticks else np.zeros(1)
         inference = np.array(self.inference_s) if self.inference_s else np.zeros(1)
+        work = np.array([t["work"] for t in self.ticks]) if self.ticks else np.zeros(1)
         return {"ticks": len(self.ticks), "sent": self.sent, "dropped": self.dropped, "chunks": self.chunks,
                 "late_chunks": self.late_chunks, "missed_deadlines": self.missed_deadlines, "holds": self.holds,
                 "skipped_ticks": self.skipped_ticks,
-                "tick_jitter_ms": percentiles_ms(jitter), "inference_ms": percentiles_ms(inference),
+                "tick_jitter_ms": percentiles_ms(jitter), "tick_work_ms": percentiles_ms(work),
+                "inference_ms": percentiles_ms(inference),
                 "mean_jump": float(np.mean(self.jumps)) if self.jumps else None, "stopped": self.stopped}
 
 
@@ -133,10 +135,10 @@ class Runtime:
         self.watchdog = Watchdog(self.config.safety)
         self.worker.wait(timeout=30.0)  # a chunk for the last run's observations is of no use now
 
-    def warm_up(self) -> None:
+    def warm_up(self, repeats: int = 5, warmup: int = 3) -> None:
         """Run the policy on the first full window, and pick the async replan point from its latency."""
         t_ref = self._wait_for_observations(timeout=10.0)
-        durations = measure_latency(self.runner, self.aligner.window(t_ref))
+        durations = measure_latency(self.runner, self.aligner.window(t_ref), repeats, warmup)
         slow = max(durations)
         if self.replan_steps is None:
             self.replan_steps = 0 if self.config.inference == "sync" else min(
@@ -172,7 +174,8 @@ class Runtime:
                 break
             sent, dropped = stats.sent, stats.dropped
             t_ref = self._tick(now, loop, stats)
-            stats.ticks.append({"time": now - start, "jitter": now - next_tick, "planned": loop.remaining(now),
+            stats.ticks.append({"time": now - start, "jitter": now - next_tick, "work": self.robot.now() - now,
+                                "planned": loop.remaining(now),
                                 "obs_age": now - t_ref if t_ref is not None else math.nan, "held": float(loop.holding),
                                 "sent": stats.sent - sent, "dropped": stats.dropped - dropped})
             next_tick += self.dt

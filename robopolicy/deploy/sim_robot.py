@@ -2,8 +2,8 @@
 
 The simulator process steps its env every control period. At each step the queued commands due
 before the next step go out to the actuators (a later `send` replaces only commands not yet gone
-out), and each takes effect at the first step `actuation_latency` after its send time, as on a
-real arm; with no new command it keeps the last
+out), and each takes effect at the step nearest to `actuation_latency` after its send time, as on
+a real arm; with no new command it keeps the last
 one, and on hold or stop it commands the observed pose at once. Each step's observation is split by sensor and delivered after that
 sensor's latency plus random jitter (half-normal, `jitter` seconds scale). Times are
 `time.monotonic()`, which both processes share. Status messages report success, steps and, per
@@ -83,7 +83,7 @@ def _simulate(config: SimRobotConfig, conn: Any) -> None:
             applied_plan = None
             while queue and queue[0][0] < now + dt:
                 in_flight.append(queue.pop(0))
-            while in_flight and in_flight[0][0] <= now - config.actuation_latency:
+            while in_flight and in_flight[0][0] + config.actuation_latency <= now + dt / 2:
                 send_time, command = in_flight.pop(0)
                 applied_plan = send_time + config.actuation_latency
             obs, _, _, truncated, info = env.step(command)

@@ -1,0 +1,101 @@
+"""Runtime timing on the simulated Push-T arm at 10 Hz: overhead, deadlines, executed-time error, chunk jumps.
+
+The policy is a stand-in whose inference time is set exactly (a sleep): it steers the agent
+around a circle, each chunk continuing from the observed position, with a per-chunk offset
+(sampling spread, 3 px) so that chunk boundaries show what blending does. The policy executes 8
+actions per call (0.8 s) of the 15 it predicts from now on; inference takes 50%, 80% and 120% of
+those 0.8 s, in sync mode (the next inference starts when the plan runs out) and async mode (it
+starts early, and the runtime may use the whole predicted chunk to cover the wait). Then the mean jump
+at chunk boundaries per blending rule (async, inference 50%). Every run is on the real
+Push-T simulator in its own process with 50 ms sensor and 50 ms actuation latency.
+Run: .venv/bin/python bench/runtime.py [--seconds 12]; prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from robopolicy.deploy.runtime import Runtime, RuntimeConfig
+from robopolicy.deploy.sim_robot import SimRobot, SimRobotConfig
+
+CONTROL_HZ = 10.0
+HORIZON, N_OBS, N_ACTION = 16, 2, 8
+CENTER, RADIUS, SPEED = np.array([256.0, 256.0]), 120.0, 0.6  # px, px, rad/s
+LATENCY, ACTUATION = {"arm": 0.05}, 0.05
+
+
+class TimedCirclePolicy:
+    """Artifact stand-in: (obs) -> chunk around a circle after sleeping a set time."""
+
+    takes_noise = False
+    noise_shape = (HORIZON, 2)
+
+    def __init__(self, inference_s: float, offset_px: float, seed: int = 0):
+        self.inference_s, self.offset_px = inference_s, offset_px
+        self.rng = np.random.default_rng(seed)
+        self.directory = Path("<bench>")
+        self.meta = {"control_hz": CONTROL_HZ, "horizon": HORIZON, "n_obs_steps": N_OBS, "n_action_steps": N_ACTION,
+                     "action_start": N_OBS - 1, "latency": {"n_latency_steps": 0},
+                     "inputs": [{"name": "agent_pos", "type": "low_dim", "source": "state", "dims": [0, 2],
+                                 "shape": [N_OBS, 2], "step_offsets": [-1, 0]}]}
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        start = time.perf_counter()
+        position = inputs["agent_pos"][0, -1]
+        angle = np.arctan2(*(position - CENTER)[::-1])
+        steps = np.arange(HORIZON) - (N_OBS - 1)
+        angles = angle + SPEED * steps / CONTROL_HZ
+        chunk = CENTER + RADIUS * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+        chunk = chunk + self.rng.normal(0.0, self.offset_px, 2)
+        time.sleep(max(0.0, self.inference_s - (time.perf_counter() - start)))
+        return chunk[None].astype(np.float32)
+
+
+def measure(robot: SimRobot, seconds: float, inference_s: float, mode: str, blending: str = "replace") -> dict:
+    policy = TimedCirclePolicy(inference_s, offset_px=3.0)
+    config = RuntimeConfig(sensor_latency=LATENCY, actuation_latency=ACTUATION, inference=mode, blending=blending,
+                           n_action_steps=N_ACTION if mode == "sync" else None,
+                           safety={"max_obs_age": 2.0, "max_missed": 10**6})
+    robot.reset(0)
+    runtime = Runtime(policy, robot, config)
+    runtime.warm_up(repeats=1, warmup=0)  # the stand-in's latency is exact: one call measures it
+    runtime.reset()
+    stats = runtime.run(seconds)
+    robot.poll()
+    errors = np.array([applied - planned for applied, planned in robot.executed])
+    work = np.array([t["work"] for t in stats.ticks])
+    summary = stats.summary()
+    return {"inference_ms": round(1000 * inference_s), "mode": mode, "blending": blending,
+            "replan_steps": runtime.replan_steps, "chunks": stats.chunks, "missed_deadlines": stats.missed_deadlines,
+            "late_chunks": stats.late_chunks, "dropped": stats.dropped, "held_ticks": sum(stats.holds.values()),
+            "tick_overhead_ms": {"p50": round(1000 * float(np.median(work)), 3),
+                                 "p99": round(1000 * float(np.percentile(work, 99)), 3)},
+            "executed_error_ms": {"p50": round(1000 * float(np.median(errors)), 1),
+                                  "p99": round(1000 * float(np.percentile(errors, 99)), 1)} if len(errors) else None,
+            "mean_jump_px": round(summary["mean_jump"], 3) if summary["mean_jump"] is not None else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=12.0)
+    args = parser.parse_args()
+    chunk_s = N_ACTION / CONTROL_HZ
+    sim = SimRobotConfig(env={"name": "pusht", "obs_type": "keypoint", "max_steps": 100000}, latency=LATENCY,
+                         actuation_latency=ACTUATION, control_hz=CONTROL_HZ)
+    with SimRobot(sim) as robot:
+        deadlines = [measure(robot, args.seconds, fraction * chunk_s, mode)
+                     for fraction in (0.5, 0.8, 1.2) for mode in ("sync", "async")]
+        blending = [measure(robot, args.seconds, 0.5 * chunk_s, "async", rule)
+                    for rule in ("replace", "crossfade", "ensemble")]
+    print(json.dumps({"control_hz": CONTROL_HZ, "chunk_s": chunk_s, "seconds_per_run": args.seconds,
+                      "latency_s": {"sensor": LATENCY["arm"], "actuation": ACTUATION},
+                      "deadlines": deadlines, "blending": blending}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
