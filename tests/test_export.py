@@ -100,6 +100,28 @@ def test_artifact_matches_the_checkpoint_policy_on_real_observations(checkpoints
     assert meta["control_hz"] == 10.0 and meta["action_start"] == meta["n_obs_steps"] - 1
 
 
+@pytest.mark.parametrize("family", ["diffusion_unet", "flow"])
+def test_inpainting_holds_the_prefix_rows_in_the_policy_and_the_artifact(checkpoints, pusht_path, tmp_path, family):
+    checkpoint = checkpoints("pusht_keypoint", family)
+    export_checkpoint(checkpoint, [f"out={tmp_path / 'a'}", "format=onnx"])
+    artifact, policy = load_artifact(tmp_path / "a"), load_policy(checkpoint)
+    obs = real_windows(checkpoint, pusht_path, 2)
+    noise = torch.randn(2, *artifact.noise_shape, generator=torch.Generator().manual_seed(3))
+    free = policy.predict_action(obs, noise=noise)["action_pred"]
+    prefix = free + 25.0  # 25 px away from where the policy would go
+    mask = torch.zeros(2, artifact.noise_shape[0])
+    mask[:, :5] = 1.0
+    held = policy.predict_action(obs, noise=noise, prefix=prefix, prefix_mask=mask)["action_pred"]
+    torch.testing.assert_close(held[:, :5], prefix[:, :5], atol=1e-3, rtol=0)
+    assert (held[:, 5:] - free[:, 5:]).abs().max() > 1e-3  # the sampled rows respond to the held ones
+    got = artifact.run({**{k: v.numpy() for k, v in obs.items()}, "noise": noise.numpy(), "prefix": prefix.numpy(),
+                        "prefix_mask": mask.numpy()})
+    normalized = [policy.normalize_action(torch.as_tensor(x)) for x in (got, held)]
+    assert (normalized[0] - normalized[1]).abs().max() < 1e-4
+    unheld = policy.predict_action(obs, noise=noise, prefix=prefix, prefix_mask=torch.zeros_like(mask))
+    torch.testing.assert_close(unheld["action_pred"], free)
+
+
 def test_noise_is_an_input_so_results_are_reproducible_and_depend_on_it(checkpoints, pusht_path, tmp_path):
     checkpoint = checkpoints("pusht_keypoint", "flow")
     export_checkpoint(checkpoint, [f"out={tmp_path / 'a'}"])
@@ -134,7 +156,7 @@ def test_export_cli_writes_meta_and_refuses_what_it_cannot_trace(checkpoints, tm
     printed = json.loads(capsys.readouterr().out)
     meta = json.loads((tmp_path / "a" / "meta.json").read_text())
     assert printed["sampling"] == meta["sampling"] == {"sampler": "ddim", "num_inference_steps": 4}
-    assert [s["name"] for s in meta["inputs"]] == ["agent_pos", "keypoint", "noise"]
+    assert [s["name"] for s in meta["inputs"]] == ["agent_pos", "keypoint", "noise", "prefix", "prefix_mask"]
     assert meta["inputs"][0]["step_offsets"] == [-1, 0] and meta["inputs"][0]["shape"] == [2, 2]
     assert meta["source"]["step"] == 2 and meta["parity_error"] < 1e-4
     assert main(["export", str(checkpoint), f"out={tmp_path / 'a'}"]) == 2  # exists

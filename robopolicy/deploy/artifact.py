@@ -4,6 +4,9 @@ An artifact directory holds `meta.json` and one program file. The program maps t
 listed in meta["inputs"] (float32, policy layout: per obs key (B, T_k, ...), images in
 [0, 1] channels first; then the initial noise (B, horizon, Da) for diffusion and flow) to the
 raw-unit action chunk (B, horizon, Da) whose row meta["action_start"] is the current step.
+Diffusion and flow artifacts also take `prefix` (B, horizon, Da) raw actions and `prefix_mask`
+(B, horizon): rows with mask 1 are held at the prefix while sampling (inpainting); `run` passes
+zeros (no row held) when they are not given.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ ARTIFACT_VERSION = 1
 FORMATS = ("torchscript", "onnx")
 MODEL_FILES = {"torchscript": "policy.pt", "onnx": "policy.onnx"}
 NOISE_INPUT = "noise"
+PREFIX_INPUT, PREFIX_MASK_INPUT = "prefix", "prefix_mask"
+SAMPLING_INPUTS = (NOISE_INPUT, PREFIX_INPUT, PREFIX_MASK_INPUT)
 
 
 class Artifact:
@@ -30,6 +35,8 @@ class Artifact:
         self.meta = meta
         self.input_names = [spec["name"] for spec in meta["inputs"]]
         self.takes_noise = NOISE_INPUT in self.input_names
+        self.takes_prefix = PREFIX_INPUT in self.input_names
+        self.obs_inputs = [spec for spec in meta["inputs"] if spec["name"] not in SAMPLING_INPUTS]
         path = directory / meta["file"]
         if meta["format"] == "torchscript":
             self._program = torch.jit.load(str(path), map_location="cpu").eval()
@@ -47,6 +54,11 @@ class Artifact:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """{input name: float32 array (B, ...)} -> raw-unit chunk (B, horizon, Da) as float32 numpy."""
+        if self.takes_prefix and PREFIX_INPUT not in inputs:
+            batch = len(inputs[self.obs_inputs[0]["name"]])
+            horizon, action_dim = self.noise_shape
+            inputs = {**inputs, PREFIX_INPUT: np.zeros((batch, horizon, action_dim), np.float32),
+                      PREFIX_MASK_INPUT: np.zeros((batch, horizon), np.float32)}
         missing = [name for name in self.input_names if name not in inputs]
         if missing:
             raise KeyError(f"artifact {self.directory} needs inputs {missing} (it takes {self.input_names})")
@@ -84,6 +96,8 @@ def example_inputs(specs: list[dict[str, Any]], batch_size: int, seed: int) -> t
         shape = (batch_size, *spec["shape"])
         if spec["type"] == "rgb":
             tensors.append(torch.rand(shape, generator=generator))
+        elif spec["type"] == PREFIX_MASK_INPUT:
+            tensors.append((torch.rand(shape, generator=generator) < 0.4).float())
         else:
             tensors.append(torch.randn(shape, generator=generator))
     return tuple(tensors)

@@ -28,6 +28,8 @@ from robopolicy.deploy.artifact import (
     FORMATS,
     MODEL_FILES,
     NOISE_INPUT,
+    PREFIX_INPUT,
+    PREFIX_MASK_INPUT,
     example_inputs,
 )
 from robopolicy.policies.base import Policy
@@ -54,7 +56,9 @@ class ChunkProgram(nn.Module):
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         obs = dict(zip(self.keys, inputs[: len(self.keys)], strict=True))
         if self.takes_noise:
-            return self.policy.predict_action(obs, noise=inputs[-1], **self.sampling)["action_pred"]
+            noise, prefix, prefix_mask = inputs[len(self.keys) :]
+            return self.policy.predict_action(obs, noise=noise, prefix=prefix, prefix_mask=prefix_mask,
+                                              **self.sampling)["action_pred"]
         return self.policy.predict_action(obs)["action_pred"]
 
 
@@ -67,7 +71,9 @@ def input_specs(shape_meta: ShapeMeta, n_obs_steps: int, action_dim: int, horizo
         specs.append({"name": key, "type": spec.type, "source": spec.source, "shape": [len(offsets), *spec.shape],
                       "dims": list(spec.dims) if spec.dims else None, "step_offsets": [int(k) for k in offsets]})
     if takes_noise:
-        specs.append({"name": NOISE_INPUT, "type": "noise", "shape": [horizon, action_dim]})
+        specs += [{"name": NOISE_INPUT, "type": NOISE_INPUT, "shape": [horizon, action_dim]},
+                  {"name": PREFIX_INPUT, "type": PREFIX_INPUT, "shape": [horizon, action_dim]},
+                  {"name": PREFIX_MASK_INPUT, "type": PREFIX_MASK_INPUT, "shape": [horizon]}]
     return specs
 
 

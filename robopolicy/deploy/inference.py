@@ -17,16 +17,19 @@ import numpy as np
 
 from robopolicy.datasets.layout import to_policy_layout
 from robopolicy.deploy.alignment import DEFAULT_INTERPOLATION, KeySpec
-from robopolicy.deploy.artifact import NOISE_INPUT, Artifact
+from robopolicy.deploy.artifact import (
+    NOISE_INPUT,
+    PREFIX_INPUT,
+    PREFIX_MASK_INPUT,
+    Artifact,
+)
 
 
 def key_specs(artifact: Artifact, interpolation: Mapping[str, str] | None = None) -> list[KeySpec]:
     """The aligner's keys from the artifact's inputs; `interpolation` overrides per input name (e.g. slerp)."""
     chosen = dict(interpolation or {})
     specs = []
-    for spec in artifact.meta["inputs"]:
-        if spec["name"] == NOISE_INPUT:
-            continue
+    for spec in artifact.obs_inputs:
         method = chosen.pop(spec["name"], DEFAULT_INTERPOLATION.get(spec["type"], "nearest"))
         specs.append(KeySpec(spec["name"], spec["source"], tuple(spec["step_offsets"]), method,
                              tuple(spec["dims"]) if spec.get("dims") else None))
@@ -43,7 +46,8 @@ class ArtifactRunner:
         self.types = {s["name"]: s["type"] for s in artifact.meta["inputs"]}
         self.rng = np.random.default_rng(seed)
 
-    def __call__(self, window: Mapping[str, np.ndarray]) -> np.ndarray:
+    def __call__(self, window: Mapping[str, np.ndarray], prefix: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """The chunk for `window`; `prefix` = (actions (horizon, Da), mask (horizon,)) holds rows (inpainting)."""
         inputs = {}
         for name, values in window.items():
             kind = self.types[name]
@@ -51,6 +55,12 @@ class ArtifactRunner:
             inputs[name] = to_policy_layout(values[None], kind, 255.0, squeeze).contiguous().numpy()
         if self.artifact.takes_noise:
             inputs[NOISE_INPUT] = self.rng.standard_normal((1, *self.artifact.noise_shape)).astype(np.float32)
+        if prefix is not None:
+            if not self.artifact.takes_prefix:
+                raise ValueError(f"artifact {self.artifact.directory} cannot inpaint (no prefix input): "
+                                 "only diffusion and flow artifacts can; use another blending rule")
+            inputs[PREFIX_INPUT] = np.asarray(prefix[0], np.float32)[None]
+            inputs[PREFIX_MASK_INPUT] = np.asarray(prefix[1], np.float32)[None]
         return self.artifact.run(inputs)[0]
 
 
@@ -60,6 +70,7 @@ class InferenceResult:
     t_obs: float  # capture time of the window's newest step
     started: float
     finished: float
+    held_until: float | None = None  # execution time of the last chunk row held by inpainting
 
 
 class InferenceWorker:
@@ -77,22 +88,25 @@ class InferenceWorker:
     def busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def submit(self, window: Mapping[str, np.ndarray], t_obs: float) -> None:
+    def submit(self, window: Mapping[str, np.ndarray], t_obs: float,
+               prefix: tuple[np.ndarray, np.ndarray] | None = None, held_until: float | None = None) -> None:
         if self.busy:
             raise RuntimeError("an inference is already running")
-        self._thread = threading.Thread(target=self._run, args=(window, t_obs), daemon=True, name="inference")
+        self._thread = threading.Thread(target=self._run, args=(window, t_obs, prefix, held_until), daemon=True,
+                                        name="inference")
         self._thread.start()
 
-    def _run(self, window: Mapping[str, np.ndarray], t_obs: float) -> None:
+    def _run(self, window: Mapping[str, np.ndarray], t_obs: float, prefix: tuple[np.ndarray, np.ndarray] | None,
+             held_until: float | None) -> None:
         started = self.clock()
         try:
-            chunk = self.runner(window)
+            chunk = self.runner(window, prefix)
         except BaseException as error:  # handed to the control loop, which stops the robot
             with self._lock:
                 self._error = error
             return
         with self._lock:
-            self._result = InferenceResult(chunk, t_obs, started, self.clock())
+            self._result = InferenceResult(chunk, t_obs, started, self.clock(), held_until)
 
     def take(self) -> InferenceResult | None:
         """The finished result, once; re-raises an inference error in the caller's thread."""

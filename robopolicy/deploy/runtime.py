@@ -5,7 +5,9 @@ whether the robot must hold, folds a finished chunk into the plan and sends what
 time, and starts the next inference when few planned actions remain: at once when the plan runs
 out (`sync`, the robot waits while the policy thinks), or early enough to cover the measured
 inference latency (`async`). Latency matching (`match_latency`) uses the configured sensor and
-actuation latencies; without it they are taken as zero, as a naive loop would.
+actuation latencies; without it they are taken as zero, as a naive loop would. Blending rule
+`inpaint` (diffusion and flow artifacts) samples each chunk with the actions that will already be
+committed when it lands held fixed (real-time chunking), then replaces the plan from there.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from robopolicy.deploy.timing import ActionPlan, TimingConfig, chunk_plan, to_se
 
 log = logging.getLogger(__name__)
 INFERENCE_MODES = ("sync", "async")
+INPAINT = "inpaint"
 
 
 @dataclass
@@ -44,7 +47,7 @@ class RuntimeConfig:
     actuation_latency: float = 0.0  # seconds from command to effect
     match_latency: bool = True  # compensate the latencies above; False treats them as zero
     inference: str = "async"
-    blending: str = "replace"
+    blending: str = "replace"  # replace | crossfade | ensemble | inpaint
     ensemble_coeff: float = 0.01
     n_action_steps: int | None = None  # actions used per chunk (default: every predicted one from now on, since
     # latency makes the first ones late and replanning, not this cap, decides how many run)
@@ -123,7 +126,12 @@ class Runtime:
         self.aligner = ObservationAligner(key_specs(artifact, config.interpolation), self.dt, latency)
         self.runner = ArtifactRunner(artifact, config.seed)
         self.n_action_steps = config.n_action_steps or meta["horizon"] - meta["action_start"]
-        self.blender = ChunkBlender(config.blending, config.ensemble_coeff)
+        self.inpaint = config.blending == INPAINT
+        if self.inpaint and not artifact.takes_prefix:
+            raise ValueError(f"blending=inpaint needs a diffusion or flow artifact; {artifact.directory} is a "
+                             f"{meta['policy']} (use replace, crossfade or ensemble)")
+        self.blender = ChunkBlender("replace" if self.inpaint else config.blending, config.ensemble_coeff)
+        self.latency_estimate = 0.0
         self.watchdog = Watchdog(config.safety)
         self.worker = InferenceWorker(self.runner, robot.now)
         self.replan_steps = config.replan_steps
@@ -139,7 +147,7 @@ class Runtime:
         """Run the policy on the first full window, and pick the async replan point from its latency."""
         t_ref = self._wait_for_observations(timeout=10.0)
         durations = measure_latency(self.runner, self.aligner.window(t_ref), repeats, warmup)
-        slow = max(durations)
+        slow = self.latency_estimate = max(durations)
         if self.replan_steps is None:
             self.replan_steps = 0 if self.config.inference == "sync" else min(
                 self.n_action_steps - 1, math.ceil(slow / self.dt) + 1)
@@ -208,26 +216,44 @@ class Runtime:
             plan = loop.plan
             loop.deadline = plan.times[-1] - self.timing.actuation_latency if plan is not None and len(plan) else None
             loop.last_t_obs = t_ref
+            prefix, held_until = self._prefix(plan, t_ref, now) if self.inpaint else (None, None)
             if self.config.inference == "async":
-                self.worker.submit(window, t_ref)
+                self.worker.submit(window, t_ref, prefix, held_until)
             else:
                 started = self.robot.now()
-                result = InferenceResult(self.runner(window), t_ref, started, self.robot.now())
+                result = InferenceResult(self.runner(window, prefix), t_ref, started, self.robot.now(), held_until)
                 loop.plan = self._apply(result, self.robot.now(), None, loop.plan, stats)
                 loop.holding = False
         return t_ref
+
+    def _prefix(self, plan: ActionPlan | None, t_ref: float,
+                now: float) -> tuple[tuple[np.ndarray, np.ndarray] | None, float | None]:
+        """((actions, mask) over the new chunk's rows, time of the last held row): the planned actions that
+        will have been sent by the time the new chunk lands, or (None, None) when there are none."""
+        if plan is None or not len(plan):
+            return None, None
+        horizon = self.runner.artifact.noise_shape[0]
+        times = t_ref + (np.arange(horizon) - self.timing.action_start + self.timing.n_latency_steps) * self.dt
+        values, covered = plan.at(times)
+        lands = now + self.latency_estimate + self.timing.actuation_latency + self.timing.margin
+        mask = covered & (times < lands)
+        if not mask.any():
+            return None, None
+        return (np.where(mask[:, None], values, 0.0), mask.astype(np.float32)), float(times[mask][-1])
 
     def _apply(self, result: InferenceResult, now: float, deadline: float | None, previous: ActionPlan | None,
                stats: RunStats) -> ActionPlan | None:
         """Fold a finished chunk into the plan, clamp it, and send what is still on time."""
         stats.chunks += 1
         stats.inference_s.append(result.finished - result.started)
+        self.latency_estimate = float(np.percentile(stats.inference_s[-10:], 90))
         missed = deadline is not None and result.finished > deadline
         stats.missed_deadlines += int(missed)
         self.watchdog.deadline(missed)
         new = chunk_plan(result.chunk, result.t_obs, self.timing, self.n_action_steps)
         blended = self.blender.update(new, now)
-        jump = boundary_jump(previous, blended)
+        held = result.held_until
+        jump = boundary_jump(previous, blended if held is None else blended.after(held))  # where the new chunk departs
         if jump is not None:
             stats.jumps.append(jump)
         last = None

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from robopolicy.deploy.artifact import NOISE_INPUT, Artifact, load_artifact
+from robopolicy.deploy.artifact import Artifact, load_artifact
 from robopolicy.deploy.runtime import Runtime, RuntimeConfig
 from robopolicy.deploy.sim_robot import SimRobot, SimRobotConfig
 from robopolicy.progress import progress
@@ -36,8 +36,7 @@ TICK_KEYS = ("time", "jitter", "work", "obs_age", "planned", "held", "sent", "dr
 
 def default_sensors(artifact: Artifact) -> dict[str, list[str]]:
     """Image, depth and point-cloud inputs come from the camera; the rest from the arm."""
-    inputs = [s for s in artifact.meta["inputs"] if s["name"] != NOISE_INPUT]
-    return {"camera": sorted({s["source"] for s in inputs if s["type"] in CAMERA_TYPES})}
+    return {"camera": sorted({s["source"] for s in artifact.obs_inputs if s["type"] in CAMERA_TYPES})}
 
 
 def write_run_log(path: Path, runs: list[dict[str, Any]], attrs: dict[str, Any]) -> None:

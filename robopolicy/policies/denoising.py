@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,6 +12,18 @@ from robopolicy.datasets.shape_meta import ShapeMeta
 from robopolicy.policies.base import Policy, PolicyConfig
 from robopolicy.policies.encoders.obs_encoder import ObsEncoder
 from robopolicy.policies.networks.backbone import BackboneConfig, make_backbone
+
+
+@dataclass
+class Prefix:
+    """Chunk rows to keep while sampling (inpainting): normalized actions (B, horizon, Da), mask (B, horizon, 1)."""
+
+    actions: torch.Tensor
+    mask: torch.Tensor
+
+    def apply(self, sample: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """`sample` with the masked rows replaced by `known` (a plain blend, so tracing keeps no branch)."""
+        return sample + self.mask * (known - sample)
 
 
 class DenoisingPolicy(Policy):
@@ -45,17 +58,28 @@ class DenoisingPolicy(Policy):
         return torch.randn(shape, generator=generator, dtype=reference.dtype, device=device).to(reference.device)
 
     def sample(self, features: dict[str, torch.Tensor], noise: torch.Tensor, generator: torch.Generator | None = None,
-               **sampling: Any) -> torch.Tensor:
-        """Normalized chunk (B, horizon, Da) refined from `noise` (`generator` seeds any noise drawn on the way)."""
+               prefix: Prefix | None = None, **sampling: Any) -> torch.Tensor:
+        """Normalized chunk (B, horizon, Da) refined from `noise` (`generator` seeds any noise drawn on the way),
+        with `prefix` rows held at their actions (noised to each step's level) when given."""
         raise NotImplementedError
 
     @torch.no_grad()
     def predict_action(self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None,
-                       noise: torch.Tensor | None = None, **sampling: Any) -> dict[str, torch.Tensor]:
-        """Raw-unit actions; features are computed once, not once per sampling step."""
+                       noise: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
+                       prefix_mask: torch.Tensor | None = None, **sampling: Any) -> dict[str, torch.Tensor]:
+        """Raw-unit actions; features are computed once, not once per sampling step.
+
+        `prefix` (B, horizon, Da) raw actions and `prefix_mask` (B, horizon) in {0, 1} fix chunk rows:
+        the actions already committed to the robot, so that the new chunk continues them (real-time
+        chunking by inpainting)."""
         features = self.encode(obs)
         reference = next(iter(features.values()))
         start = self.initial_noise(reference.shape[0], reference, generator, noise)
+        if prefix is not None:
+            if prefix_mask is None:
+                raise ValueError("prefix needs prefix_mask (B, horizon): 1 for rows to keep, 0 for rows to sample")
+            known = self.normalize_action(prefix.to(start)).reshape(start.shape)
+            sampling["prefix"] = Prefix(known, prefix_mask.to(start).reshape(*start.shape[:2], 1))
         chunk = self.sample(features, start, generator=generator, **sampling)
         shape = (chunk.shape[0], self.config.horizon, *self.shape_meta.action_shape)
         return self.chunk_to_output(self.unnormalize_action(chunk.reshape(shape)))

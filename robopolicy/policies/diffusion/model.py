@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from robopolicy.datasets.shape_meta import ShapeMeta
-from robopolicy.policies.denoising import DenoisingPolicy
+from robopolicy.policies.denoising import DenoisingPolicy, Prefix
 from robopolicy.policies.diffusion.config import (
     DiffusionConfig,
     DiffusionTransformerConfig,
@@ -44,13 +44,16 @@ class DiffusionPolicy(DenoisingPolicy):
         return F.mse_loss(predicted, target)
 
     def sample(self, features: dict[str, torch.Tensor], noise: torch.Tensor, generator: torch.Generator | None = None,
-               sampler: str | None = None, num_inference_steps: int | None = None) -> torch.Tensor:
+               prefix: Prefix | None = None, sampler: str | None = None,
+               num_inference_steps: int | None = None) -> torch.Tensor:
         """Run the reverse process from `noise` with the chosen sampler and step count."""
         scheduler = sampling_scheduler(self.train_scheduler, sampler or self.config.sampler,
                                        num_inference_steps or self.config.num_inference_steps)
         sample = noise
         batch = noise.shape[0]
         for step in scheduler.timesteps:
+            if prefix is not None:
+                sample = prefix.apply(sample, self.train_scheduler.add_noise(prefix.actions, noise, step.expand(batch)))
             output = self.backbone(sample, step.to(sample.device, torch.float32).expand(batch), features)
             sample = scheduler.step(output, step, sample, generator=generator).prev_sample
-        return sample
+        return sample if prefix is None else prefix.apply(sample, prefix.actions)

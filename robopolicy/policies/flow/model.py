@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robopolicy.datasets.shape_meta import ShapeMeta
-from robopolicy.policies.denoising import DenoisingPolicy
+from robopolicy.policies.denoising import DenoisingPolicy, Prefix
 from robopolicy.policies.flow.config import FlowConfig
 from robopolicy.policies.networks.embeddings import SinusoidalEmbedding
 from robopolicy.policies.registry import register_policy
@@ -87,16 +87,21 @@ class FlowPolicy(DenoisingPolicy):
         return loss
 
     def sample(self, features: dict[str, torch.Tensor], noise: torch.Tensor, generator: torch.Generator | None = None,
-               num_inference_steps: int | None = None) -> torch.Tensor:
+               prefix: Prefix | None = None, num_inference_steps: int | None = None) -> torch.Tensor:
         """Euler from t = 1 to 0 in `num_inference_steps` equal steps, or adaptive steps when configured."""
         if self.variance_head is not None and num_inference_steps is None:
+            if prefix is not None:
+                raise ValueError("inpainting needs a fixed step count: pass num_inference_steps with an adaptive flow")
             return self.sample_adaptive(features, noise)[0]
         steps = num_inference_steps or self.config.num_inference_steps
         sample, batch = noise, noise.shape[0]
         for i in range(steps):
-            t = torch.full((batch,), 1.0 - i / steps, device=noise.device, dtype=noise.dtype)
+            level = 1.0 - i / steps
+            if prefix is not None:  # the known rows at this step's point of the noise-to-action path
+                sample = prefix.apply(sample, level * noise + (1.0 - level) * prefix.actions)
+            t = torch.full((batch,), level, device=noise.device, dtype=noise.dtype)
             sample = sample - self.velocity(sample, t, features) / steps
-        return sample
+        return sample if prefix is None else prefix.apply(sample, prefix.actions)
 
     def sample_adaptive(self, features: dict[str, torch.Tensor], noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(chunk, steps taken per sample (B,)) with the variance-driven step rule of the module docstring."""
