@@ -75,8 +75,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from robopolicy.deploy.session import deploy
+    from robopolicy.deploy.session import calibrate, deploy
 
+    if args.artifact == "calibrate":
+        print(json.dumps(calibrate(args.options), indent=2))
+        return 0
     results = deploy(args.artifact, args.options)
     print(json.dumps({k: results[k] for k in ("artifact", "episodes", "success_rate", "success_rate_ci95",
                                               "results", "run_log")}, indent=2))
@@ -150,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export)
 
     deploy = commands.add_parser("deploy", help="run an exported artifact on a robot (robot=sim: the simulated arm)")
-    deploy.add_argument("artifact", help="artifact directory written by `robopolicy export`")
+    deploy.add_argument("artifact", help="artifact directory written by `robopolicy export`, or `calibrate` to "
+                                         "estimate a robot's actuation latency (env.name=... actuation_latency=...)")
     deploy.add_argument("options", nargs="*",
                         help="robot=sim episodes=20 seed_start=100000 latency.camera=0.15 actuation_latency=0.1 "
                              "jitter=0.005 sensors.camera=[object] match_latency=true inference=async|sync "

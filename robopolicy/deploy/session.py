@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from robopolicy.deploy.artifact import Artifact, load_artifact
+from robopolicy.deploy.calibrate import CalibrationSettings, calibrate_actuation
 from robopolicy.deploy.runtime import Runtime, RuntimeConfig
 from robopolicy.deploy.sim_robot import SimRobot, SimRobotConfig
 from robopolicy.progress import progress
@@ -101,3 +102,40 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     log.info("deploy: success %d/%d; results in %s", successes, episodes, out / "results.json")
     return {**results, "results": str(out / "results.json")}
+
+
+ROBOSUITE_CALIBRATION = {"position_key": "robot0_eef_pos", "action_keys": ["robot0_eef_pos", "robot0_eef_rot6d"],
+                         "action_tail": [-1.0]}
+
+
+def calibrate(overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """`robopolicy deploy calibrate robot=sim env.name=robosuite env.task=Lift actuation_latency=0.1 ...`.
+
+    The simulated arm gets the injected latencies (actuation_latency, jitter, latency.<sensor>);
+    the estimate comes from its motion alone. CalibrationSettings fields are options too; for
+    robosuite's absolute controller the pose keys default to the grip site's.
+    """
+    options = parse_overrides(overrides)
+    if options.pop("robot", "sim") != "sim":
+        raise ValueError("calibration runs on robot=sim here (a ROS robot is calibrated through its bridge)")
+    env = options.pop("env", None)
+    if not env or "name" not in env:
+        raise ValueError("calibrate needs the simulator: env.name=robosuite env.task=Lift (and env.* options)")
+    env = {"max_steps": 10**6, **env}
+    injected = {"actuation_latency": float(options.pop("actuation_latency", 0.0)),
+                "jitter": float(options.pop("jitter", 0.0)),
+                "latency": {k: float(v) for k, v in (options.pop("latency", None) or {}).items()}}
+    defaults = ROBOSUITE_CALIBRATION if env["name"] == "robosuite" and env.get("controller", "absolute") == "absolute" \
+        else {}
+    values = {**defaults, **options}
+    for key in ("action_keys", "action_tail"):
+        if key in values:
+            values[key] = tuple(values[key])
+    settings = build_settings(CalibrationSettings, values, "calibrate")
+    sim = SimRobotConfig(env=env, control_hz=settings.control_hz, **injected)
+    with SimRobot(sim) as robot:
+        robot.reset(settings.seed)
+        estimate = calibrate_actuation(robot, settings)
+    log.info("actuation latency %.0f ms (injected %.0f ms)", 1000 * estimate["actuation_latency"],
+             1000 * injected["actuation_latency"])
+    return {**estimate, "injected": injected, "settings": asdict(settings)}

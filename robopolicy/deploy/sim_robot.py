@@ -4,8 +4,9 @@ The simulator process steps its env every control period. At each step the queue
 before the next step go out to the actuators (a later `send` replaces only commands not yet gone
 out), and each takes effect at the step nearest to `actuation_latency` after its send time, as on
 a real arm; with no new command it keeps the last
-one, and on hold or stop it commands the observed pose at once. Each step's observation is split by sensor and delivered after that
-sensor's latency plus random jitter (half-normal, `jitter` seconds scale). Times are
+one, and on hold or stop it commands the observed pose at once. Each step's observation shows the
+state one period after the step began (its capture time), and is split by sensor and delivered
+after that sensor's latency plus random jitter (half-normal, `jitter` seconds scale). Times are
 `time.monotonic()`, which both processes share. Status messages report success, steps and, per
 step, when each command was applied against when it was planned to take effect.
 """
@@ -88,7 +89,7 @@ def _simulate(config: SimRobotConfig, conn: Any) -> None:
                 applied_plan = send_time + config.actuation_latency
             obs, _, _, truncated, info = env.step(command)
             steps += 1
-            captured = time.monotonic()
+            captured = now + dt  # the state after a step of simulated time is the state one period on
             by_sensor: dict[str, dict[str, np.ndarray]] = {}
             for key, value in obs.items():
                 by_sensor.setdefault(config.sensor_of(key), {})[key] = value
