@@ -86,6 +86,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from robopolicy.deploy.remote import serve
+    from robopolicy.settings import parse_overrides
+
+    options = parse_overrides(args.options)
+    unknown = sorted(set(options) - {"host", "port"})
+    if unknown:
+        raise ValueError(f"unknown serve options {unknown}; known: ['host', 'port']")
+    serve(args.artifact, str(options.get("host", "127.0.0.1")), int(options.get("port", 5555)))
+    return 0
+
+
 DEMO_OPTIONS = {"env": "lift", "obs": None, "task": None, "n": 100, "out": None, "seed": 0, "keep_failed": False,
                 "max_attempts": None, "resume": False, "overwrite": False}
 
@@ -160,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "jitter=0.005 sensors.camera=[object] match_latency=true inference=async|sync "
                              "blending=replace|crossfade|ensemble safety.max_obs_age=0.5 env.<key>=value out=DIR")
     deploy.set_defaults(func=cmd_deploy)
+
+    serving = commands.add_parser("serve", help="answer inference requests for an artifact over the network")
+    serving.add_argument("artifact", help="artifact directory written by `robopolicy export`")
+    serving.add_argument("options", nargs="*", help="host=127.0.0.1 port=5555 (host=0.0.0.0 to accept other machines)")
+    serving.set_defaults(func=cmd_serve)
 
     demos = commands.add_parser("demos", help="scripted demonstrations in simulation")
     demos_cmds = demos.add_subparsers(dest="demos_command", required=True)

@@ -7,10 +7,14 @@ Store layout is what demos record: images (..., H, W, C) uint8 or float 0..255, 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from robopolicy.datasets.shape_meta import ObsSpec
+
+if TYPE_CHECKING:
+    import torch
 
 
 def obs_offsets(spec: ObsSpec, n_obs_steps: int) -> np.ndarray:
@@ -24,20 +28,24 @@ def history_length(specs: dict[str, ObsSpec], n_obs_steps: int) -> int:
     return max([n_obs_steps] + [int(n_obs_steps - obs_offsets(s, n_obs_steps).min()) for s in specs.values()])
 
 
-def to_policy_layout(values: np.ndarray, kind: str, image_scale: float = 255.0,
-                     squeeze_channel: bool = False) -> torch.Tensor:
-    """numpy store layout -> float32 torch policy layout (images float [0, 1] channels first).
+def policy_layout_array(values: np.ndarray, kind: str, image_scale: float = 255.0,
+                        squeeze_channel: bool = False) -> np.ndarray:
+    """numpy store layout -> float32 numpy policy layout (images float [0, 1] channels first), always a copy.
 
     Images are converted where they lie and then permuted, so the CHW result is a view with
-    channels-last strides (as a numpy moveaxis would give); call .contiguous() if needed.
+    channels-last strides; np.ascontiguousarray it if needed. Needs no torch (the robot computer).
     """
-    tensor = torch.from_numpy(np.ascontiguousarray(values))
+    values = np.asarray(values)
     if kind == "rgb":
-        if tensor.dtype == torch.float32:  # may share memory with the store: never divide in place
-            tensor = tensor / image_scale
-        else:
-            tensor = tensor.to(torch.float32).div_(image_scale)
-        return tensor.movedim(-1, -3)
+        return np.moveaxis(np.divide(values, image_scale, dtype=np.float32), -1, -3)
     if squeeze_channel:
-        tensor = tensor[..., 0]
-    return tensor.to(torch.float32, copy=True)
+        values = values[..., 0]
+    return np.array(values, dtype=np.float32, copy=True)
+
+
+def to_policy_layout(values: np.ndarray, kind: str, image_scale: float = 255.0,
+                     squeeze_channel: bool = False) -> torch.Tensor:
+    """numpy store layout -> float32 torch policy layout (policy_layout_array as a tensor, no extra copy)."""
+    import torch
+
+    return torch.from_numpy(policy_layout_array(values, kind, image_scale, squeeze_channel))

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 ARTIFACT_VERSION = 1
 FORMATS = ("torchscript", "onnx")
@@ -27,25 +26,16 @@ PREFIX_INPUT, PREFIX_MASK_INPUT = "prefix", "prefix_mask"
 SAMPLING_INPUTS = (NOISE_INPUT, PREFIX_INPUT, PREFIX_MASK_INPUT)
 
 
-class Artifact:
-    """An exported policy: `run(inputs)` -> chunk, `meta` as written by `robopolicy export`."""
+class ArtifactBase:
+    """What every artifact offers, wherever it runs: `meta`, the input names, and `run(inputs)` -> chunk."""
 
-    def __init__(self, directory: Path, meta: dict[str, Any]):
+    def __init__(self, directory: Path | str, meta: dict[str, Any]):
         self.directory = directory
         self.meta = meta
         self.input_names = [spec["name"] for spec in meta["inputs"]]
         self.takes_noise = NOISE_INPUT in self.input_names
         self.takes_prefix = PREFIX_INPUT in self.input_names
         self.obs_inputs = [spec for spec in meta["inputs"] if spec["name"] not in SAMPLING_INPUTS]
-        path = directory / meta["file"]
-        if meta["format"] == "torchscript":
-            self._program = torch.jit.load(str(path), map_location="cpu").eval()
-            self._session = None
-        else:
-            import onnxruntime
-
-            self._program = None
-            self._session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     @property
     def noise_shape(self) -> tuple[int, int]:
@@ -54,6 +44,10 @@ class Artifact:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """{input name: float32 array (B, ...)} -> raw-unit chunk (B, horizon, Da) as float32 numpy."""
+        return self._execute(self.prepare(inputs))
+
+    def prepare(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The inputs in program order as float32 arrays, checked; an absent prefix means none held."""
         if self.takes_prefix and PREFIX_INPUT not in inputs:
             batch = len(inputs[self.obs_inputs[0]["name"]])
             horizon, action_dim = self.noise_shape
@@ -67,8 +61,34 @@ class Artifact:
             if list(array.shape[1:]) != spec["shape"]:
                 raise ValueError(f"input {spec['name']!r} must be (B, {', '.join(map(str, spec['shape']))}), "
                                  f"got {array.shape}")
+        return arrays
+
+    def _execute(self, arrays: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Artifact(ArtifactBase):
+    """An artifact run in this process, with torch (TorchScript) or onnxruntime (ONNX)."""
+
+    def __init__(self, directory: Path, meta: dict[str, Any]):
+        super().__init__(directory, meta)
+        path = directory / meta["file"]
+        if meta["format"] == "torchscript":
+            import torch
+
+            self._program = torch.jit.load(str(path), map_location="cpu").eval()
+            self._session = None
+        else:
+            import onnxruntime
+
+            self._program = None
+            self._session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def _execute(self, arrays: list[np.ndarray]) -> np.ndarray:
         if self._session is not None:
             return self._session.run(None, dict(zip(self.input_names, arrays, strict=True)))[0]
+        import torch
+
         with torch.inference_mode():
             return self._program(*[torch.from_numpy(a) for a in arrays]).numpy()
 
@@ -86,18 +106,3 @@ def load_artifact(directory: str | Path) -> Artifact:
     if meta.get("format") not in FORMATS:
         raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not one of {FORMATS}")
     return Artifact(directory, meta)
-
-
-def example_inputs(specs: list[dict[str, Any]], batch_size: int, seed: int) -> tuple[torch.Tensor, ...]:
-    """Random float32 inputs of the listed shapes: images in [0, 1], everything else standard normal."""
-    generator = torch.Generator().manual_seed(seed)
-    tensors = []
-    for spec in specs:
-        shape = (batch_size, *spec["shape"])
-        if spec["type"] == "rgb":
-            tensors.append(torch.rand(shape, generator=generator))
-        elif spec["type"] == PREFIX_MASK_INPUT:
-            tensors.append((torch.rand(shape, generator=generator) < 0.4).float())
-        else:
-            tensors.append(torch.randn(shape, generator=generator))
-    return tuple(tensors)

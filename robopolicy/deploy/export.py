@@ -30,7 +30,6 @@ from robopolicy.deploy.artifact import (
     NOISE_INPUT,
     PREFIX_INPUT,
     PREFIX_MASK_INPUT,
-    example_inputs,
 )
 from robopolicy.policies.base import Policy
 from robopolicy.policies.diffusion.model import DiffusionPolicy
@@ -224,3 +223,18 @@ def export_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> 
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported %s to %s (%s, parity error %.1e)", checkpoint, out, fmt, error)
     return {**meta, "artifact": str(out)}
+
+
+def example_inputs(specs: list[dict[str, Any]], batch_size: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """Random float32 inputs of the listed shapes: images in [0, 1], everything else standard normal."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors = []
+    for spec in specs:
+        shape = (batch_size, *spec["shape"])
+        if spec["type"] == "rgb":
+            tensors.append(torch.rand(shape, generator=generator))
+        elif spec["type"] == PREFIX_MASK_INPUT:
+            tensors.append((torch.rand(shape, generator=generator) < 0.4).float())
+        else:
+            tensors.append(torch.randn(shape, generator=generator))
+    return tuple(tensors)

@@ -15,17 +15,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robopolicy.datasets.layout import to_policy_layout
+from robopolicy.datasets.layout import policy_layout_array
 from robopolicy.deploy.alignment import DEFAULT_INTERPOLATION, KeySpec
 from robopolicy.deploy.artifact import (
     NOISE_INPUT,
     PREFIX_INPUT,
     PREFIX_MASK_INPUT,
-    Artifact,
+    ArtifactBase,
 )
 
 
-def key_specs(artifact: Artifact, interpolation: Mapping[str, str] | None = None) -> list[KeySpec]:
+def key_specs(artifact: ArtifactBase, interpolation: Mapping[str, str] | None = None) -> list[KeySpec]:
     """The aligner's keys from the artifact's inputs; `interpolation` overrides per input name (e.g. slerp)."""
     chosen = dict(interpolation or {})
     specs = []
@@ -41,7 +41,7 @@ def key_specs(artifact: Artifact, interpolation: Mapping[str, str] | None = None
 class ArtifactRunner:
     """Window (store layout) -> raw-unit chunk (horizon, Da), with noise from a seeded generator."""
 
-    def __init__(self, artifact: Artifact, seed: int = 0):
+    def __init__(self, artifact: ArtifactBase, seed: int = 0):
         self.artifact = artifact
         self.types = {s["name"]: s["type"] for s in artifact.meta["inputs"]}
         self.rng = np.random.default_rng(seed)
@@ -52,7 +52,7 @@ class ArtifactRunner:
         for name, values in window.items():
             kind = self.types[name]
             squeeze = kind == "depth" and values.ndim == 4
-            inputs[name] = to_policy_layout(values[None], kind, 255.0, squeeze).contiguous().numpy()
+            inputs[name] = np.ascontiguousarray(policy_layout_array(values[None], kind, 255.0, squeeze))
         if self.artifact.takes_noise:
             inputs[NOISE_INPUT] = self.rng.standard_normal((1, *self.artifact.noise_shape)).astype(np.float32)
         if prefix is not None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from robopolicy.deploy.alignment import ObservationAligner
-from robopolicy.deploy.artifact import Artifact
+from robopolicy.deploy.artifact import ArtifactBase
 from robopolicy.deploy.blending import ChunkBlender, boundary_jump
 from robopolicy.deploy.inference import (
     ArtifactRunner,
@@ -113,7 +113,7 @@ class _LoopState:
 class Runtime:
     """Drives a RobotInterface with an exported artifact."""
 
-    def __init__(self, artifact: Artifact, robot: RobotInterface, config: RuntimeConfig,
+    def __init__(self, artifact: ArtifactBase, robot: RobotInterface, config: RuntimeConfig,
                  estop: EmergencyStop | None = None):
         meta = artifact.meta
         self.robot, self.config = robot, config

@@ -1,5 +1,7 @@
 """`robopolicy deploy ARTIFACT robot=sim ...`: the runtime driving the simulated arm for a set of episodes.
 
+ARTIFACT is an artifact directory, or tcp://HOST:PORT of `robopolicy serve` (remote inference).
+
 Options (key=value): episodes, seed_start, out (run log directory), latency.<sensor>=seconds
 (injected in the simulator and, with match_latency=true, compensated by the runtime),
 actuation_latency, jitter, sensors.<sensor>=[store keys] (default: images, depth and point clouds
@@ -21,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from robopolicy.deploy.artifact import Artifact, load_artifact
+from robopolicy.deploy.artifact import ArtifactBase
 from robopolicy.deploy.calibrate import CalibrationSettings, calibrate_actuation
+from robopolicy.deploy.remote import SCHEME, open_artifact
 from robopolicy.deploy.runtime import Runtime, RuntimeConfig
 from robopolicy.deploy.sim_robot import SimRobot, SimRobotConfig
 from robopolicy.progress import progress
@@ -35,7 +38,7 @@ CAMERA_TYPES = ("rgb", "depth", "point_cloud")
 TICK_KEYS = ("time", "jitter", "work", "obs_age", "planned", "held", "sent", "dropped")
 
 
-def default_sensors(artifact: Artifact) -> dict[str, list[str]]:
+def default_sensors(artifact: ArtifactBase) -> dict[str, list[str]]:
     """Image, depth and point-cloud inputs come from the camera; the rest from the arm."""
     return {"camera": sorted({s["source"] for s in artifact.obs_inputs if s["type"] in CAMERA_TYPES})}
 
@@ -61,7 +64,7 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
     session = {k: options.pop(k) for k in SESSION_OPTIONS if k in options}
     if session.get("robot", "sim") != "sim":
         raise ValueError(f"robot={session['robot']!r} is not known here: robot=sim drives the simulated arm")
-    artifact = load_artifact(artifact_dir)
+    artifact = open_artifact(artifact_dir)
     if not artifact.meta.get("env"):
         raise ValueError(f"{artifact_dir}/meta.json has no env: export a checkpoint whose task has an env section")
     latency = {k: float(v) for k, v in (session.get("latency") or {}).items()}
@@ -73,7 +76,9 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
                          actuation_latency=actuation, jitter=float(session.get("jitter", 0.0)),
                          control_hz=float(artifact.meta["control_hz"]))
     episodes, seed_start = int(session.get("episodes", 20)), int(session.get("seed_start", 100000))
-    out = Path(session.get("out") or Path(artifact_dir) / "deploy" / time.strftime("%Y%m%d-%H%M%S"))
+    local = not str(artifact_dir).startswith(SCHEME)
+    root = Path(artifact_dir) / "deploy" if local else Path("runs") / "deploy"
+    out = Path(session.get("out") or root / time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
     runs = []
     with SimRobot(sim) as robot:
