@@ -63,11 +63,11 @@ class ChunkBlender:
         return ActionPlan(times, total / weight_sum[:, None])
 
 
-def boundary_jump(old: ActionPlan | None, new: ActionPlan) -> float | None:
-    """Largest |new - old| over action dims at the new plan's first time, where the old plan covers it."""
+def boundary_jump(old: ActionPlan | None, new: ActionPlan) -> np.ndarray | None:
+    """|new - old| per action dim (Da,) at the new plan's first time, where the old plan covers it."""
     if old is None or not len(old) or not len(new):
         return None
     values, covered = old.at(new.times[:1])
     if not covered[0]:
         return None
-    return float(np.abs(new.values[0] - values[0]).max())
+    return np.abs(new.values[0] - values[0])

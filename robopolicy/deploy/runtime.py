@@ -79,7 +79,7 @@ class RunStats:
     chunks: int = 0
     missed_deadlines: int = 0
     inference_s: list[float] = field(default_factory=list)
-    jumps: list[float] = field(default_factory=list)
+    jumps: list[np.ndarray] = field(default_factory=list)  # |new - old| per action dim where a chunk takes over
     holds: dict[str, int] = field(default_factory=dict)  # ticks held, by the watchdog's reason
     skipped_ticks: int = 0
     stopped: str = ""
@@ -93,7 +93,7 @@ class RunStats:
                 "skipped_ticks": self.skipped_ticks,
                 "tick_jitter_ms": percentiles_ms(jitter), "tick_work_ms": percentiles_ms(work),
                 "inference_ms": percentiles_ms(inference),
-                "mean_jump": float(np.mean(self.jumps)) if self.jumps else None, "stopped": self.stopped}
+                "mean_jump": np.mean(self.jumps, axis=0).tolist() if self.jumps else None, "stopped": self.stopped}
 
 
 @dataclass
