@@ -130,6 +130,8 @@ def test_safety_clamps_to_the_workspace_and_limits_speed_and_acceleration():
     np.testing.assert_allclose(limited.values[:, 2], 9.0)  # dims outside the boxes pass through
     with pytest.raises(ValueError, match="exceeds"):
         Box(0, 1, [1.0], [0.0])
+    from_cli = SafetyLimits(boxes=[{"start": 2, "stop": 3, "low": [0.0], "high": [1.0]}])  # as YAML gives it
+    assert from_cli.clamp(plan, last=None).values[:, 2].tolist() == [1.0, 1.0, 1.0]
 
 
 def test_watchdog_holds_after_consecutive_missed_deadlines():

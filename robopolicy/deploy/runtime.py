@@ -104,6 +104,11 @@ class _LoopState:
     last_t_obs: float = -math.inf  # observation time of the latest inference
     deadline: float | None = None  # when the running inference must be done: the plan's last send time
     holding: bool = False
+    sent_time: float = math.nan  # execution time of the first action sent in this tick
+
+    def take_sent_time(self) -> float:
+        sent, self.sent_time = self.sent_time, math.nan
+        return sent
 
     def remaining(self, time: float) -> int:
         """Planned actions executing after `time`."""
@@ -183,7 +188,8 @@ class Runtime:
             sent, dropped = stats.sent, stats.dropped
             t_ref = self._tick(now, loop, stats)
             stats.ticks.append({"time": now - start, "jitter": now - next_tick, "work": self.robot.now() - now,
-                                "planned": loop.remaining(now),
+                                "obs_time": (t_ref if t_ref is not None else math.nan) - start,
+                                "action_time": loop.take_sent_time() - start, "planned": loop.remaining(now),
                                 "obs_age": now - t_ref if t_ref is not None else math.nan, "held": float(loop.holding),
                                 "sent": stats.sent - sent, "dropped": stats.dropped - dropped})
             next_tick += self.dt
@@ -203,8 +209,7 @@ class Runtime:
         t_ref = self.aligner.reference_time()
         result = self.worker.take()
         if result is not None:
-            loop.plan = self._apply(result, now, loop.deadline, loop.plan, stats)
-            loop.holding = False
+            self._apply(result, now, loop, stats, loop.deadline)
         reason = self.watchdog.reason_to_hold(now, t_ref)
         if reason is not None and not loop.holding:
             self.robot.hold()
@@ -222,8 +227,7 @@ class Runtime:
             else:
                 started = self.robot.now()
                 result = InferenceResult(self.runner(window, prefix), t_ref, started, self.robot.now(), held_until)
-                loop.plan = self._apply(result, self.robot.now(), None, loop.plan, stats)
-                loop.holding = False
+                self._apply(result, self.robot.now(), loop, stats, deadline=None)
         return t_ref
 
     def _prefix(self, plan: ActionPlan | None, t_ref: float,
@@ -241,9 +245,11 @@ class Runtime:
             return None, None
         return (np.where(mask[:, None], values, 0.0), mask.astype(np.float32)), float(times[mask][-1])
 
-    def _apply(self, result: InferenceResult, now: float, deadline: float | None, previous: ActionPlan | None,
-               stats: RunStats) -> ActionPlan | None:
-        """Fold a finished chunk into the plan, clamp it, and send what is still on time."""
+    def _apply(self, result: InferenceResult, now: float, loop: _LoopState, stats: RunStats,
+               deadline: float | None) -> None:
+        """Fold a finished chunk into the loop's plan, clamp it, and send what is still on time."""
+        previous = loop.plan
+        loop.holding = False
         stats.chunks += 1
         stats.inference_s.append(result.finished - result.started)
         self.latency_estimate = float(np.percentile(stats.inference_s[-10:], 90))
@@ -267,7 +273,7 @@ class Runtime:
             stats.late_chunks += 1
             if previous is None or not len(previous.after(now)):
                 self.robot.hold()
-            return previous
+            return
         self.robot.send(actions)
         stats.sent += len(actions)
-        return safe
+        loop.plan, loop.sent_time = safe, actions[0].time + self.timing.actuation_latency

@@ -10,7 +10,7 @@ deadlines in a row. `EmergencyStop` can be triggered from any thread; the runtim
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +43,9 @@ class SafetyLimits:
     max_acceleration: float | None = None
     max_obs_age: float = 0.5  # seconds: older observations make the robot hold
     max_missed: int = 2  # consecutive inference deadline misses that make the robot hold
+
+    def __post_init__(self) -> None:  # boxes may come from YAML / CLI as mappings
+        object.__setattr__(self, "boxes", tuple(Box(**b) if isinstance(b, Mapping) else b for b in self.boxes))
 
     def clamp(self, plan: ActionPlan, last: tuple[float, np.ndarray] | None,
               last_velocity: np.ndarray | None = None) -> ActionPlan:

@@ -8,7 +8,8 @@ actuation_latency, jitter, sensors.<sensor>=[store keys] (default: images, depth
 come from "camera", everything else from "arm"), env.<key> (simulator overrides), and every
 RuntimeConfig field (inference, blending, match_latency, n_action_steps, replan_steps, margin,
 seed, safety.<field>). Writes run_log.zarr (one episode per run: per-tick times, jitter,
-time spent in the tick, observation age, planned/sent/dropped counts, holds) and results.json (success per seed).
+time spent in the tick, capture time of the observation used, execution time of the first
+action sent, observation age, planned/sent/dropped counts, holds) and results.json (success per seed).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 SESSION_OPTIONS = ("robot", "episodes", "seed_start", "out", "latency", "actuation_latency", "jitter", "sensors",
                    "env", "max_seconds")
 CAMERA_TYPES = ("rgb", "depth", "point_cloud")
-TICK_KEYS = ("time", "jitter", "work", "obs_age", "planned", "held", "sent", "dropped")
+TICK_KEYS = ("time", "jitter", "work", "obs_time", "action_time", "obs_age", "planned", "held", "sent", "dropped")
 
 
 def default_sensors(artifact: ArtifactBase) -> dict[str, list[str]]:
