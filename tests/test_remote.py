@@ -45,6 +45,7 @@ import sys, json, numpy as np
 sys.modules["torch"] = None  # the robot computer has no torch: importing it must fail
 from robopolicy.deploy.remote import RemoteArtifact
 from robopolicy.deploy.inference import ArtifactRunner
+import robopolicy.deploy.runtime, robopolicy.deploy.sim_robot  # the whole runtime loads without torch
 artifact = RemoteArtifact(sys.argv[1], timeout_s=30)
 inputs = {s["name"]: np.load(sys.argv[2])[s["name"]] for s in artifact.meta["inputs"]}
 chunk = artifact.run(inputs)
