@@ -67,7 +67,7 @@ def measure(robot: SimRobot, seconds: float, inference_s: float, mode: str, blen
     runtime.reset()
     stats = runtime.run(seconds)
     robot.poll()
-    errors = np.array([applied - planned for applied, planned in robot.executed])
+    errors = np.abs([applied - planned for applied, planned in robot.executed])
     work = np.array([t["work"] for t in stats.ticks])
     summary = stats.summary()
     return {"inference_ms": round(1000 * inference_s), "mode": mode, "blending": blending,
@@ -75,7 +75,7 @@ def measure(robot: SimRobot, seconds: float, inference_s: float, mode: str, blen
             "late_chunks": stats.late_chunks, "dropped": stats.dropped, "held_ticks": sum(stats.holds.values()),
             "tick_overhead_ms": {"p50": round(1000 * float(np.median(work)), 3),
                                  "p99": round(1000 * float(np.percentile(work, 99)), 3)},
-            "executed_error_ms": {"p50": round(1000 * float(np.median(errors)), 1),
+            "executed_abs_error_ms": {"p50": round(1000 * float(np.median(errors)), 1),
                                   "p99": round(1000 * float(np.percentile(errors, 99)), 1)} if len(errors) else None,
             "mean_jump_px": round(float(np.mean(np.linalg.norm(stats.jumps, axis=1))), 3) if stats.jumps else None}
 

@@ -86,6 +86,9 @@ def test_bad_inputs_come_back_as_errors_naming_the_input(served):
     from robopolicy.deploy.remote import RemoteArtifact, pack_array
 
     artifact = RemoteArtifact(served[1], timeout_s=30)
-    with pytest.raises(ValueError, match="agent_pos"):  # a history of 3 steps where the policy takes 2
-        artifact._request({"op": "run", "inputs": {"agent_pos": pack_array(np.zeros((1, 3, 2))),
-                                                   "keypoint": pack_array(np.zeros((1, 2, 9, 2)))}})
+    inputs = {"agent_pos": np.zeros((1, 3, 2)), "keypoint": np.zeros((1, 2, 9, 2)), "noise": np.zeros((1, 16, 2))}
+    with pytest.raises(ValueError, match="input 'agent_pos' must be"):  # 3 steps of history where it takes 2
+        artifact._request({"op": "run", "inputs": {k: pack_array(v) for k, v in inputs.items()}})
+    with pytest.raises(ValueError, match="unknown op"):
+        artifact._request({"op": "train"})
+    artifact.close()

@@ -48,6 +48,16 @@ def test_window_interpolates_low_dim_and_takes_the_nearest_frame_at_capture_time
     np.testing.assert_allclose(window["xy"], [[0.24, -0.24]], atol=1e-6)
 
 
+def test_inputs_sliced_from_one_store_key_keep_their_own_interpolation():
+    keys = [KeySpec("quat", "pose", (0,), "slerp", dims=(3, 7)), KeySpec("pos", "pose", (0,), "linear", dims=(0, 3))]
+    align = ObservationAligner(keys, DT, {})
+    for t, angle in [(0.0, 0.0), (1.0, np.pi / 2)]:
+        align.add(Reading("arm", t, {"pose": np.array([10 * t, 0, 0, 0, 0, np.sin(angle / 2), np.cos(angle / 2)])}))
+    window = align.window(0.5)
+    np.testing.assert_allclose(window["quat"][0], [0, 0, np.sin(np.pi / 8), np.cos(np.pi / 8)], atol=1e-6)
+    np.testing.assert_allclose(window["pos"][0], [5.0, 0, 0], atol=1e-6)
+
+
 def test_slerp_takes_the_short_way_and_keeps_unit_norm():
     q0 = np.array([0.0, 0.0, 0.0, 1.0])
     q1 = -np.array([0.0, 0.0, np.sin(np.pi / 4), np.cos(np.pi / 4)])  # 90 degrees about z, opposite sign
@@ -70,7 +80,7 @@ def test_a_sensor_that_stops_holds_back_the_reference_time_and_shows_as_stale():
 
 
 def test_out_of_order_and_repeated_messages_are_ignored():
-    buffer = TimedBuffer(4, "linear")
+    buffer = TimedBuffer(4)
     for t, v in [(0.0, 0.0), (0.2, 2.0), (0.1, 99.0), (0.2, 99.0), (0.3, 3.0)]:
         buffer.add(t, np.array([v]))
     assert list(buffer.times) == [0.0, 0.2, 0.3]
@@ -90,32 +100,43 @@ def test_actions_get_execution_times_from_the_obs_time_and_leave_early_by_the_ac
     assert sent == [] and dropped == 8
 
 
+def adopt(blender: ChunkBlender, chunk: ActionPlan, start: float) -> ActionPlan:
+    plan = blender.blend(chunk, start)
+    blender.commit(chunk, plan)
+    return plan
+
+
 def test_replace_crossfade_and_ensemble_blend_as_specified():
     times = 1.0 + np.arange(4) * 0.125  # exact in binary, so the overlap is exactly two actions
     old, new = ActionPlan(times, np.zeros((4, 1))), ActionPlan(times + 0.25, np.ones((4, 1)))
     for rule, expected in [("replace", [1, 1, 1, 1]), ("crossfade", [1 / 3, 2 / 3, 1, 1]),
                            ("ensemble", [0.5, 0.5, 1, 1])]:
         blender = ChunkBlender(rule, ensemble_coeff=0.0)
-        blender.update(old, now=0.0)
-        plan = blender.update(new, now=0.0)
+        adopt(blender, old, start=0.0)
+        plan = adopt(blender, new, start=0.0)
         np.testing.assert_allclose(plan.values[:, 0], expected, err_msg=rule)
         np.testing.assert_allclose(plan.times, new.times)
     weighted = ChunkBlender("ensemble", ensemble_coeff=np.log(3.0))  # weights 1 (older) : 1/3 (newer)
-    weighted.update(old, now=0.0)
-    assert weighted.update(new, now=0.0).values[0, 0] == pytest.approx(0.25)
+    adopt(weighted, old, start=0.0)
+    assert adopt(weighted, new, start=0.0).values[0, 0] == pytest.approx(0.25)
     assert boundary_jump(old, new).tolist() == [1.0] and boundary_jump(None, new) is None
 
 
-def test_crossfade_removes_the_jump_that_replace_leaves():
+def test_crossfade_ramps_over_the_actions_that_can_still_be_sent():
     times = np.arange(8) * 0.125
     old = ActionPlan(times, times[:, None].copy())  # a ramp
-    new = ActionPlan(times[2:], times[2:, None] + 0.5)  # the same ramp, offset by 0.5
+    new = ActionPlan(times, times[:, None] + 0.5)  # the same ramp, offset by 0.5, from the past on
     jumps = {}
     for rule in ("replace", "crossfade"):
         blender = ChunkBlender(rule)
-        blender.update(old, now=-1.0)
-        jumps[rule] = boundary_jump(old, blender.update(new, now=-1.0))
-    assert jumps["replace"][0] == pytest.approx(0.5) and jumps["crossfade"][0] < 0.5 / 5
+        adopt(blender, old, start=-1.0)
+        plan = adopt(blender, new, start=0.25)  # rows before 0.25 can no longer be sent
+        assert plan.times[0] == 0.25
+        jumps[rule] = boundary_jump(old, plan)
+    assert jumps["replace"][0] == pytest.approx(0.5) and jumps["crossfade"][0] == pytest.approx(0.5 / 7)
+    late = ChunkBlender("ensemble")
+    late.blend(new, start=0.0)  # proposed but never sent: not kept
+    assert late.plan is None and not late.chunks
 
 
 def test_safety_clamps_to_the_workspace_and_limits_speed_and_acceleration():

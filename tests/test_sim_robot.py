@@ -87,12 +87,14 @@ class SilentCamera:
 
 def test_a_silent_sensor_makes_the_robot_hold(artifact, robot):
     robot.reset(1)
-    runtime = Runtime(artifact, SilentCamera(robot, after=1.0),
-                      RuntimeConfig(sensor_latency=LATENCY, actuation_latency=ACTUATION, safety={"max_obs_age": 0.4}))
-    stats = runtime.run(3.0)
+    config = RuntimeConfig(sensor_latency=LATENCY, actuation_latency=ACTUATION, safety={"max_obs_age": 0.4})
+    Runtime(artifact, robot, config).warm_up()
+    silent = SilentCamera(robot, after=1.0)
+    stats = Runtime(artifact, silent, config).run(3.0)
     assert stats.holds.get("stale_observation", 0) >= 10
-    last_applied = max(applied for applied, _ in robot.executed)
-    assert last_applied < robot.now() - 0.5  # nothing executed in the last half second
+    applied = np.array([applied for applied, _ in robot.executed])
+    assert (applied < silent.until).sum() >= 5  # it moved while the camera spoke
+    assert applied.max() < robot.now() - 0.5  # and executed nothing in the last half second
 
 
 def test_emergency_stop_from_another_thread_stops_the_run_and_the_robot(artifact, robot):
@@ -128,13 +130,14 @@ def test_deploy_cli_runs_episodes_and_writes_results_and_a_run_log(artifact, tmp
 
 
 def test_inpainting_holds_the_actions_sent_before_the_new_chunk_lands(artifact, robot):
-    runtime = Runtime(artifact, robot, RuntimeConfig(actuation_latency=ACTUATION, blending="inpaint"))
+    runtime = Runtime(artifact, robot, RuntimeConfig(actuation_latency=ACTUATION, blending="inpaint", replan_steps=8))
     runtime.latency_estimate, dt, t_ref = 0.12, runtime.dt, 100.0
-    plan = ActionPlan(t_ref + np.arange(6) * dt, np.arange(6, dtype=float)[:, None] * np.ones((1, 10)))
+    plan = ActionPlan(t_ref + np.arange(10) * dt, np.arange(10, dtype=float)[:, None] * np.ones((1, 10)))
     (actions, mask), held_until = runtime._prefix(plan, t_ref, now=t_ref + 0.05)
-    # rows i execute at t_ref + (i - 1) dt; the chunk lands at 100.05 + 0.12 + 0.1 + margin = 100.275
-    assert mask.tolist() == [0, 1, 1, 1, 1, 1, 1] + [0] * 9 and held_until == pytest.approx(t_ref + 5 * dt)
-    np.testing.assert_allclose(actions[1:7, 0], np.arange(6))
+    # rows i execute at t_ref + (i - 1) dt; an async chunk is picked up at the tick after 0.12 s (0.15 s),
+    # so it lands at 100.05 + 0.15 + 0.1 + margin = 100.305: rows whose time is before that are held
+    assert mask.tolist() == [0, 1, 1, 1, 1, 1, 1, 1] + [0] * 8 and held_until == pytest.approx(t_ref + 6 * dt)
+    np.testing.assert_allclose(actions[1:8, 0], np.arange(7))
     assert runtime._prefix(None, t_ref, t_ref) == (None, None)
     robot.reset(3)
     stats = runtime.run(2.0)

@@ -34,15 +34,16 @@ def slerp(q0: np.ndarray, q1: np.ndarray, weight: float) -> np.ndarray:
     return (np.sin((1.0 - weight) * theta) * q0 + np.sin(weight * theta) * q1) / np.sin(theta)
 
 
-class TimedBuffer:
-    """The last `capacity` (time, value) samples of one key, kept in time order."""
+def _part(dims: tuple[int, int] | None, value: np.ndarray) -> np.ndarray:
+    return value if dims is None else value[..., dims[0] : dims[1]]
 
-    def __init__(self, capacity: int, interpolation: str):
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+
+class TimedBuffer:
+    """The last `capacity` (time, value) samples of one store key, kept in time order."""
+
+    def __init__(self, capacity: int):
         self.times: deque[float] = deque(maxlen=capacity)
         self.values: deque[np.ndarray] = deque(maxlen=capacity)
-        self.interpolation = interpolation
 
     def add(self, time: float, value: np.ndarray) -> None:
         if self.times and time <= self.times[-1]:
@@ -54,28 +55,29 @@ class TimedBuffer:
     def newest(self) -> float | None:
         return self.times[-1] if self.times else None
 
-    def at(self, time: float) -> np.ndarray:
-        """The value at `time` by this buffer's interpolation (clamped to the covered range)."""
+    def at(self, time: float, interpolation: str = "linear", dims: tuple[int, int] | None = None) -> np.ndarray:
+        """The value (its last-axis slice `dims`, if given) at `time`, clamped to the covered range."""
         if not self.times:
             raise LookupError("no sample yet")
         times = np.fromiter(self.times, float, len(self.times))
         right = int(np.searchsorted(times, time))
         if right == 0:
-            return self.values[0]
+            return _part(dims, self.values[0])
         if right == len(times):
-            return self.values[-1]
+            return _part(dims, self.values[-1])
         left = right - 1
         weight = (time - times[left]) / (times[right] - times[left])
-        if self.interpolation == "nearest":
-            return self.values[left if weight < 0.5 else right]
-        if self.interpolation == "linear":
-            return (1.0 - weight) * self.values[left] + weight * self.values[right]
-        return slerp(self.values[left], self.values[right], weight)
+        if interpolation == "nearest":
+            return _part(dims, self.values[left if weight < 0.5 else right])
+        before, after = _part(dims, self.values[left]), _part(dims, self.values[right])
+        if interpolation == "linear":
+            return (1.0 - weight) * before + weight * after
+        return slerp(before, after, weight)
 
 
 @dataclass(frozen=True)
 class KeySpec:
-    """One policy input fed from the robot: its store key, step offsets and interpolation."""
+    """One policy input fed from the robot: its store key (and slice of it), step offsets and interpolation."""
 
     name: str
     source: str
@@ -83,19 +85,23 @@ class KeySpec:
     interpolation: str
     dims: tuple[int, int] | None = None
 
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation of {self.name!r} must be one of {INTERPOLATIONS}, "
+                             f"got {self.interpolation!r}")
+
 
 class ObservationAligner:
     """Buffers readings per store key and builds the policy's obs window for a reference time."""
 
     def __init__(self, keys: Sequence[KeySpec], dt: float, sensor_latency: Mapping[str, float],
-                 capacity: int = 64):
+                 capacity: int = 1024):
         self.keys = list(keys)
         self.dt = dt
         self.sensor_latency = dict(sensor_latency)
         self.buffers: dict[str, TimedBuffer] = {}
         for key in self.keys:
-            if key.source not in self.buffers:
-                self.buffers[key.source] = TimedBuffer(capacity, key.interpolation)
+            self.buffers.setdefault(key.source, TimedBuffer(capacity))
 
     def add(self, reading: Reading) -> None:
         """File a reading's values under their store keys at its capture time."""
@@ -121,8 +127,6 @@ class ObservationAligner:
         window = {}
         for key in self.keys:
             buffer = self.buffers[key.source]
-            values = np.stack([buffer.at(t_ref + k * self.dt) for k in key.step_offsets]).astype(np.float32)
-            if key.dims is not None:
-                values = values[..., key.dims[0] : key.dims[1]]
-            window[key.name] = values
+            window[key.name] = np.stack([buffer.at(t_ref + k * self.dt, key.interpolation, key.dims)
+                                         for k in key.step_offsets]).astype(np.float32)
         return window

@@ -19,7 +19,11 @@ RULES = ("replace", "crossfade", "ensemble")
 
 
 class ChunkBlender:
-    """Keeps the plan (and, for `ensemble`, the recent chunks) and folds each new chunk in."""
+    """Keeps the plan sent last (and, for `ensemble`, the recent chunks) and blends each new chunk into it.
+
+    `blend` proposes; `commit` records what was actually sent, so a chunk that arrives too late to
+    send anything leaves no trace.
+    """
 
     def __init__(self, rule: str = "replace", ensemble_coeff: float = 0.01, max_chunks: int = 32):
         if rule not in RULES:
@@ -33,29 +37,32 @@ class ChunkBlender:
         self.plan = None
         self.chunks.clear()
 
-    def update(self, new: ActionPlan, now: float) -> ActionPlan:
-        """The plan after adding `new`: actions from now on, on the new chunk's times."""
-        old = self.plan.after(now) if self.plan is not None else None
+    def blend(self, new: ActionPlan, start: float) -> ActionPlan:
+        """The plan from `start` on (the earliest time an action can still be sent for) if `new` is adopted."""
+        new = new.after(start - 1e-9)
+        old = self.plan.after(start - 1e-9) if self.plan is not None else None
         if self.rule == "ensemble":
-            self.chunks.append(new)
-            blended = self._ensemble(new.times)
-        elif self.rule == "crossfade" and old is not None and len(old):
+            return self._ensemble([*self.chunks, new], new.times)
+        if self.rule == "crossfade" and old is not None and len(old) and len(new):
             previous, covered = old.at(new.times)
             n = int(covered.sum())
             weight = np.ones(len(new))
             weight[covered] = np.arange(1, n + 1) / (n + 1)
             values = np.where(covered[:, None], (1 - weight[:, None]) * previous + weight[:, None] * new.values,
                               new.values)
-            blended = ActionPlan(new.times, values)
-        else:
-            blended = new
-        self.plan = blended.after(now)
-        return self.plan
+            return ActionPlan(new.times, values)
+        return new
 
-    def _ensemble(self, times: np.ndarray) -> ActionPlan:
-        total = np.zeros((len(times), self.chunks[-1].values.shape[1]))
+    def commit(self, new: ActionPlan, plan: ActionPlan) -> None:
+        """Record that `plan` (blended from chunk `new`) went to the robot."""
+        self.plan = plan
+        if self.rule == "ensemble":
+            self.chunks.append(new)
+
+    def _ensemble(self, chunks: list[ActionPlan], times: np.ndarray) -> ActionPlan:
+        total = np.zeros((len(times), chunks[-1].values.shape[1]))
         weight_sum = np.zeros(len(times))
-        for rank, chunk in enumerate(self.chunks):  # rank 0 is the oldest kept chunk
+        for rank, chunk in enumerate(chunks):  # rank 0 is the oldest kept chunk
             values, covered = chunk.at(times)
             weight = np.exp(-self.coeff * rank) * covered
             total += weight[:, None] * values

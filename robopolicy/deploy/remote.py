@@ -43,8 +43,13 @@ def serve(artifact_dir: str | Path, host: str = "127.0.0.1", port: int = 5555, m
     served = 0
     try:
         while max_requests is None or served < max_requests:
-            request = msgpack.unpackb(socket.recv(), raw=False)
-            socket.send(msgpack.packb(_answer(artifact, request), use_bin_type=True))
+            raw = socket.recv()
+            try:
+                reply = _answer(artifact, msgpack.unpackb(raw, raw=False))
+            except Exception as error:  # a malformed request must not take the server down
+                log.warning("bad request: %s: %s", type(error).__name__, error)
+                reply = {"error": f"{type(error).__name__}: {error}"}
+            socket.send(msgpack.packb(reply, use_bin_type=True))
             served += 1
     finally:
         socket.close(linger=0)
@@ -57,10 +62,7 @@ def _answer(artifact: ArtifactBase, request: dict[str, Any]) -> dict[str, Any]:
     if op != "run":
         return {"error": f"unknown op {op!r}: use 'meta' or 'run'"}
     start = time.perf_counter()
-    try:
-        output = artifact.run({name: unpack_array(value) for name, value in request["inputs"].items()})
-    except (KeyError, ValueError) as error:
-        return {"error": str(error)}
+    output = artifact.run({name: unpack_array(value) for name, value in request["inputs"].items()})
     return {"output": pack_array(output), "server_ms": 1000 * (time.perf_counter() - start)}
 
 
@@ -73,7 +75,12 @@ class RemoteArtifact(ArtifactBase):
         self.address, self.timeout_ms = address, int(1000 * timeout_s)
         self._context = zmq.Context.instance()
         self._socket = self._connect()
-        super().__init__(address, self._request({"op": "meta"})["meta"])
+        try:
+            meta = self._request({"op": "meta"})["meta"]
+        except BaseException:
+            self._socket.close()
+            raise
+        super().__init__(address, meta)
 
     def _connect(self) -> zmq.Socket:
         socket = self._context.socket(zmq.REQ)
@@ -104,6 +111,12 @@ class RemoteArtifact(ArtifactBase):
 
     def close(self) -> None:
         self._socket.close()
+
+    def __enter__(self) -> RemoteArtifact:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
 
 
 def open_artifact(location: str | Path) -> ArtifactBase:

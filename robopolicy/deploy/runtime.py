@@ -22,7 +22,7 @@ import numpy as np
 
 from robopolicy.deploy.alignment import ObservationAligner
 from robopolicy.deploy.artifact import ArtifactBase
-from robopolicy.deploy.blending import ChunkBlender, boundary_jump
+from robopolicy.deploy.blending import RULES, ChunkBlender, boundary_jump
 from robopolicy.deploy.inference import (
     ArtifactRunner,
     InferenceResult,
@@ -60,6 +60,8 @@ class RuntimeConfig:
     def __post_init__(self) -> None:
         if self.inference not in INFERENCE_MODES:
             raise ValueError(f"inference must be one of {INFERENCE_MODES}, got {self.inference!r}")
+        if self.blending not in (*RULES, INPAINT):
+            raise ValueError(f"blending must be one of {(*RULES, INPAINT)}, got {self.blending!r}")
         if isinstance(self.safety, Mapping):
             self.safety = SafetyLimits(**self.safety)
 
@@ -82,6 +84,7 @@ class RunStats:
     jumps: list[np.ndarray] = field(default_factory=list)  # |new - old| per action dim where a chunk takes over
     holds: dict[str, int] = field(default_factory=dict)  # ticks held, by the watchdog's reason
     skipped_ticks: int = 0
+    discarded: int = 0  # finished chunks not used because their observations had gone stale
     stopped: str = ""
 
     def summary(self) -> dict[str, Any]:
@@ -90,6 +93,7 @@ class RunStats:
         work = np.array([t["work"] for t in self.ticks]) if self.ticks else np.zeros(1)
         return {"ticks": len(self.ticks), "sent": self.sent, "dropped": self.dropped, "chunks": self.chunks,
                 "late_chunks": self.late_chunks, "missed_deadlines": self.missed_deadlines, "holds": self.holds,
+                "discarded": self.discarded,
                 "skipped_ticks": self.skipped_ticks,
                 "tick_jitter_ms": percentiles_ms(jitter), "tick_work_ms": percentiles_ms(work),
                 "inference_ms": percentiles_ms(inference),
@@ -167,38 +171,50 @@ class Runtime:
             t_ref = self.aligner.reference_time()
             if t_ref is not None:
                 return t_ref
-            self.estop.wait(self.dt / 4)
-        raise TimeoutError(f"no observation of every key within {timeout} s: the robot sends "
-                           f"{sorted(b for b, buf in self.aligner.buffers.items() if buf.newest is not None)}")
+            if self.estop.wait(self.dt / 4):
+                raise RuntimeError(f"emergency stop while waiting for observations: {self.estop.reason}")
+        missing = sorted(source for source, buffer in self.aligner.buffers.items() if buffer.newest is None)
+        raise TimeoutError(f"no observation of {missing} within {timeout} s: check that the robot sends them "
+                           "(and the sensors option that maps them to sensors)")
 
     def run(self, duration: float, until: Callable[[], bool] | None = None) -> RunStats:
-        """Control for `duration` seconds (or until `until()` or the emergency stop); returns the stats."""
+        """Control for `duration` seconds (or until `until()` or the emergency stop); returns the stats.
+
+        The robot holds when the run ends and stops when it fails (an inference error, say)."""
         stats, loop = RunStats(), _LoopState()
         if self.replan_steps is None:
             self.warm_up()
+        self._wait_for_observations(timeout=10.0)
         start = next_tick = self.robot.now()
-        while True:
-            now = self.robot.now()
-            if self.estop.triggered:
-                self.robot.stop()
-                stats.stopped = self.estop.reason
-                break
-            if now - start >= duration or (until is not None and until()):
-                break
-            sent, dropped = stats.sent, stats.dropped
-            t_ref = self._tick(now, loop, stats)
-            stats.ticks.append({"time": now - start, "jitter": now - next_tick, "work": self.robot.now() - now,
-                                "obs_time": (t_ref if t_ref is not None else math.nan) - start,
-                                "action_time": loop.take_sent_time() - start, "planned": loop.remaining(now),
-                                "obs_age": now - t_ref if t_ref is not None else math.nan, "held": float(loop.holding),
-                                "sent": stats.sent - sent, "dropped": stats.dropped - dropped})
-            next_tick += self.dt
-            behind = self.robot.now() - next_tick
-            if behind > self.dt:  # a blocking inference overran whole periods: skip them rather than rush
-                skipped = math.floor(behind / self.dt)
-                stats.skipped_ticks += skipped
-                next_tick += skipped * self.dt
-            self.estop.wait(max(0.0, next_tick - self.robot.now()))
+        try:
+            while not self.estop.triggered:
+                now = self.robot.now()
+                if now - start >= duration or (until is not None and until()):
+                    break
+                sent, dropped = stats.sent, stats.dropped
+                t_ref = self._tick(now, loop, stats)
+                stats.ticks.append({"time": now - start, "jitter": now - next_tick, "work": self.robot.now() - now,
+                                    "obs_time": (t_ref if t_ref is not None else math.nan) - start,
+                                    "action_time": loop.take_sent_time() - start, "planned": loop.remaining(now),
+                                    "obs_age": now - t_ref if t_ref is not None else math.nan,
+                                    "held": float(loop.holding), "sent": stats.sent - sent,
+                                    "dropped": stats.dropped - dropped})
+                next_tick += self.dt
+                behind = self.robot.now() - next_tick
+                if behind > self.dt:  # a blocking inference overran whole periods: skip them rather than rush
+                    skipped = math.floor(behind / self.dt)
+                    stats.skipped_ticks += skipped
+                    next_tick += skipped * self.dt
+                self.estop.wait(max(0.0, next_tick - self.robot.now()))
+        except BaseException as error:
+            self.robot.stop()
+            stats.stopped = f"error: {error!r}"
+            raise
+        if self.estop.triggered:
+            self.robot.stop()
+            stats.stopped = self.estop.reason
+        else:
+            self.robot.hold()
         stats.holds = dict(self.watchdog.holds)
         return stats
 
@@ -207,15 +223,19 @@ class Runtime:
         for reading in self.robot.poll():
             self.aligner.add(reading)
         t_ref = self.aligner.reference_time()
+        busy = self.worker.busy  # read before take(): a result that lands in between waits for the next tick
         result = self.worker.take()
         if result is not None:
-            self._apply(result, now, loop, stats, loop.deadline)
+            if self.watchdog.observations_fresh(now, t_ref):
+                self._apply(result, now, loop, stats, loop.deadline)
+            else:  # computed from observations that have since gone stale: never send it
+                stats.discarded += 1
         reason = self.watchdog.reason_to_hold(now, t_ref)
         if reason is not None and not loop.holding:
             self.robot.hold()
             self.blender.reset()
             loop.plan, loop.holding = None, True
-        can_infer = reason in (None, "missed_deadlines") and not self.worker.busy and t_ref > loop.last_t_obs
+        can_infer = reason in (None, "missed_deadlines") and not busy and t_ref > loop.last_t_obs
         if can_infer and loop.remaining(now + self.timing.actuation_latency) <= self.replan_steps:
             window = self.aligner.window(t_ref)
             plan = loop.plan
@@ -233,13 +253,16 @@ class Runtime:
     def _prefix(self, plan: ActionPlan | None, t_ref: float,
                 now: float) -> tuple[tuple[np.ndarray, np.ndarray] | None, float | None]:
         """((actions, mask) over the new chunk's rows, time of the last held row): the planned actions that
-        will have been sent by the time the new chunk lands, or (None, None) when there are none."""
+        will have been sent by the time the new chunk is applied, or (None, None) when there are none."""
         if plan is None or not len(plan):
             return None, None
         horizon = self.runner.artifact.noise_shape[0]
         times = t_ref + (np.arange(horizon) - self.timing.action_start + self.timing.n_latency_steps) * self.dt
         values, covered = plan.at(times)
-        lands = now + self.latency_estimate + self.timing.actuation_latency + self.timing.margin
+        wait = self.latency_estimate
+        if self.config.inference == "async":  # a finished chunk is picked up at the next tick
+            wait = math.ceil(wait / self.dt) * self.dt
+        lands = now + wait + self.timing.actuation_latency + self.timing.margin
         mask = covered & (times < lands)
         if not mask.any():
             return None, None
@@ -247,33 +270,46 @@ class Runtime:
 
     def _apply(self, result: InferenceResult, now: float, loop: _LoopState, stats: RunStats,
                deadline: float | None) -> None:
-        """Fold a finished chunk into the loop's plan, clamp it, and send what is still on time."""
+        """Blend a finished chunk into the loop's plan, check it, and send the actions still on time."""
         previous = loop.plan
-        loop.holding = False
         stats.chunks += 1
         stats.inference_s.append(result.finished - result.started)
         self.latency_estimate = float(np.percentile(stats.inference_s[-10:], 90))
         missed = deadline is not None and result.finished > deadline
         stats.missed_deadlines += int(missed)
         self.watchdog.deadline(missed)
+        if self.estop.triggered:
+            return
         new = chunk_plan(result.chunk, result.t_obs, self.timing, self.n_action_steps)
-        blended = self.blender.update(new, now)
-        held = result.held_until
-        jump = boundary_jump(previous, blended if held is None else blended.after(held))  # where the new chunk departs
-        if jump is not None:
-            stats.jumps.append(jump)
-        last = None
-        if previous is not None and len(previous.times[previous.times <= now]):
-            done = previous.times <= now
-            last = (float(previous.times[done][-1]), previous.values[done][-1])
-        safe = self.config.safety.clamp(blended, last)
-        actions, dropped = to_send(safe, now, self.timing)
-        stats.dropped += dropped
-        if not actions:  # the whole chunk is late: keep what is planned, or hold when nothing is
+        start = now + self.timing.actuation_latency + self.timing.margin  # the earliest time still sendable
+        stats.dropped += int((new.times < start).sum())
+        blended = self.blender.blend(new, start)
+        if not len(blended):  # the whole chunk is late: keep what is planned, or hold when nothing is
             stats.late_chunks += 1
             if previous is None or not len(previous.after(now)):
                 self.robot.hold()
+                loop.holding = True
             return
+        safe = self.config.safety.clamp(blended, *rate_reference(previous, blended.times[0]))
+        held = result.held_until
+        jump = boundary_jump(previous, safe if held is None else safe.after(held))  # where the new chunk departs
+        if jump is not None:
+            stats.jumps.append(jump)
+        actions, _ = to_send(safe, now, self.timing)
         self.robot.send(actions)
+        self.blender.commit(new, safe)
         stats.sent += len(actions)
-        loop.plan, loop.sent_time = safe, actions[0].time + self.timing.actuation_latency
+        loop.plan, loop.holding, loop.sent_time = safe, False, safe.times[0]
+
+
+def rate_reference(previous: ActionPlan | None,
+                   first: float) -> tuple[tuple[float, np.ndarray] | None, np.ndarray | None]:
+    """((time, action) of the last planned action before `first`, its velocity): where rate limits start."""
+    if previous is None:
+        return None, None
+    before = previous.times < first
+    if not before.any():
+        return None, None
+    times, values = previous.times[before], previous.values[before]
+    velocity = (values[-1] - values[-2]) / (times[-1] - times[-2]) if len(times) > 1 else None
+    return (float(times[-1]), values[-1]), velocity

@@ -46,10 +46,14 @@ class SafetyLimits:
 
     def __post_init__(self) -> None:  # boxes may come from YAML / CLI as mappings
         object.__setattr__(self, "boxes", tuple(Box(**b) if isinstance(b, Mapping) else b for b in self.boxes))
+        if not self.boxes and (self.max_velocity is not None or self.max_acceleration is not None):
+            raise ValueError("max_velocity and max_acceleration apply to the dims of the first box: give boxes too "
+                             "(e.g. safety.boxes=[{start: 0, stop: 3, low: [...], high: [...]}])")
 
     def clamp(self, plan: ActionPlan, last: tuple[float, np.ndarray] | None,
               last_velocity: np.ndarray | None = None) -> ActionPlan:
-        """The plan with every action inside the boxes and within the rate limits from `last` (time, action)."""
+        """The plan with every action inside the boxes and within the rate limits from `last` (time, action)
+        moving at `last_velocity` (full action vectors; None: from rest)."""
         values = np.array(plan.values, dtype=float, copy=True)
         for box in self.boxes:
             values[:, box.start : box.stop] = np.clip(values[:, box.start : box.stop], box.low, box.high)
@@ -62,7 +66,7 @@ class SafetyLimits:
         box = self.boxes[0]
         dims = slice(box.start, box.stop)
         previous_time, previous = last[0], np.asarray(last[1], dtype=float)[dims]
-        velocity = np.zeros_like(previous) if last_velocity is None else np.asarray(last_velocity, dtype=float)
+        velocity = np.zeros_like(previous) if last_velocity is None else np.asarray(last_velocity, dtype=float)[dims]
         for i, time in enumerate(times):
             step = max(time - previous_time, 1e-6)
             wanted = (values[i, dims] - previous) / step
@@ -86,6 +90,10 @@ class Watchdog:
     def deadline(self, missed: bool) -> None:
         """Record whether the latest inference met its deadline."""
         self.missed_in_a_row = self.missed_in_a_row + 1 if missed else 0
+
+    def observations_fresh(self, now: float, newest_capture: float | None) -> bool:
+        """Whether observations exist and are younger than max_obs_age (nothing is counted)."""
+        return newest_capture is not None and now - newest_capture <= self.limits.max_obs_age
 
     def reason_to_hold(self, now: float, newest_capture: float | None) -> str | None:
         """'no_observation', 'stale_observation', 'missed_deadlines' or None."""

@@ -93,9 +93,9 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
             runtime.reset()
             stats = runtime.run(max_seconds, until=lambda: robot.status["done"])
             robot.poll()
-            errors = np.array([applied - planned for applied, planned in robot.executed])
+            errors = np.abs([applied - planned for applied, planned in robot.executed])
             runs.append({"seed": seed, "success": bool(robot.status["is_success"]), "steps": robot.status["steps"],
-                         "executed_error_ms": {"p50": float(1000 * np.median(errors)) if len(errors) else None,
+                         "executed_abs_error_ms": {"p50": float(1000 * np.median(errors)) if len(errors) else None,
                                                "p99": float(1000 * np.percentile(errors, 99)) if len(errors) else None},
                          **stats.summary(), "ticks": stats.ticks})
             bar.set_postfix(success=f"{np.mean([r['success'] for r in runs]):.2f}")

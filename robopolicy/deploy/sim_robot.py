@@ -117,7 +117,11 @@ class SimRobot:
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_simulate, args=(config, child), daemon=True, name="sim-robot")
         self._process.start()
-        self._expect("ready", start_timeout)
+        try:
+            self._expect("ready", start_timeout)
+        except BaseException:
+            self.close()
+            raise
         self.status: dict[str, Any] = {"steps": 0, "is_success": False, "done": False}
         self.executed: list[tuple[float, float]] = []  # (applied, planned) per newly applied command
         self._readings: list[Reading] = []
@@ -169,10 +173,15 @@ class SimRobot:
 
     def close(self) -> None:
         if self._process.is_alive():
-            self._conn.send(("close",))
-            self._process.join(10.0)
+            try:
+                self._conn.send(("close",))
+                self._process.join(10.0)
+            except (BrokenPipeError, OSError):
+                pass  # the simulator is gone or going: terminate below
         if self._process.is_alive():
             self._process.terminate()
+            self._process.join(5.0)
+        self._conn.close()
 
     def __enter__(self) -> SimRobot:
         return self
