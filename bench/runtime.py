@@ -5,8 +5,10 @@ around a circle, each chunk continuing from the observed position, with a per-ch
 (sampling spread, 3 px) so that chunk boundaries show what blending does. The policy executes 8
 actions per call (0.8 s) of the 15 it predicts from now on; inference takes 50%, 80% and 120% of
 those 0.8 s, in sync mode (the next inference starts when the plan runs out) and async mode (it
-starts early, and the runtime may use the whole predicted chunk to cover the wait). Then the mean jump
-at chunk boundaries per blending rule (async, inference 50%). Every run is on the real
+starts early, and the runtime may use the whole predicted chunk to cover the wait). Then, per blending
+rule (async, inference 50%, replanning with 10 actions left so that chunks overlap), the mean jump where a chunk takes over: the largest step of the commanded
+position from the last old action through the first new ones (the circle itself steps about 7 px).
+Inpainting needs a real model (the stand-in would only copy the held rows): see examples/deploy_latency.sh. Every run is on the real
 Push-T simulator in its own process with 50 ms sensor and 50 ms actuation latency.
 Run: .venv/bin/python bench/runtime.py [--seconds 12]; prints one JSON object.
 """
@@ -16,10 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
+from robopolicy.deploy.artifact import ArtifactBase
 from robopolicy.deploy.runtime import Runtime, RuntimeConfig
 from robopolicy.deploy.sim_robot import SimRobot, SimRobotConfig
 
@@ -27,26 +29,25 @@ CONTROL_HZ = 10.0
 HORIZON, N_OBS, N_ACTION = 16, 2, 8
 CENTER, RADIUS, SPEED = np.array([256.0, 256.0]), 120.0, 0.6  # px, px, rad/s
 LATENCY, ACTUATION = {"arm": 0.05}, 0.05
+BLEND_REPLAN = 10  # replan with 1 s of actions left, so chunks overlap by about 0.5 s for blending
 
 
-class TimedCirclePolicy:
+class TimedCirclePolicy(ArtifactBase):
     """Artifact stand-in: (obs) -> chunk around a circle after sleeping a set time."""
 
-    takes_noise = False
-    noise_shape = (HORIZON, 2)
-
     def __init__(self, inference_s: float, offset_px: float, seed: int = 0):
+        super().__init__("<bench stand-in>", {
+            "policy": "stand-in", "control_hz": CONTROL_HZ, "horizon": HORIZON, "n_obs_steps": N_OBS,
+            "n_action_steps": N_ACTION, "action_start": N_OBS - 1, "latency": {"n_latency_steps": 0},
+            "output": {"shape": [HORIZON, 2]},
+            "inputs": [{"name": "agent_pos", "type": "low_dim", "source": "state", "dims": [0, 2],
+                        "shape": [N_OBS, 2], "step_offsets": [-1, 0]}]})
         self.inference_s, self.offset_px = inference_s, offset_px
         self.rng = np.random.default_rng(seed)
-        self.directory = Path("<bench>")
-        self.meta = {"control_hz": CONTROL_HZ, "horizon": HORIZON, "n_obs_steps": N_OBS, "n_action_steps": N_ACTION,
-                     "action_start": N_OBS - 1, "latency": {"n_latency_steps": 0},
-                     "inputs": [{"name": "agent_pos", "type": "low_dim", "source": "state", "dims": [0, 2],
-                                 "shape": [N_OBS, 2], "step_offsets": [-1, 0]}]}
 
-    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    def _execute(self, arrays: list[np.ndarray]) -> np.ndarray:
         start = time.perf_counter()
-        position = inputs["agent_pos"][0, -1]
+        position = arrays[0][0, -1]
         angle = np.arctan2(*(position - CENTER)[::-1])
         steps = np.arange(HORIZON) - (N_OBS - 1)
         angles = angle + SPEED * steps / CONTROL_HZ
@@ -56,14 +57,16 @@ class TimedCirclePolicy:
         return chunk[None].astype(np.float32)
 
 
-def measure(robot: SimRobot, seconds: float, inference_s: float, mode: str, blending: str = "replace") -> dict:
+def measure(robot: SimRobot, seconds: float, inference_s: float, mode: str, blending: str = "replace",
+            replan_steps: int | None = None) -> dict:
     policy = TimedCirclePolicy(inference_s, offset_px=3.0)
     config = RuntimeConfig(sensor_latency=LATENCY, actuation_latency=ACTUATION, inference=mode, blending=blending,
-                           n_action_steps=N_ACTION if mode == "sync" else None,
+                           n_action_steps=N_ACTION if mode == "sync" else None, replan_steps=replan_steps,
                            safety={"max_obs_age": 2.0, "max_missed": 10**6})
     robot.reset(0)
     runtime = Runtime(policy, robot, config)
-    runtime.warm_up(repeats=1, warmup=0)  # the stand-in's latency is exact: one call measures it
+    if replan_steps is None:
+        runtime.warm_up(repeats=1, warmup=0)  # the stand-in's latency is exact: one call measures it
     runtime.reset()
     stats = runtime.run(seconds)
     robot.poll()
@@ -90,7 +93,7 @@ def main() -> None:
     with SimRobot(sim) as robot:
         deadlines = [measure(robot, args.seconds, fraction * chunk_s, mode)
                      for fraction in (0.5, 0.8, 1.2) for mode in ("sync", "async")]
-        blending = [measure(robot, args.seconds, 0.5 * chunk_s, "async", rule)
+        blending = [measure(robot, args.seconds, 0.5 * chunk_s, "async", rule, replan_steps=BLEND_REPLAN)
                     for rule in ("replace", "crossfade", "ensemble")]
     print(json.dumps({"control_hz": CONTROL_HZ, "chunk_s": chunk_s, "seconds_per_run": args.seconds,
                       "latency_s": {"sensor": LATENCY["arm"], "actuation": ACTUATION},

@@ -4,7 +4,7 @@
 # off and sync vs async inference, then the blending rules (async, matched), 24 seeds each.
 # Usage: examples/deploy_latency.sh [CHECKPOINT]  (default: the quickstart's Lift low-dim policy)
 # Writes runs/deploy_latency/<setting>/{results.json,run_log.zarr}; prints one JSON line per setting
-# (jump_mm_per_axis: mean |new - old| of the commanded grip position where a new chunk takes over).
+# (jump_mm_per_axis: mean over chunk switches of the largest step of the commanded grip position, per axis).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 checkpoint="${1:-runs/quickstart/train/checkpoints/last}"

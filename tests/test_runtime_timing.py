@@ -133,7 +133,8 @@ def test_crossfade_ramps_over_the_actions_that_can_still_be_sent():
         plan = adopt(blender, new, start=0.25)  # rows before 0.25 can no longer be sent
         assert plan.times[0] == 0.25
         jumps[rule] = boundary_jump(old, plan)
-    assert jumps["replace"][0] == pytest.approx(0.5) and jumps["crossfade"][0] == pytest.approx(0.5 / 7)
+    # steps of the ramp are 0.125; replace adds the whole 0.5 offset to one step, crossfade 1/7 of it to each
+    assert jumps["replace"][0] == pytest.approx(0.625) and jumps["crossfade"][0] == pytest.approx(0.125 + 0.5 / 7)
     late = ChunkBlender("ensemble")
     late.blend(new, start=0.0)  # proposed but never sent: not kept
     assert late.plan is None and not late.chunks

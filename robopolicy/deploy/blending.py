@@ -70,11 +70,13 @@ class ChunkBlender:
         return ActionPlan(times, total / weight_sum[:, None])
 
 
-def boundary_jump(old: ActionPlan | None, new: ActionPlan) -> np.ndarray | None:
-    """|new - old| per action dim (Da,) at the new plan's first time, where the old plan covers it."""
-    if old is None or not len(old) or not len(new):
+def boundary_jump(old: ActionPlan | None, new: ActionPlan, rows: int = 4) -> np.ndarray | None:
+    """Largest step |a[i+1] - a[i]| per action dim (Da,) across a switch of plans: from the old plan's last
+    action before the new plan starts through the new plan's first `rows` actions (None without both)."""
+    if old is None or not len(new):
         return None
-    values, covered = old.at(new.times[:1])
-    if not covered[0]:
+    before = old.times < new.times[0]
+    if not before.any():
         return None
-    return np.abs(new.values[0] - values[0])
+    sequence = np.concatenate([old.values[before][-1:], new.values[:rows]])
+    return np.abs(np.diff(sequence, axis=0)).max(axis=0)

@@ -81,7 +81,7 @@ class RunStats:
     chunks: int = 0
     missed_deadlines: int = 0
     inference_s: list[float] = field(default_factory=list)
-    jumps: list[np.ndarray] = field(default_factory=list)  # |new - old| per action dim where a chunk takes over
+    jumps: list[np.ndarray] = field(default_factory=list)  # per action dim, the largest step where a chunk takes over
     holds: dict[str, int] = field(default_factory=dict)  # ticks held, by the watchdog's reason
     skipped_ticks: int = 0
     discarded: int = 0  # finished chunks not used because their observations had gone stale
@@ -292,7 +292,7 @@ class Runtime:
             return
         safe = self.config.safety.clamp(blended, *rate_reference(previous, blended.times[0]))
         held = result.held_until
-        jump = boundary_jump(previous, safe if held is None else safe.after(held))  # where the new chunk departs
+        jump = boundary_jump(previous, safe if held is None else safe.after(held))  # held rows are the old plan
         if jump is not None:
             stats.jumps.append(jump)
         actions, _ = to_send(safe, now, self.timing)
