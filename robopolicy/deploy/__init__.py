@@ -1,1 +1,2 @@
-"""Export and the real-time runtime; imports nothing from training or policies."""
+"""Export (`export.py`, which runs where the checkpoint is and uses the policy code) and the real-time
+runtime (everything else), which imports nothing from training or policies, and no torch for remote inference."""
