@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A Lift policy on the simulated arm with real latency: 150 ms on the camera (the object pose a
 # perception system would give) and 100 ms actuation, 5 ms jitter, 20 Hz. Latency matching on vs
-# off and sync vs async inference, then the blending rules (async, matched), 24 seeds each.
+# off and sync vs async inference, then the blending rules (async, matched), then, unmatched, 400 ms
+# camera and 300 ms actuation latency; 24 seeds each.
 # Usage: examples/deploy_latency.sh [CHECKPOINT]  (default: the quickstart's Lift low-dim policy)
 # Writes runs/deploy_latency/<setting>/{results.json,run_log.zarr}; prints one JSON line per setting
 # (jump_mm_per_axis: mean over chunk switches of the largest step of the commanded grip position, per axis).
@@ -30,3 +31,6 @@ done
 for blending in crossfade ensemble inpaint; do
   run "blend_${blending}" blending=$blending
 done
+# 400 ms camera and 300 ms actuation latency: this policy's chunks reach 750 ms ahead, less than
+# latency plus inference, so with matching on the runtime refuses to start (naming the fix); off, it runs.
+run stress_match_false latency.camera=0.4 actuation_latency=0.3 match_latency=false

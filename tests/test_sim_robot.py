@@ -142,3 +142,10 @@ def test_inpainting_holds_the_actions_sent_before_the_new_chunk_lands(artifact, 
     robot.reset(3)
     stats = runtime.run(2.0)
     assert stats.chunks >= 3 and stats.sent > 0 and stats.jumps
+
+
+def test_a_latency_no_chunk_can_cover_is_refused_with_the_fix(artifact, robot):
+    robot.reset(4)
+    runtime = Runtime(artifact, robot, RuntimeConfig(sensor_latency={"camera": 0.8}, actuation_latency=ACTUATION))
+    with pytest.raises(ValueError, match="no action can be on time.*n_latency_steps >= "):
+        runtime.warm_up()

@@ -162,6 +162,21 @@ class Runtime:
                 self.n_action_steps - 1, math.ceil(slow / self.dt) + 1)
         log.info("inference %.0f ms (slowest of %d), control period %.0f ms: %s inference, replan with %d actions left",
                  1000 * slow, len(durations), 1000 * self.dt, self.config.inference, self.replan_steps)
+        self._check_reach(slow)
+
+    def _check_reach(self, inference_s: float) -> None:
+        """Refuse a setting in which no action of any chunk can be on time (the robot would only hold)."""
+        sensor = max(self.aligner.sensor_latency.values(), default=0.0)
+        needed = sensor + inference_s + self.timing.actuation_latency + self.timing.margin
+        reach = (self.n_action_steps - 1 + self.timing.n_latency_steps) * self.dt
+        if needed >= reach:
+            raise ValueError(
+                f"no action can be on time: observations are {1000 * sensor:.0f} ms old, inference takes "
+                f"{1000 * inference_s:.0f} ms and actuation {1000 * self.timing.actuation_latency:.0f} ms, "
+                f"{1000 * needed:.0f} ms in all, but a chunk reaches only {1000 * reach:.0f} ms past its "
+                f"observation. Train with task.dataset.n_latency_steps >= "
+                f"{math.ceil(needed / self.dt) - self.n_action_steps + 1} (actions that far ahead), predict a "
+                "longer horizon, or reduce the latency")
 
     def _wait_for_observations(self, timeout: float) -> float:
         deadline = self.robot.now() + timeout
