@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Installs what robopolicy needs on a Debian 12 machine as root: system packages, a venv
-# in .venv made from Debian's python3 (the interpreter that rospy lives in), and the
-# package with all extras. Safe to run again: each step is skipped when already done.
+# Installs what robopolicy needs on a Debian 12 machine as root: system packages (ROS 1 from
+# Debian among them), a venv in .venv made from Debian's python3 with its system packages
+# visible (so rospy and the message packages import next to pip's torch), and the package with
+# all extras. Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-dev build-essential git
-              libusb-1.0-0 libegl1 libgl1 libosmesa6 libglib2.0-0)
+              libusb-1.0-0 libegl1 libgl1 libosmesa6 libglib2.0-0
+              python3-rospy python3-rosmaster python3-roslaunch rosout python3-sensor-msgs
+              python3-trajectory-msgs python3-geometry-msgs python3-rosbag)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -19,7 +22,10 @@ fi
 
 if [ ! -x .venv/bin/python ]; then
   echo "[setup] creating .venv from /usr/bin/python3" >&2
-  /usr/bin/python3 -m venv .venv
+  /usr/bin/python3 -m venv --system-site-packages .venv
+elif grep -q "include-system-site-packages = false" .venv/pyvenv.cfg; then
+  echo "[setup] letting .venv see Debian's packages (rospy)" >&2
+  sed -i "s/include-system-site-packages = false/include-system-site-packages = true/" .venv/pyvenv.cfg
 fi
 
 stamp=.venv/.robopolicy-installed

@@ -1,0 +1,96 @@
+"""ROS message conversion both ways, with ROS 1's real message classes (Debian's packages)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rospy", reason="ROS 1 from Debian is not installed (bash scripts/setup.sh installs it)")
+
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from PIL import Image as PILImage  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image, JointState, PointCloud2, PointField  # noqa: E402
+
+from robopolicy.deploy.ros.convert import (  # noqa: E402
+    array_to_image,
+    compressed_image_to_array,
+    image_to_array,
+    joint_state,
+    joint_state_to_array,
+    joint_trajectory,
+    point_cloud_to_array,
+    pose_to_array,
+    stamp_seconds,
+    trajectory_to_arrays,
+)
+from robopolicy.deploy.ros.ros1 import ros1_types  # noqa: E402
+
+TYPES = ros1_types()
+
+
+def test_images_round_trip_and_bgr_mono_depth_are_read_as_rgb_and_metres():
+    rgb = np.random.default_rng(0).integers(0, 255, (4, 5, 3), dtype=np.uint8)
+    msg = array_to_image(TYPES, rgb, stamp=12.25, frame_id="agentview")
+    assert isinstance(msg, Image) and msg.encoding == "rgb8" and stamp_seconds(msg.header.stamp) == 12.25
+    np.testing.assert_array_equal(image_to_array(msg), rgb)
+    bgr = Image(height=4, width=5, encoding="bgr8", step=16, data=np.pad(rgb[..., ::-1].reshape(4, 15),
+                                                                        ((0, 0), (0, 1))).tobytes())
+    np.testing.assert_array_equal(image_to_array(bgr), rgb)  # rows padded to a 16-byte step
+    mono = Image(height=4, width=5, encoding="mono8", step=5, data=rgb[..., 0].tobytes())
+    np.testing.assert_array_equal(image_to_array(mono), np.repeat(rgb[..., :1], 3, axis=2))
+    millimetres = np.array([[1000, 250], [0, 65535]], dtype=">u2")
+    depth = Image(height=2, width=2, encoding="16UC1", is_bigendian=1, step=4, data=millimetres.tobytes())
+    np.testing.assert_allclose(image_to_array(depth), [[1.0, 0.25], [0.0, 65.535]])
+    metres = array_to_image(TYPES, np.array([[0.5, 1.5]], np.float32), stamp=0.0)
+    assert metres.encoding == "32FC1" and image_to_array(metres).tolist() == [[0.5, 1.5]]
+    with pytest.raises(ValueError, match="yuv422"):
+        image_to_array(Image(encoding="yuv422"))
+
+
+def test_compressed_images_decode_to_rgb():
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[:, :4] = [255, 0, 0]
+    buffer = io.BytesIO()
+    PILImage.fromarray(rgb).save(buffer, format="PNG")
+    msg = CompressedImage(format="png", data=buffer.getvalue())
+    np.testing.assert_array_equal(compressed_image_to_array(msg), rgb)
+
+
+def test_joint_states_follow_the_configured_joint_order():
+    msg = joint_state(TYPES, ["elbow", "shoulder", "wrist"], np.array([0.5, -1.0, 2.0]), stamp=3.0)
+    assert isinstance(msg, JointState)
+    assert joint_state_to_array(msg, ["shoulder", "elbow"]).tolist() == [-1.0, 0.5]
+    with pytest.raises(KeyError, match="gripper"):
+        joint_state_to_array(msg, ["gripper"])
+
+
+def test_pose_stamped_gives_position_and_xyzw_quaternion():
+    msg = PoseStamped()
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = 0.1, 0.2, 0.3
+    msg.pose.orientation.z, msg.pose.orientation.w = np.sin(0.25), np.cos(0.25)
+    np.testing.assert_allclose(pose_to_array(msg), [0.1, 0.2, 0.3, 0, 0, np.sin(0.25), np.cos(0.25)], rtol=1e-6)
+
+
+def test_point_clouds_read_xyz_and_drop_invalid_points():
+    points = np.array([(1.0, 2.0, 3.0, 7), (np.nan, 0.0, 0.0, 8), (4.0, 5.0, 6.0, 9)],
+                      dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")])
+    fields = [PointField(name=n, offset=4 * i, datatype=7 if n != "rgb" else 6, count=1)
+              for i, n in enumerate(["x", "y", "z", "rgb"])]
+    msg = PointCloud2(height=1, width=3, fields=fields, is_bigendian=False, point_step=16, row_step=48,
+                      data=points.tobytes(), is_dense=False)
+    np.testing.assert_array_equal(point_cloud_to_array(msg), [[1, 2, 3], [4, 5, 6]])
+    with pytest.raises(KeyError, match="normal_x"):
+        point_cloud_to_array(msg, ("x", "normal_x"))
+
+
+def test_trajectories_carry_the_runtimes_execution_times():
+    times = 100.0 + np.array([0.0, 0.05, 0.1])
+    positions = np.arange(6, dtype=float).reshape(3, 2)
+    msg = joint_trajectory(TYPES, ["a", "b"], times, positions)
+    assert stamp_seconds(msg.header.stamp) == 100.0 and msg.joint_names == ["a", "b"]
+    assert [stamp_seconds(p.time_from_start) for p in msg.points] == pytest.approx([0.0, 0.05, 0.1], abs=2e-9)
+    back_times, back_positions = trajectory_to_arrays(msg)
+    np.testing.assert_allclose(back_times, times)
+    np.testing.assert_array_equal(back_positions, positions)
