@@ -48,7 +48,7 @@ class RuntimeConfig:
     match_latency: bool = True  # compensate the latencies above; False treats them as zero
     inference: str = "async"
     blending: str = "replace"  # replace | crossfade | ensemble | inpaint
-    ensemble_coeff: float = 0.01
+    ensemble_coeff: float | None = None  # temporal ensembling's weight decay (default: the policy's, else 0.01)
     n_action_steps: int | None = None  # actions used per chunk (default: every predicted one from now on, since
     # latency makes the first ones late and replanning, not this cap, decides how many run)
     replan_steps: int | None = None  # async: infer when this many planned actions remain (default: from latency)
@@ -139,7 +139,8 @@ class Runtime:
         if self.inpaint and not artifact.takes_prefix:
             raise ValueError(f"blending=inpaint needs a diffusion or flow artifact; {artifact.directory} is a "
                              f"{meta['policy']} (use replace, crossfade or ensemble)")
-        self.blender = ChunkBlender("replace" if self.inpaint else config.blending, config.ensemble_coeff)
+        coeff = config.ensemble_coeff if config.ensemble_coeff is not None else meta.get("temporal_ensemble_coeff")
+        self.blender = ChunkBlender("replace" if self.inpaint else config.blending, 0.01 if coeff is None else coeff)
         self.latency_estimate = 0.0
         self.watchdog = Watchdog(config.safety)
         self.worker = InferenceWorker(self.runner, robot.now)
