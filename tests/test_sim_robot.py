@@ -122,6 +122,7 @@ def test_deploy_cli_runs_episodes_and_writes_results_and_a_run_log(artifact, tmp
     printed = json.loads(capsys.readouterr().out)
     results = json.loads((out / "results.json").read_text())
     assert printed["success_rate"] == results["success_rate"] and [r["seed"] for r in results["runs"]] == [5, 6]
+    assert results["completed"] == 2  # results.json is rewritten after every episode
     assert all(r["steps"] == 30 for r in results["runs"] if not r["success"])
     assert results["settings"]["sim"]["latency"] == {"camera": 0.15}
     log = EpisodeStore.open(out / "run_log.zarr")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -44,21 +45,39 @@ def default_sensors(artifact: ArtifactBase) -> dict[str, list[str]]:
     return {"camera": sorted({s["source"] for s in artifact.obs_inputs if s["type"] in CAMERA_TYPES})}
 
 
-def write_run_log(path: Path, runs: list[dict[str, Any]], attrs: dict[str, Any]) -> None:
-    """One episode per run: the per-tick arrays, stamped with the tick times."""
-    from robopolicy.datasets.store import EpisodeStore
+class RunLog:
+    """The run log store, one episode per run appended as soon as the run ends (a crash keeps the runs before)."""
 
-    store = EpisodeStore.create(path, overwrite=True, attrs=attrs)
-    for run in runs:
-        ticks = run.pop("ticks")
-        if not ticks:
-            continue
-        data = {key: np.array([t[key] for t in ticks], dtype=np.float64) for key in TICK_KEYS}
-        store.append_episode(data, timestamps={key: data["time"] for key in TICK_KEYS})
+    def __init__(self, path: Path, attrs: dict[str, Any]):
+        from robopolicy.datasets.store import EpisodeStore
+
+        self.store = EpisodeStore.create(path, overwrite=True, attrs=attrs)
+
+    def append(self, ticks: list[dict[str, float]]) -> None:
+        """The per-tick arrays of one run, stamped with the tick times."""
+        if ticks:
+            data = {key: np.array([t[key] for t in ticks], dtype=np.float64) for key in TICK_KEYS}
+            self.store.append_episode(data, timestamps={key: data["time"] for key in TICK_KEYS})
+
+
+def run_episode(robot: SimRobot, runtime: Runtime, seed: int, max_seconds: float) -> tuple[dict[str, Any], list]:
+    """One episode from `seed`: (its results, its per-tick log)."""
+    robot.reset(seed)
+    runtime.reset()
+    stats = runtime.run(max_seconds, until=lambda: robot.status["done"])
+    robot.poll()
+    errors = np.abs([applied - planned for applied, planned in robot.executed])
+    timing = ({"p50": float(1000 * np.median(errors)), "p99": float(1000 * np.percentile(errors, 99))}
+              if len(errors) else None)
+    return {"seed": seed, "success": bool(robot.status["is_success"]), "steps": robot.status["steps"],
+            "executed_abs_error_ms": timing, **stats.summary()}, stats.ticks
 
 
 def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Run the artifact on the robot the options name; returns the results written to results.json."""
+    """Run the artifact on the robot the options name; returns the results written to results.json.
+
+    results.json is rewritten and the run log appended after every episode, so a run that dies
+    keeps what it measured."""
     from robopolicy.envs.report import wilson_interval
 
     options = parse_overrides(overrides)
@@ -81,33 +100,32 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
     root = Path(artifact_dir) / "deploy" if local else Path("runs") / "deploy"
     out = Path(session.get("out") or root / time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
-    runs = []
+    results: dict[str, Any] = {"artifact": str(artifact_dir), "episodes": episodes, "run_log": str(out / "run_log.zarr")}
+    runs: list[dict[str, Any]] = []
     with SimRobot(sim) as robot:
         runtime = Runtime(artifact, robot, config)
         robot.reset(seed_start)
         runtime.warm_up()
-        max_seconds = float(session.get("max_seconds", 3600.0))
+        results["settings"] = {"sim": asdict(sim), "runtime": asdict(config), "replan_steps": runtime.replan_steps}
+        run_log = RunLog(out / "run_log.zarr", {"artifact": str(artifact_dir), "settings": results["settings"]})
         bar = progress(range(seed_start, seed_start + episodes), desc="deploy sim", total=episodes)
         for seed in bar:
-            robot.reset(seed)
-            runtime.reset()
-            stats = runtime.run(max_seconds, until=lambda: robot.status["done"])
-            robot.poll()
-            errors = np.abs([applied - planned for applied, planned in robot.executed])
-            runs.append({"seed": seed, "success": bool(robot.status["is_success"]), "steps": robot.status["steps"],
-                         "executed_abs_error_ms": {"p50": float(1000 * np.median(errors)) if len(errors) else None,
-                                               "p99": float(1000 * np.percentile(errors, 99)) if len(errors) else None},
-                         **stats.summary(), "ticks": stats.ticks})
-            bar.set_postfix(success=f"{np.mean([r['success'] for r in runs]):.2f}")
-    settings = {"sim": asdict(sim), "runtime": asdict(config), "replan_steps": runtime.replan_steps}
-    write_run_log(out / "run_log.zarr", runs, {"artifact": str(artifact_dir), "settings": settings})
-    successes = sum(r["success"] for r in runs)
-    results = {"artifact": str(artifact_dir), "episodes": episodes, "success_rate": successes / episodes,
-               "success_rate_ci95": list(wilson_interval(successes, episodes)), "settings": settings,
-               "runs": runs, "run_log": str(out / "run_log.zarr")}
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+            run, ticks = run_episode(robot, runtime, seed, float(session.get("max_seconds", 3600.0)))
+            runs.append(run)
+            run_log.append(ticks)
+            successes = sum(r["success"] for r in runs)
+            results.update(success_rate=successes / len(runs), completed=len(runs),
+                           success_rate_ci95=list(wilson_interval(successes, len(runs))), runs=runs)
+            write_json_atomic(out / "results.json", results)
+            bar.set_postfix(success=f"{successes / len(runs):.2f}")
     log.info("deploy: success %d/%d; results in %s", successes, episodes, out / "results.json")
     return {**results, "results": str(out / "results.json")}
+
+
+def write_json_atomic(path: Path, content: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(content, indent=2, default=str))
+    os.replace(tmp, path)
 
 
 ROBOSUITE_CALIBRATION = {"position_key": "robot0_eef_pos", "action_keys": ["robot0_eef_pos", "robot0_eef_rot6d"],
