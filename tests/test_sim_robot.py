@@ -60,7 +60,8 @@ def test_executed_action_times_match_the_plan_under_injected_latency(artifact, r
     # the simulator steps on its own 50 ms grid: a command takes effect at the step nearest its time
     assert np.abs(errors).max() < runtime.dt and np.percentile(np.abs(errors), 90) <= runtime.dt / 2 + 0.01
     ages = np.array([t["obs_age"] for t in stats.ticks[5:]])
-    assert np.nanmin(ages) >= LATENCY["camera"]  # obs times are capture times, not receive times
+    # obs times are capture times, not receive times (a reading may land a moment after the tick's clock read)
+    assert np.nanmin(ages) >= LATENCY["camera"] - 0.005
 
 
 def test_without_latency_matching_observations_look_fresh(artifact, robot):
