@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from robopolicy.deploy.artifact import ArtifactBase
-from robopolicy.deploy.runtime import Runtime, RuntimeConfig
+from robopolicy.deploy.runtime import Runtime, RuntimeConfig, percentiles_ms
 from robopolicy.deploy.sim_robot import SimRobot, SimRobotConfig
 
 CONTROL_HZ = 10.0
@@ -70,16 +70,13 @@ def measure(robot: SimRobot, seconds: float, inference_s: float, mode: str, blen
     runtime.reset()
     stats = runtime.run(seconds)
     robot.poll()
-    errors = np.abs([applied - planned for applied, planned in robot.executed])
-    work = np.array([t["work"] for t in stats.ticks])
+    errors = robot.executed_errors()
     summary = stats.summary()
     return {"inference_ms": round(1000 * inference_s), "mode": mode, "blending": blending,
             "replan_steps": runtime.replan_steps, "chunks": stats.chunks, "missed_deadlines": stats.missed_deadlines,
             "late_chunks": stats.late_chunks, "dropped": stats.dropped, "held_ticks": sum(stats.holds.values()),
-            "tick_overhead_ms": {"p50": round(1000 * float(np.median(work)), 3),
-                                 "p99": round(1000 * float(np.percentile(work, 99)), 3)},
-            "executed_abs_error_ms": {"p50": round(1000 * float(np.median(errors)), 1),
-                                  "p99": round(1000 * float(np.percentile(errors, 99)), 1)} if len(errors) else None,
+            "tick_overhead_ms": {k: round(v, 3) for k, v in summary["tick_work_ms"].items()},
+            "executed_abs_error_ms": {k: round(v, 1) for k, v in percentiles_ms(errors).items()} if len(errors) else None,
             "mean_jump_px": round(float(np.mean(np.linalg.norm(stats.jumps, axis=1))), 3) if stats.jumps else None}
 
 

@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("options", nargs="*",
                         help="robot=sim episodes=20 seed_start=100000 latency.camera=0.15 actuation_latency=0.1 "
                              "jitter=0.005 sensors.camera=[object] match_latency=true inference=async|sync "
-                             "blending=replace|crossfade|ensemble safety.max_obs_age=0.5 env.<key>=value out=DIR")
+                             "blending=replace|crossfade|ensemble|inpaint safety.max_obs_age=0.5 env.<key>=value out=DIR")
     deploy.set_defaults(func=cmd_deploy)
 
     serving = commands.add_parser("serve", help="answer inference requests for an artifact over the network")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -13,18 +12,13 @@ import pytest
 from robopolicy.deploy.artifact import load_artifact
 from robopolicy.deploy.export import export_checkpoint
 from robopolicy.training.run import train
+from tests.network import free_port
 
 TINY = ["task=pusht_keypoint", "policy.settings.backbone.unet.down_dims=[16,32,64]",
         "policy.settings.backbone.unet.step_embed_dim=16", "training.batch_size=8", "training.num_workers=0",
         "training.max_steps=2", "training.val_every=2", "training.checkpoint_every=2", "training.val_batches=1",
         "training.action_error_windows=4", "optim.warmup_steps=1", "task.dataset.max_train_episodes=4",
         "logging.tensorboard=false"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from robopolicy.training.checkpoint import FILES, load_policy, read_meta
 from robopolicy.training.config import CONFIG_DIR, RunConfig, compose_config
 from robopolicy.training.run import train
 from robopolicy.training.trainer import Trainer
+from tests.network import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["policy.settings.backbone.unet.down_dims=[16,32,64]", "policy.settings.backbone.unet.step_embed_dim=16",
@@ -32,12 +32,6 @@ TINY = ["policy.settings.backbone.unet.down_dims=[16,32,64]", "policy.settings.b
 def tiny_config(tmp_path: Path, pusht_path: Path, *extra: str) -> RunConfig:
     overrides = [*TINY, f"run_dir={tmp_path / 'run'}", f"task.dataset.path={pusht_path}", *extra]
     return RunConfig.from_dict(compose_config(overrides))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def weights_of(checkpoint: Path, file: str) -> dict[str, torch.Tensor]:

@@ -14,9 +14,7 @@ action sent, observation age, planned/sent/dropped counts, holds) and results.js
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -25,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from robopolicy.atomic import write_json_atomic
 from robopolicy.deploy.artifact import ArtifactBase
 from robopolicy.deploy.calibrate import CalibrationSettings, calibrate_actuation
 from robopolicy.deploy.remote import SCHEME, open_artifact
-from robopolicy.deploy.runtime import Runtime, RuntimeConfig
+from robopolicy.deploy.runtime import Runtime, RuntimeConfig, percentiles_ms
 from robopolicy.deploy.sim_robot import SimRobot, SimRobotConfig
 from robopolicy.progress import progress
 from robopolicy.settings import build_settings, parse_overrides
@@ -66,9 +65,8 @@ def run_episode(robot: SimRobot, runtime: Runtime, seed: int, max_seconds: float
     runtime.reset()
     stats = runtime.run(max_seconds, until=lambda: robot.status["done"])
     robot.poll()
-    errors = np.abs([applied - planned for applied, planned in robot.executed])
-    timing = ({"p50": float(1000 * np.median(errors)), "p99": float(1000 * np.percentile(errors, 99))}
-              if len(errors) else None)
+    errors = robot.executed_errors()
+    timing = percentiles_ms(errors) if len(errors) else None
     return {"seed": seed, "success": bool(robot.status["is_success"]), "steps": robot.status["steps"],
             "executed_abs_error_ms": timing, **stats.summary()}, stats.ticks
 
@@ -120,12 +118,6 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
             bar.set_postfix(success=f"{successes / len(runs):.2f}")
     log.info("deploy: success %d/%d; results in %s", successes, episodes, out / "results.json")
     return {**results, "results": str(out / "results.json")}
-
-
-def write_json_atomic(path: Path, content: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 ROBOSUITE_CALIBRATION = {"position_key": "robot0_eef_pos", "action_keys": ["robot0_eef_pos", "robot0_eef_rot6d"],

@@ -146,6 +146,10 @@ class SimRobot:
             if message[1]["planned"] is not None:
                 self.executed.append((message[1]["applied"], message[1]["planned"]))
 
+    def executed_errors(self) -> np.ndarray:
+        """|applied - planned| in seconds for every command applied this episode (call poll() first)."""
+        return np.abs([applied - planned for applied, planned in self.executed])
+
     def reset(self, seed: int) -> None:
         """Start an episode from `seed`; readings and statuses of the last one are dropped."""
         self._conn.send(("reset", int(seed)))

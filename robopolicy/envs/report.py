@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from robopolicy.atomic import write_json_atomic
 from robopolicy.envs.runner import Rollouts
 
 Z95 = 1.959964
@@ -91,7 +90,5 @@ def write_report(summary: dict[str, Any], out_dir: Path, title: str) -> dict[str
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "eval.json"
     summary = {**summary, "plot": str(plot_per_seed(summary, out_dir / "per_seed.png", title)), "eval_json": str(path)}
-    partial = path.with_name(".eval.json.partial")
-    partial.write_text(json.dumps(summary, indent=2))
-    os.replace(partial, path)
+    write_json_atomic(path, summary)
     return summary

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import robopolicy
+from robopolicy.atomic import write_json_atomic
 from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.policies.base import Policy
 from robopolicy.policies.registry import make_policy
@@ -143,9 +144,7 @@ class CheckpointManager:
         return json.loads(self.index_path.read_text()) if self.index_path.is_file() else []
 
     def _write_index(self, entries: list[dict[str, Any]]) -> None:
-        tmp = self.root / f".index-{os.getpid()}.json"
-        tmp.write_text(json.dumps(entries, indent=2))
-        os.replace(tmp, self.index_path)
+        write_json_atomic(self.index_path, entries)
 
     def best(self) -> list[str]:
         """Names of the top-k checkpoints by the monitored metric, best first."""
