@@ -5,7 +5,8 @@ around a circle, each chunk continuing from the observed position, with a per-ch
 (sampling spread, 3 px) so that chunk boundaries show what blending does. The policy executes 8
 actions per call (0.8 s) of the 15 it predicts from now on; inference takes 50%, 80% and 120% of
 those 0.8 s, in sync mode (the next inference starts when the plan runs out) and async mode (it
-starts early, and the runtime may use the whole predicted chunk to cover the wait). Then, per blending
+starts early, and the runtime may use the whole predicted chunk to cover the wait). A setting in
+which no action can be on time is refused by the runtime, and reported as such. Then, per blending
 rule (async, inference 50%, replanning with 10 actions left so that chunks overlap), the mean jump where a chunk takes over: the largest step of the commanded
 position from the last old action through the first new ones (the circle itself steps about 7 px).
 Inpainting needs a real model (the stand-in would only copy the held rows): see examples/deploy_latency.sh. Every run is on the real
@@ -65,15 +66,18 @@ def measure(robot: SimRobot, seconds: float, inference_s: float, mode: str, blen
                            safety={"max_obs_age": 2.0, "max_missed": 10**6})
     robot.reset(0)
     runtime = Runtime(policy, robot, config)
+    setting = {"inference_ms": round(1000 * inference_s), "mode": mode, "blending": blending}
     if replan_steps is None:
-        runtime.warm_up(repeats=1, warmup=0)  # the stand-in's latency is exact: one call measures it
+        try:
+            runtime.warm_up(repeats=1, warmup=0)  # the stand-in's latency is exact: one call measures it
+        except ValueError as refusal:  # no action of any chunk could be on time: the runtime will not start
+            return {**setting, "refused": str(refusal)}
     runtime.reset()
     stats = runtime.run(seconds)
     robot.poll()
     errors = robot.executed_errors()
     summary = stats.summary()
-    return {"inference_ms": round(1000 * inference_s), "mode": mode, "blending": blending,
-            "replan_steps": runtime.replan_steps, "chunks": stats.chunks, "missed_deadlines": stats.missed_deadlines,
+    return {**setting, "replan_steps": runtime.replan_steps, "chunks": stats.chunks, "missed_deadlines": stats.missed_deadlines,
             "late_chunks": stats.late_chunks, "dropped": stats.dropped, "held_ticks": sum(stats.holds.values()),
             "tick_overhead_ms": {k: round(v, 3) for k, v in summary["tick_work_ms"].items()},
             "executed_abs_error_ms": {k: round(v, 1) for k, v in percentiles_ms(errors).items()} if len(errors) else None,
