@@ -80,9 +80,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if args.artifact == "calibrate":
         print(json.dumps(calibrate(args.options), indent=2))
         return 0
+    if args.artifact == "sim-driver":
+        from robopolicy.deploy.ros.sim_driver import run_sim_driver
+
+        results = run_sim_driver(args.options)
+        print(json.dumps({k: results[k] for k in ("success_rate", "success_rate_ci95", "results") if k in results},
+                         indent=2))
+        return 0
     results = deploy(args.artifact, args.options)
     print(json.dumps({k: results[k] for k in ("artifact", "episodes", "success_rate", "success_rate_ci95",
-                                              "results", "run_log")}, indent=2))
+                                              "results", "run_log") if k in results}, indent=2))
     return 0
 
 
@@ -164,13 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "control_hz=HZ use_ema=true overwrite=false")
     export.set_defaults(func=cmd_export)
 
-    deploy = commands.add_parser("deploy", help="run an exported artifact on a robot (robot=sim: the simulated arm)")
-    deploy.add_argument("artifact", help="artifact directory written by `robopolicy export`, or `calibrate` to "
-                                         "estimate a robot's actuation latency (env.name=... actuation_latency=...)")
+    deploy = commands.add_parser("deploy", help="run an exported artifact on a robot (robot=sim: the simulated arm; "
+                                                "robot=ros: a ROS robot through the bridge node)")
+    deploy.add_argument("artifact", help="artifact directory written by `robopolicy export`, `calibrate` to "
+                                         "estimate a robot's actuation latency (env.name=... actuation_latency=...), "
+                                         "or `sim-driver` for the simulated arm as a ROS driver node "
+                                         "(map=sim_lift env.name=... episodes=N)")
     deploy.add_argument("options", nargs="*",
                         help="robot=sim episodes=20 seed_start=100000 latency.camera=0.15 actuation_latency=0.1 "
                              "jitter=0.005 sensors.camera=[object] match_latency=true inference=async|sync "
-                             "blending=replace|crossfade|ensemble|inpaint safety.max_obs_age=0.5 env.<key>=value out=DIR")
+                             "blending=replace|crossfade|ensemble|inpaint safety.max_obs_age=0.5 env.<key>=value out=DIR; "
+                             "robot=ros robot.map=sim_lift robot.runs=N max_seconds=S")
     deploy.set_defaults(func=cmd_deploy)
 
     serving = commands.add_parser("serve", help="answer inference requests for an artifact over the network")

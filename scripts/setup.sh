@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(python3 python3-venv python3-dev build-essential git
               libusb-1.0-0 libegl1 libgl1 libosmesa6 libglib2.0-0
               python3-rospy python3-rosmaster python3-roslaunch rosout python3-sensor-msgs
-              python3-trajectory-msgs python3-geometry-msgs python3-rosbag)
+              python3-trajectory-msgs python3-geometry-msgs python3-diagnostic-msgs python3-rosbag)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

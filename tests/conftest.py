@@ -51,3 +51,24 @@ def synthetic_episode(index: int, length: int, image: bool = True) -> dict[str, 
         frames[..., 1] = (steps % 256).astype(np.uint8)[:, None, None]
         data["img"] = frames
     return data
+
+
+TINY_LIFT = ["task=lift_lowdim", "policy.settings.backbone.unet.down_dims=[16,32,64]",
+             "policy.settings.backbone.unet.step_embed_dim=16", "training.batch_size=8", "training.num_workers=0",
+             "training.max_steps=2", "training.val_every=2", "training.checkpoint_every=2", "training.val_batches=1",
+             "training.action_error_windows=4", "optim.warmup_steps=1", "task.dataset.val_ratio=0.5",
+             "logging.tensorboard=false"]
+
+
+@pytest.fixture(scope="session")
+def lift_artifact(tmp_path_factory):
+    """A tiny Lift low-dim diffusion policy exported as an artifact (2 training steps: for plumbing, not skill)."""
+    from robopolicy.cli import main
+    from robopolicy.deploy.artifact import load_artifact
+    from robopolicy.training.run import train
+
+    root = tmp_path_factory.mktemp("lift_artifact")
+    assert main(["demos", "generate", "env=lift", "obs=lowdim", "n=2", f"out={root / 'demos.zarr'}"]) == 0
+    train([*TINY_LIFT, f"task.dataset.path={root / 'demos.zarr'}", f"run_dir={root / 'run'}"])
+    assert main(["export", str(root / "run" / "checkpoints" / "last"), f"out={root / 'artifact'}"]) == 0
+    return load_artifact(root / "artifact")

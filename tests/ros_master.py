@@ -9,6 +9,7 @@ import time
 import xmlrpc.client
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from tests.network import free_port
 
@@ -41,3 +42,18 @@ def running_roscore(timeout: float = 30.0) -> Iterator[dict[str, str]]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def wait_for_topic(env: dict[str, str], topic: str, process: subprocess.Popen, log: Path,
+                   timeout: float = 120.0) -> None:
+    """Wait until some node publishes `topic` (while `process`, the node expected to, is alive; its stderr in `log`)."""
+    master = xmlrpc.client.ServerProxy(env["ROS_MASTER_URI"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        publishers = dict(master.getSystemState("/test")[2][0])
+        if topic in publishers:
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"the node meant to publish {topic} exited: {log.read_text()[-2000:]}")
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing published {topic} within {timeout} s")

@@ -11,21 +11,32 @@ pytest.importorskip("rospy", reason="ROS 1 from Debian is not installed (bash sc
 
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402
+from scipy.spatial.transform import Rotation  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, JointState, PointCloud2, PointField  # noqa: E402
 
+from robopolicy.deploy.ros.binding import read_topic, topic_message  # noqa: E402
 from robopolicy.deploy.ros.convert import (  # noqa: E402
+    action_to_pose,
+    array_to_compressed_image,
     array_to_image,
+    array_to_point_cloud,
     compressed_image_to_array,
+    crop_resize,
     image_to_array,
     joint_state,
     joint_state_to_array,
     joint_trajectory,
     point_cloud_to_array,
+    pose_part,
+    pose_stamped,
+    pose_to_action,
     pose_to_array,
     stamp_seconds,
     trajectory_to_arrays,
 )
 from robopolicy.deploy.ros.ros1 import ros1_types  # noqa: E402
+from robopolicy.deploy.ros.topic_map import load_topic_map  # noqa: E402
+from robopolicy.envs.rotations import matrix_to_rot6d  # noqa: E402
 
 TYPES = ros1_types()
 
@@ -94,3 +105,47 @@ def test_trajectories_carry_the_runtimes_execution_times():
     back_times, back_positions = trajectory_to_arrays(msg)
     np.testing.assert_allclose(back_times, times)
     np.testing.assert_array_equal(back_positions, positions)
+
+
+def test_pose_commands_and_readings_convert_between_rot6d_and_quaternions():
+    rotation = Rotation.from_euler("xyz", [0.3, -0.2, 1.1])
+    action = np.concatenate([[0.1, -0.2, 0.9], matrix_to_rot6d(rotation.as_matrix())])
+    position, quat = action_to_pose(action)
+    msg = pose_stamped(TYPES, position, quat, stamp=5.0, frame_id="world")
+    assert isinstance(msg, PoseStamped) and msg.header.frame_id == "world"
+    np.testing.assert_allclose(pose_to_action(msg, 9), action, atol=1e-6)
+    np.testing.assert_allclose(pose_part(msg, "rot6d"), action[3:], atol=1e-6)
+    np.testing.assert_allclose(np.abs(pose_part(msg, "orientation") @ rotation.as_quat()), 1.0, atol=1e-6)
+    np.testing.assert_allclose(pose_to_action(msg, 7), [*action[:3], *quat], atol=1e-6)
+    with pytest.raises(ValueError, match="9 action dims"):
+        action_to_pose(action[:5])
+
+
+def test_images_are_cropped_then_resized_and_compressed_images_and_clouds_round_trip():
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[10:30, 20:40] = 200
+    np.testing.assert_array_equal(crop_resize(image, (10, 20, 20, 20), (10, 10)), np.full((10, 10, 3), 200))
+    assert crop_resize(np.ones((40, 60), np.float32), None, (20, 30)).shape == (20, 30)
+    with pytest.raises(ValueError, match="does not fit a 40x60 image"):
+        crop_resize(image, (30, 0, 20, 10), None)
+    png = array_to_compressed_image(TYPES, image, stamp=1.0, image_format="png")
+    assert isinstance(png, CompressedImage) and png.format == "png"
+    np.testing.assert_array_equal(compressed_image_to_array(png), image)
+    points = np.array([[1.0, 2.0, 3.0, 0.5], [4.0, 5.0, 6.0, 0.25]], np.float32)
+    cloud = array_to_point_cloud(TYPES, points, ("x", "y", "z", "intensity"), stamp=2.0)
+    np.testing.assert_array_equal(point_cloud_to_array(cloud, ("x", "y", "z", "intensity")), points)
+
+
+def test_a_topic_map_binding_reads_back_what_the_driver_side_builds():
+    topics = load_topic_map("sim_lift")
+    values = {"robot0_eef_pos": np.array([0.1, 0.0, 1.0], np.float32),
+              "robot0_eef_rot6d": np.array([1, 0, 0, 0, -1, 0], np.float32),
+              "robot0_gripper_qpos": np.array([0.02, -0.02], np.float32),
+              "object": np.arange(10, dtype=np.float32)}
+    for topic, bindings in topics.by_topic().items():
+        msg = topic_message(TYPES, bindings, values, stamp=7.5)
+        assert stamp_seconds(msg.header.stamp) == 7.5
+        for sensor, read in read_topic(bindings, msg).items():
+            assert sensor == bindings[0].sensor
+            for key, value in read.items():
+                np.testing.assert_allclose(value, values[key], atol=1e-6, err_msg=f"{topic}: {key}")

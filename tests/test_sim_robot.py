@@ -12,49 +12,33 @@ import pytest
 
 from robopolicy.cli import main
 from robopolicy.datasets.store import EpisodeStore
-from robopolicy.deploy.artifact import load_artifact
 from robopolicy.deploy.robot import Reading, TimedAction
 from robopolicy.deploy.runtime import Runtime, RuntimeConfig
 from robopolicy.deploy.sim_robot import SimRobot, SimRobotConfig
 from robopolicy.deploy.timing import ActionPlan
-from robopolicy.training.run import train
 
 pytestmark = pytest.mark.slow
-TINY = ["task=lift_lowdim", "policy.settings.backbone.unet.down_dims=[16,32,64]",
-        "policy.settings.backbone.unet.step_embed_dim=16", "training.batch_size=8", "training.num_workers=0",
-        "training.max_steps=2", "training.val_every=2", "training.checkpoint_every=2", "training.val_batches=1",
-        "training.action_error_windows=4", "optim.warmup_steps=1", "task.dataset.val_ratio=0.5",
-        "logging.tensorboard=false"]
 LATENCY = {"camera": 0.15}
 ACTUATION = 0.1
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sim_robot")
-    assert main(["demos", "generate", "env=lift", "obs=lowdim", "n=2", f"out={root / 'demos.zarr'}"]) == 0
-    train([*TINY, f"task.dataset.path={root / 'demos.zarr'}", f"run_dir={root / 'run'}"])
-    assert main(["export", str(root / "run" / "checkpoints" / "last"), f"out={root / 'artifact'}"]) == 0
-    return load_artifact(root / "artifact")
-
-
-@pytest.fixture(scope="module")
-def robot(artifact):
-    config = SimRobotConfig(env={**artifact.meta["env"], "max_steps": 400}, sensors={"camera": ["object"]},
+def robot(lift_artifact):
+    config = SimRobotConfig(env={**lift_artifact.meta["env"], "max_steps": 400}, sensors={"camera": ["object"]},
                             latency=LATENCY, actuation_latency=ACTUATION, jitter=0.005,
-                            control_hz=artifact.meta["control_hz"])
+                            control_hz=lift_artifact.meta["control_hz"])
     with SimRobot(config) as sim:
         yield sim
 
 
-def run(artifact, robot, seconds: float, **settings) -> tuple[Runtime, object]:
+def run(lift_artifact, robot, seconds: float, **settings) -> tuple[Runtime, object]:
     robot.reset(0)
-    runtime = Runtime(artifact, robot, RuntimeConfig(sensor_latency=LATENCY, actuation_latency=ACTUATION, **settings))
+    runtime = Runtime(lift_artifact, robot, RuntimeConfig(sensor_latency=LATENCY, actuation_latency=ACTUATION, **settings))
     return runtime, runtime.run(seconds)
 
 
-def test_executed_action_times_match_the_plan_under_injected_latency(artifact, robot):
-    runtime, stats = run(artifact, robot, 3.0)
+def test_executed_action_times_match_the_plan_under_injected_latency(lift_artifact, robot):
+    runtime, stats = run(lift_artifact, robot, 3.0)
     errors = np.array([applied - planned for applied, planned in robot.executed])
     assert stats.chunks >= 3 and stats.sent > 20 and len(errors) > 20
     # the simulator steps on its own 50 ms grid: a command takes effect at the step nearest its time
@@ -64,8 +48,8 @@ def test_executed_action_times_match_the_plan_under_injected_latency(artifact, r
     assert np.nanmin(ages) >= LATENCY["camera"] - 0.005
 
 
-def test_without_latency_matching_observations_look_fresh(artifact, robot):
-    _, stats = run(artifact, robot, 1.5, match_latency=False)
+def test_without_latency_matching_observations_look_fresh(lift_artifact, robot):
+    _, stats = run(lift_artifact, robot, 1.5, match_latency=False)
     ages = np.array([t["obs_age"] for t in stats.ticks[5:]])
     assert np.nanmedian(ages) < LATENCY["camera"]
 
@@ -86,21 +70,21 @@ class SilentCamera:
         return readings
 
 
-def test_a_silent_sensor_makes_the_robot_hold(artifact, robot):
+def test_a_silent_sensor_makes_the_robot_hold(lift_artifact, robot):
     robot.reset(1)
     config = RuntimeConfig(sensor_latency=LATENCY, actuation_latency=ACTUATION, safety={"max_obs_age": 0.4})
-    Runtime(artifact, robot, config).warm_up()
+    Runtime(lift_artifact, robot, config).warm_up()
     silent = SilentCamera(robot, after=1.0)
-    stats = Runtime(artifact, silent, config).run(3.0)
+    stats = Runtime(lift_artifact, silent, config).run(3.0)
     assert stats.holds.get("stale_observation", 0) >= 10
     applied = np.array([applied for applied, _ in robot.executed])
     assert (applied < silent.until).sum() >= 5  # it moved while the camera spoke
     assert applied.max() < robot.now() - 0.5  # and executed nothing in the last half second
 
 
-def test_emergency_stop_from_another_thread_stops_the_run_and_the_robot(artifact, robot):
+def test_emergency_stop_from_another_thread_stops_the_run_and_the_robot(lift_artifact, robot):
     robot.reset(2)
-    runtime = Runtime(artifact, robot, RuntimeConfig(sensor_latency=LATENCY, actuation_latency=ACTUATION))
+    runtime = Runtime(lift_artifact, robot, RuntimeConfig(sensor_latency=LATENCY, actuation_latency=ACTUATION))
     runtime.warm_up()
     threading.Timer(1.0, runtime.estop.trigger, args=("operator pressed stop",)).start()
     started = robot.now()
@@ -115,9 +99,9 @@ def test_emergency_stop_from_another_thread_stops_the_run_and_the_robot(artifact
     assert len(robot.executed) == executed
 
 
-def test_deploy_cli_runs_episodes_and_writes_results_and_a_run_log(artifact, tmp_path, capsys):
+def test_deploy_cli_runs_episodes_and_writes_results_and_a_run_log(lift_artifact, tmp_path, capsys):
     out = tmp_path / "deploy"
-    code = main(["deploy", str(artifact.directory), "episodes=2", "seed_start=5", "latency.camera=0.15",
+    code = main(["deploy", str(lift_artifact.directory), "episodes=2", "seed_start=5", "latency.camera=0.15",
                  "actuation_latency=0.1", "sensors.camera=[object]", "env.max_steps=30", f"out={out}"])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
@@ -131,8 +115,8 @@ def test_deploy_cli_runs_episodes_and_writes_results_and_a_run_log(artifact, tmp
     assert sum(r["sent"] for r in results["runs"]) == int(np.asarray(log["sent"][:]).sum()) > 0
 
 
-def test_inpainting_holds_the_actions_sent_before_the_new_chunk_lands(artifact, robot):
-    runtime = Runtime(artifact, robot, RuntimeConfig(actuation_latency=ACTUATION, blending="inpaint", replan_steps=8))
+def test_inpainting_holds_the_actions_sent_before_the_new_chunk_lands(lift_artifact, robot):
+    runtime = Runtime(lift_artifact, robot, RuntimeConfig(actuation_latency=ACTUATION, blending="inpaint", replan_steps=8))
     runtime.latency_estimate, dt, t_ref = 0.12, runtime.dt, 100.0
     plan = ActionPlan(t_ref + np.arange(10) * dt, np.arange(10, dtype=float)[:, None] * np.ones((1, 10)))
     (actions, mask), held_until = runtime._prefix(plan, t_ref, now=t_ref + 0.05)
@@ -146,8 +130,8 @@ def test_inpainting_holds_the_actions_sent_before_the_new_chunk_lands(artifact, 
     assert stats.chunks >= 3 and stats.sent > 0 and stats.jumps
 
 
-def test_a_latency_no_chunk_can_cover_is_refused_with_the_fix(artifact, robot):
+def test_a_latency_no_chunk_can_cover_is_refused_with_the_fix(lift_artifact, robot):
     robot.reset(4)
-    runtime = Runtime(artifact, robot, RuntimeConfig(sensor_latency={"camera": 0.8}, actuation_latency=ACTUATION))
+    runtime = Runtime(lift_artifact, robot, RuntimeConfig(sensor_latency={"camera": 0.8}, actuation_latency=ACTUATION))
     with pytest.raises(ValueError, match="no action can be on time.*n_latency_steps >= "):
         runtime.warm_up()

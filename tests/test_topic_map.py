@@ -16,8 +16,8 @@ LIFT_META = {"inputs": [{"name": "eef_pos", "source": "robot0_eef_pos"},
 
 def test_the_shipped_sim_lift_map_loads_with_sensors_defaulted_by_type():
     topics = load_topic_map("sim_lift")
-    assert topics.observations["agentview_image"].sensor == "camera"
     assert topics.observations["robot0_eef_pos"].sensor == "arm"
+    assert [b.key for b in topics.by_topic()["/arm/eef_pose"]] == ["robot0_eef_pos", "robot0_eef_rot6d"]
     assert topics.observations["object"].sensor == "camera"  # set explicitly: a perception node
     assert topics.observations["robot0_gripper_qpos"].joints == ("finger_left", "finger_right")
     assert [c.action_dims for c in topics.commands] == [(0, 9), (9, 10)]
@@ -39,6 +39,10 @@ def test_bad_maps_are_refused_naming_the_file_the_key_and_the_fix(tmp_path):
         ({**good, "observations": {"q": {"topic": "/p", "type": "pose", "rate": 5}}}, "unknown settings \\['rate'\\]"),
         ({**good, "commands": [{"topic": "/t", "type": "joint_trajectory", "action_dims": [0, 2], "joints": ["a"]}]},
          "give 2 joint names"),
+        ({**good, "commands": [{"topic": "/t", "type": "pose", "action_dims": [0, 3]}]}, "a pose takes 9 dims"),
+        ({**good, "observations": {"a": {"topic": "/x", "type": "pose"},
+                                   "b": {"topic": "/x", "type": "joint_state", "joints": ["j"]}}},
+         "topic /x is bound with several types"),
         ({"observations": good["observations"]}, "no commands: section"),
     ]
     for content, message in cases:

@@ -153,9 +153,10 @@ class Runtime:
         self.watchdog = Watchdog(self.config.safety)
         self.worker.wait(timeout=30.0)  # a chunk for the last run's observations is of no use now
 
-    def warm_up(self, repeats: int = 5, warmup: int = 3) -> None:
-        """Run the policy on the first full window, and pick the async replan point from its latency."""
-        t_ref = self._wait_for_observations(timeout=10.0)
+    def warm_up(self, repeats: int = 5, warmup: int = 3, timeout: float = 10.0) -> None:
+        """Run the policy on the first full window (waiting `timeout` s for it), and pick the async replan
+        point from its latency."""
+        t_ref = self._wait_for_observations(timeout)
         durations = measure_latency(self.runner, self.aligner.window(t_ref), repeats, warmup)
         slow = self.latency_estimate = max(durations)
         if self.replan_steps is None:
@@ -193,10 +194,12 @@ class Runtime:
         raise TimeoutError(f"no observation of {missing} within {timeout} s: check that the robot sends them "
                            "(and the sensors option that maps them to sensors)")
 
-    def run(self, duration: float, until: Callable[[], bool] | None = None) -> RunStats:
+    def run(self, duration: float, until: Callable[[], bool] | None = None,
+            on_tick: Callable[[RunStats], None] | None = None) -> RunStats:
         """Control for `duration` seconds (or until `until()` or the emergency stop); returns the stats.
 
-        The robot holds when the run ends and stops when it fails (an inference error, say)."""
+        `on_tick(stats)` runs after every tick (diagnostics). The robot holds when the run ends and
+        stops when it fails (an inference error, say)."""
         stats, loop = RunStats(), _LoopState()
         if self.replan_steps is None:
             self.warm_up()
@@ -215,6 +218,8 @@ class Runtime:
                                     "obs_age": now - t_ref if t_ref is not None else math.nan,
                                     "held": float(loop.holding), "sent": stats.sent - sent,
                                     "dropped": stats.dropped - dropped})
+                if on_tick is not None:
+                    on_tick(stats)
                 next_tick += self.dt
                 behind = self.robot.now() - next_tick
                 if behind > self.dt:  # a blocking inference overran whole periods: skip them rather than rush

@@ -86,6 +86,7 @@ class Watchdog:
     limits: SafetyLimits
     missed_in_a_row: int = 0
     holds: dict[str, int] = field(default_factory=dict)
+    reason: str | None = None  # the latest verdict of reason_to_hold
 
     def deadline(self, missed: bool) -> None:
         """Record whether the latest inference met its deadline."""
@@ -104,13 +105,16 @@ class Watchdog:
         elif self.missed_in_a_row >= self.limits.max_missed:
             reason = "missed_deadlines"
         else:
-            return None
-        self.holds[reason] = self.holds.get(reason, 0) + 1
+            reason = None
+        if reason is not None:
+            self.holds[reason] = self.holds.get(reason, 0) + 1
+        self.reason = reason
         return reason
 
 
 class EmergencyStop:
-    """A latch any thread may trigger; once triggered the runtime stops the robot and sends nothing more."""
+    """A latch any thread may trigger; once triggered the runtime stops the robot and sends nothing more,
+    until an operator clears it."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -123,6 +127,11 @@ class EmergencyStop:
     @property
     def triggered(self) -> bool:
         return self._event.is_set()
+
+    def clear(self) -> None:
+        """An operator's reset: the robot may be driven again."""
+        self.reason = ""
+        self._event.clear()
 
     def wait(self, timeout: float) -> bool:
         """Sleep up to `timeout` seconds, waking at once if triggered; returns whether it is triggered."""

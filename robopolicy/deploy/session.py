@@ -1,4 +1,5 @@
-"""`robopolicy deploy ARTIFACT robot=sim ...`: the runtime driving the simulated arm for a set of episodes.
+"""`robopolicy deploy ARTIFACT robot=sim|ros ...`: the runtime driving the simulated arm for a set of
+episodes, or a ROS robot through the bridge node (robot=ros robot.map=NAME; see deploy.ros.node).
 
 ARTIFACT is an artifact directory, or tcp://HOST:PORT of `robopolicy serve` (remote inference).
 
@@ -10,6 +11,8 @@ RuntimeConfig field (inference, blending, match_latency, n_action_steps, replan_
 seed, safety.<field>). Writes run_log.zarr (one episode per run: per-tick times, jitter,
 time spent in the tick, capture time of the observation used, execution time of the first
 action sent, observation age, planned/sent/dropped counts, holds) and results.json (success per seed).
+robot=ros takes out, latency.<sensor>, actuation_latency, max_seconds (per run), the RuntimeConfig
+fields and robot.* options, and logs one run per operator start.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from robopolicy.progress import progress
 from robopolicy.settings import build_settings, parse_overrides
 
 log = logging.getLogger(__name__)
-SESSION_OPTIONS = ("robot", "episodes", "seed_start", "out", "latency", "actuation_latency", "jitter", "sensors",
-                   "env", "max_seconds")
+SIM_OPTIONS = ("episodes", "seed_start", "jitter", "sensors", "env")
+SESSION_OPTIONS = ("out", "latency", "actuation_latency", "max_seconds", *SIM_OPTIONS)
 CAMERA_TYPES = ("rgb", "depth", "point_cloud")
 TICK_KEYS = ("time", "jitter", "work", "obs_time", "action_time", "obs_age", "planned", "held", "sent", "dropped")
 
@@ -71,44 +74,79 @@ def run_episode(robot: SimRobot, runtime: Runtime, seed: int, max_seconds: float
             "executed_abs_error_ms": timing, **stats.summary()}, stats.ticks
 
 
+def split_robot(overrides: Sequence[str]) -> tuple[str, dict[str, Any], list[str]]:
+    """("sim" | "ros", the robot.* options, the other overrides): robot=ros and robot.map=... side by side."""
+    kind, robot, rest = "sim", [], []
+    for item in overrides:
+        if item.startswith("robot="):
+            kind = item.partition("=")[2]
+        elif item.startswith("robot."):
+            robot.append(item[len("robot."):])
+        else:
+            rest.append(item)
+    if kind not in ("sim", "ros"):
+        raise ValueError(f"robot={kind!r} is not known: robot=sim drives the simulated arm, robot=ros a ROS robot "
+                         "through the bridge (with robot.map=NAME)")
+    return kind, parse_overrides(robot), rest
+
+
 def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Run the artifact on the robot the options name; returns the results written to results.json.
 
-    results.json is rewritten and the run log appended after every episode, so a run that dies
-    keeps what it measured."""
-    from robopolicy.envs.report import wilson_interval
-
+    results.json is rewritten and the run log appended after every episode (run), so a run that
+    dies keeps what it measured."""
+    kind, robot_options, overrides = split_robot(overrides)
     options = parse_overrides(overrides)
     session = {k: options.pop(k) for k in SESSION_OPTIONS if k in options}
-    if session.get("robot", "sim") != "sim":
-        raise ValueError(f"robot={session['robot']!r} is not known here: robot=sim drives the simulated arm")
+    sim_only = sorted(set(session) & set(SIM_OPTIONS))
+    if kind == "ros" and sim_only:
+        raise ValueError(f"{sim_only} set the simulated arm (robot=sim); a ROS robot takes robot.* options and "
+                         "latency.<sensor>, actuation_latency, out, max_seconds")
     artifact = open_artifact(artifact_dir)
-    if not artifact.meta.get("env"):
-        raise ValueError(f"{artifact_dir}/meta.json has no env: export a checkpoint whose task has an env section")
     latency = {k: float(v) for k, v in (session.get("latency") or {}).items()}
     actuation = float(session.get("actuation_latency", 0.0))
     config = build_settings(RuntimeConfig, {"sensor_latency": latency, "actuation_latency": actuation, **options},
                             "deploy")
-    env = {**artifact.meta["env"], **(session.get("env") or {})}
-    sim = SimRobotConfig(env=env, sensors=session.get("sensors") or default_sensors(artifact), latency=latency,
-                         actuation_latency=actuation, jitter=float(session.get("jitter", 0.0)),
-                         control_hz=float(artifact.meta["control_hz"]))
-    episodes, seed_start = int(session.get("episodes", 20)), int(session.get("seed_start", 100000))
     local = not str(artifact_dir).startswith(SCHEME)
     root = Path(artifact_dir) / "deploy" if local else Path("runs") / "deploy"
     out = Path(session.get("out") or root / time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"artifact": str(artifact_dir), "episodes": episodes, "run_log": str(out / "run_log.zarr")}
+    max_seconds = float(session.get("max_seconds", 3600.0))
+    if kind == "ros":
+        from robopolicy.deploy.ros.node import bridge_options, serve_bridge
+
+        bridge = bridge_options(robot_options)
+        run_log = RunLog(out / "run_log.zarr", {"artifact": str(artifact_dir), "robot": "ros", "map": bridge.map})
+        results = serve_bridge(artifact, config, bridge, out, max_seconds, run_log)
+        return {**results, "results": str(out / "results.json")}
+    if robot_options:
+        raise ValueError(f"robot.{sorted(robot_options)[0]} is an option of robot=ros; robot=sim takes none")
+    return deploy_sim(artifact, str(artifact_dir), config, session, out, max_seconds)
+
+
+def deploy_sim(artifact: ArtifactBase, name: str, config: RuntimeConfig, session: dict[str, Any], out: Path,
+               max_seconds: float) -> dict[str, Any]:
+    """Episodes on the simulated arm, from seed_start on."""
+    from robopolicy.envs.report import wilson_interval
+
+    if not artifact.meta.get("env"):
+        raise ValueError(f"{name}/meta.json has no env: export a checkpoint whose task has an env section")
+    env = {**artifact.meta["env"], **(session.get("env") or {})}
+    sim = SimRobotConfig(env=env, sensors=session.get("sensors") or default_sensors(artifact),
+                         latency=config.sensor_latency, actuation_latency=config.actuation_latency,
+                         jitter=float(session.get("jitter", 0.0)), control_hz=float(artifact.meta["control_hz"]))
+    episodes, seed_start = int(session.get("episodes", 20)), int(session.get("seed_start", 100000))
+    results: dict[str, Any] = {"artifact": name, "episodes": episodes, "run_log": str(out / "run_log.zarr")}
     runs: list[dict[str, Any]] = []
     with SimRobot(sim) as robot:
         runtime = Runtime(artifact, robot, config)
         robot.reset(seed_start)
         runtime.warm_up()
         results["settings"] = {"sim": asdict(sim), "runtime": asdict(config), "replan_steps": runtime.replan_steps}
-        run_log = RunLog(out / "run_log.zarr", {"artifact": str(artifact_dir), "settings": results["settings"]})
+        run_log = RunLog(out / "run_log.zarr", {"artifact": name, "settings": results["settings"]})
         bar = progress(range(seed_start, seed_start + episodes), desc="deploy sim", total=episodes)
         for seed in bar:
-            run, ticks = run_episode(robot, runtime, seed, float(session.get("max_seconds", 3600.0)))
+            run, ticks = run_episode(robot, runtime, seed, max_seconds)
             runs.append(run)
             run_log.append(ticks)
             successes = sum(r["success"] for r in runs)

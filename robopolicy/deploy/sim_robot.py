@@ -79,6 +79,9 @@ def _simulate(config: SimRobotConfig, conn: Any) -> None:
             elif kind in ("hold", "stop") and obs is not None:
                 queue, in_flight, command = [], [], task.hold_action(obs, command)
                 stopped = stopped or kind == "stop"
+        while pending and pending[0][0] <= time.monotonic():  # before stepping: a step's compute must not delay them
+            _, _, sensor, values = heapq.heappop(pending)
+            conn.send(("reading", sensor, time.monotonic(), values))
         now = time.monotonic()
         if running and now >= next_tick:
             applied_plan = None
@@ -89,7 +92,7 @@ def _simulate(config: SimRobotConfig, conn: Any) -> None:
                 applied_plan = send_time + config.actuation_latency
             obs, _, _, truncated, info = env.step(command)
             steps += 1
-            captured = now + dt  # the state after a step of simulated time is the state one period on
+            captured = next_tick + dt  # the state after a step of simulated time: one period after its slot
             by_sensor: dict[str, dict[str, np.ndarray]] = {}
             for key, value in obs.items():
                 by_sensor.setdefault(config.sensor_of(key), {})[key] = value
@@ -101,9 +104,6 @@ def _simulate(config: SimRobotConfig, conn: Any) -> None:
                                   "applied": now, "planned": applied_plan}))
             running = not done
             next_tick += dt
-        while pending and pending[0][0] <= time.monotonic():
-            _, _, sensor, values = heapq.heappop(pending)
-            conn.send(("reading", sensor, time.monotonic(), values))
         wake = min([next_tick if running else now + dt] + [p[0] for p in pending[:1]])
         time.sleep(max(0.0, min(wake - time.monotonic(), dt)))
 
@@ -160,7 +160,10 @@ class SimRobot:
     def now(self) -> float:
         return time.monotonic()
 
-    def poll(self) -> Sequence[Reading]:
+    def poll(self, timeout: float = 0.0) -> Sequence[Reading]:
+        """Readings received since the last poll, oldest first; waits up to `timeout` s when none is queued."""
+        if timeout > 0 and not self._readings:
+            self._conn.poll(timeout)
         while self._conn.poll():
             self._file(self._conn.recv())
         readings, self._readings = self._readings, []

@@ -8,15 +8,30 @@ seconds as float: ROS 1 times have `secs`/`nsecs`, ROS 2 times `sec`/`nanosec`.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.spatial.transform import Rotation
+
+from robopolicy.envs.rotations import (
+    matrix_to_rot6d,
+    quat_xyzw_to_matrix,
+    rot6d_to_matrix,
+)
 
 # sensor_msgs/Image encodings -> (dtype, channels); rgb/bgr order is handled by the reader
 ENCODINGS = {"rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
              "mono8": (np.uint8, 1), "16UC1": (np.uint16, 1), "32FC1": (np.float32, 1)}
+# the message kinds a transport provides: kind -> ROS package/type
+KINDS = {"image": "sensor_msgs/Image", "compressed_image": "sensor_msgs/CompressedImage",
+         "joint_state": "sensor_msgs/JointState", "point_cloud": "sensor_msgs/PointCloud2",
+         "point_field": "sensor_msgs/PointField", "pose": "geometry_msgs/PoseStamped",
+         "joint_trajectory": "trajectory_msgs/JointTrajectory",
+         "joint_trajectory_point": "trajectory_msgs/JointTrajectoryPoint", "empty": "std_msgs/Empty",
+         "string": "std_msgs/String", "diagnostics": "diagnostic_msgs/DiagnosticArray",
+         "diagnostic_status": "diagnostic_msgs/DiagnosticStatus", "key_value": "diagnostic_msgs/KeyValue"}
 # sensor_msgs/PointField datatypes -> numpy
 POINT_FIELD_TYPES = {1: np.int8, 2: np.uint8, 3: np.int16, 4: np.uint16, 5: np.int32, 6: np.uint32,
                      7: np.float32, 8: np.float64}
@@ -91,20 +106,19 @@ def point_cloud_to_array(msg: Any, fields: Sequence[str] = ("x", "y", "z")) -> n
 
 @dataclass(frozen=True)
 class MessageTypes:
-    """The classes builders fill, from the transport: ROS 1 or ROS 2 messages and their time types."""
+    """The message classes builders fill, by kind (see `KINDS`), and the time types, from the transport."""
 
-    image: type
-    joint_state: type
-    joint_trajectory: type
-    joint_trajectory_point: type
-    pose_stamped: type
-    time: Any  # seconds -> a header stamp
-    duration: Any  # seconds -> a Duration
+    classes: Mapping[str, type]
+    time: Callable[[float], Any]  # seconds -> a header stamp
+    duration: Callable[[float], Any]  # seconds -> a Duration
+
+    def new(self, kind: str) -> Any:
+        return self.classes[kind]()
 
 
 def array_to_image(types: MessageTypes, array: np.ndarray, stamp: float, frame_id: str = "") -> Any:
     """(H, W, 3) uint8 -> rgb8 Image, or (H, W) float32 metres -> 32FC1 Image."""
-    msg = types.image()
+    msg = types.new("image")
     msg.header.stamp, msg.header.frame_id = types.time(stamp), frame_id
     array = np.ascontiguousarray(array)
     if array.ndim == 3:
@@ -121,7 +135,7 @@ def array_to_image(types: MessageTypes, array: np.ndarray, stamp: float, frame_i
 
 
 def joint_state(types: MessageTypes, names: Sequence[str], positions: np.ndarray, stamp: float) -> Any:
-    msg = types.joint_state()
+    msg = types.new("joint_state")
     msg.header.stamp = types.time(stamp)
     msg.name, msg.position = list(names), [float(v) for v in positions]
     return msg
@@ -129,11 +143,11 @@ def joint_state(types: MessageTypes, names: Sequence[str], positions: np.ndarray
 
 def joint_trajectory(types: MessageTypes, names: Sequence[str], times: np.ndarray, positions: np.ndarray) -> Any:
     """Timed points (absolute seconds) -> JointTrajectory stamped at the first time, times from there."""
-    msg = types.joint_trajectory()
+    msg = types.new("joint_trajectory")
     start = float(times[0]) if len(times) else 0.0
     msg.header.stamp, msg.joint_names = types.time(start), list(names)
     for time, values in zip(times, positions, strict=True):
-        point = types.joint_trajectory_point()
+        point = types.new("joint_trajectory_point")
         point.positions = [float(v) for v in values]
         point.time_from_start = types.duration(float(time) - start)
         msg.points.append(point)
@@ -145,3 +159,94 @@ def trajectory_to_arrays(msg: Any) -> tuple[np.ndarray, np.ndarray]:
     start = stamp_seconds(msg.header.stamp)
     times = np.array([start + stamp_seconds(p.time_from_start) for p in msg.points])
     return times, np.array([p.positions for p in msg.points], dtype=np.float64).reshape(len(times), -1)
+
+
+def pose_part(msg: Any, part: str) -> np.ndarray:
+    """One part of a PoseStamped: position (3), orientation (4, xyzw), pose (7) or rot6d (6, the policy layout)."""
+    pose = pose_to_array(msg)
+    if part == "position":
+        return pose[:3]
+    if part == "orientation":
+        return pose[3:]
+    if part == "rot6d":
+        return matrix_to_rot6d(quat_xyzw_to_matrix(pose[3:])).astype(np.float32)
+    return pose
+
+
+def pose_stamped(types: MessageTypes, position: np.ndarray, quat_xyzw: np.ndarray, stamp: float,
+                 frame_id: str = "") -> Any:
+    msg = types.new("pose")
+    msg.header.stamp, msg.header.frame_id = types.time(stamp), frame_id
+    p, q = msg.pose.position, msg.pose.orientation
+    p.x, p.y, p.z = (float(v) for v in position)
+    q.x, q.y, q.z, q.w = (float(v) for v in quat_xyzw)
+    return msg
+
+
+def action_to_pose(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A pose action, xyz + rot6d (9) or xyz + quaternion xyzw (7) -> (position, unit quaternion xyzw)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 9:
+        quat = Rotation.from_matrix(rot6d_to_matrix(values[3:])).as_quat()
+    elif len(values) == 7:
+        quat = values[3:] / np.linalg.norm(values[3:])
+    else:
+        raise ValueError(f"a pose command takes 9 action dims (xyz + rot6d) or 7 (xyz + quaternion), got {len(values)}")
+    return values[:3], quat
+
+
+def pose_to_action(msg: Any, width: int) -> np.ndarray:
+    """PoseStamped -> the pose action layout of `width` dims (9: xyz + rot6d, 7: xyz + quaternion xyzw)."""
+    pose = pose_to_array(msg)
+    if width == 7:
+        return pose
+    return np.concatenate([pose[:3], pose_part(msg, "rot6d")]).astype(np.float32)
+
+
+def crop_resize(array: np.ndarray, crop: Sequence[int] | None, resize: Sequence[int] | None) -> np.ndarray:
+    """Crop (top, left, height, width) then resize to (height, width), bilinear; images or depth maps."""
+    if crop is not None:
+        top, left, height, width = crop
+        if top + height > array.shape[0] or left + width > array.shape[1]:
+            raise ValueError(f"crop {list(crop)} does not fit a {array.shape[0]}x{array.shape[1]} image")
+        array = array[top: top + height, left: left + width]
+    if resize is None or tuple(array.shape[:2]) == tuple(resize):
+        return array
+    from PIL import Image
+
+    size = (int(resize[1]), int(resize[0]))
+    if array.dtype == np.uint8:
+        return np.asarray(Image.fromarray(array).resize(size, Image.BILINEAR))
+    return np.asarray(Image.fromarray(array.astype(np.float32), mode="F").resize(size, Image.BILINEAR))
+
+
+def array_to_compressed_image(types: MessageTypes, array: np.ndarray, stamp: float, frame_id: str = "",
+                              image_format: str = "jpeg") -> Any:
+    """(H, W, 3) uint8 RGB -> CompressedImage (jpeg or png)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format=image_format.upper())
+    msg = types.new("compressed_image")
+    msg.header.stamp, msg.header.frame_id = types.time(stamp), frame_id
+    msg.format, msg.data = image_format, buffer.getvalue()
+    return msg
+
+
+def array_to_point_cloud(types: MessageTypes, points: np.ndarray, fields: Sequence[str], stamp: float,
+                         frame_id: str = "") -> Any:
+    """(N, len(fields)) -> an unorganized little-endian float32 PointCloud2."""
+    points = np.ascontiguousarray(points, dtype="<f4")
+    if points.ndim != 2 or points.shape[1] != len(fields):
+        raise ValueError(f"points of shape {points.shape} do not match fields {list(fields)}")
+    msg = types.new("point_cloud")
+    msg.header.stamp, msg.header.frame_id = types.time(stamp), frame_id
+    for i, name in enumerate(fields):
+        field = types.new("point_field")
+        field.name, field.offset, field.datatype, field.count = name, 4 * i, 7, 1
+        msg.fields.append(field)
+    msg.height, msg.width, msg.is_bigendian, msg.is_dense = 1, len(points), 0, 1
+    msg.point_step = 4 * len(fields)
+    msg.row_step = msg.point_step * len(points)
+    msg.data = points.tobytes()
+    return msg

@@ -1,17 +1,67 @@
-"""The ROS 1 transport's pieces: message classes and times from rospy and Debian's message packages."""
+"""The ROS 1 transport: rospy topics, ROS time and Debian's message classes behind the `Transport` seam.
+
+The bridge and the simulated driver talk only to `Transport` (see `transport.py`); this is its
+one implementation. Subscribers ask for TCP_NODELAY, so small messages are not held back by
+Nagle's algorithm.
+"""
 
 from __future__ import annotations
 
-from robopolicy.deploy.ros.convert import MessageTypes
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from robopolicy.deploy.ros.convert import KINDS, MessageTypes
 
 
 def ros1_types() -> MessageTypes:
-    """MessageTypes for ROS 1 (needs rospy and the sensor / trajectory / geometry message packages)."""
+    """MessageTypes for ROS 1 (needs rospy and the std / sensor / trajectory / geometry / diagnostic messages)."""
     import rospy
-    from geometry_msgs.msg import PoseStamped
-    from sensor_msgs.msg import Image, JointState
-    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-    return MessageTypes(image=Image, joint_state=JointState, joint_trajectory=JointTrajectory,
-                        joint_trajectory_point=JointTrajectoryPoint, pose_stamped=PoseStamped,
-                        time=rospy.Time.from_sec, duration=rospy.Duration.from_sec)
+    classes = {}
+    for kind, name in KINDS.items():
+        package, message = name.split("/")
+        classes[kind] = getattr(importlib.import_module(f"{package}.msg"), message)
+    return MessageTypes(classes=classes, time=rospy.Time.from_sec, duration=rospy.Duration.from_sec)
+
+
+class Ros1Publisher:
+    """A latched or plain rospy publisher."""
+
+    def __init__(self, publisher: Any):
+        self._publisher = publisher
+
+    def publish(self, msg: Any) -> None:
+        self._publisher.publish(msg)
+
+    def subscribers(self) -> int:
+        return self._publisher.get_num_connections()
+
+
+class Ros1Transport:
+    """A rospy node. ROS time must be wall time (no /use_sim_time): the runtime paces itself on the wall clock."""
+
+    def __init__(self, node_name: str):
+        import rospy
+
+        self._rospy = rospy
+        rospy.init_node(node_name, disable_signals=True)
+        if rospy.get_param("/use_sim_time", False):
+            raise ValueError("/use_sim_time is true: the robopolicy runtime runs in wall-clock time; unset it "
+                             "(rosparam set /use_sim_time false) or run the bridge against a real-time clock")
+        self.types = ros1_types()
+
+    def now(self) -> float:
+        return self._rospy.get_time()
+
+    def subscribe(self, topic: str, kind: str, callback: Callable[[Any], None]) -> None:
+        self._rospy.Subscriber(topic, self.types.classes[kind], callback, queue_size=20, tcp_nodelay=True)
+
+    def publisher(self, topic: str, kind: str, latch: bool = False) -> Ros1Publisher:
+        return Ros1Publisher(self._rospy.Publisher(topic, self.types.classes[kind], queue_size=20, latch=latch))
+
+    def is_shutdown(self) -> bool:
+        return self._rospy.is_shutdown()
+
+    def shutdown(self, reason: str) -> None:
+        self._rospy.signal_shutdown(reason)

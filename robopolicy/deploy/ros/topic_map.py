@@ -18,7 +18,9 @@ from robopolicy.settings import CONFIG_DIR
 
 OBSERVATION_TYPES = ("image", "compressed_image", "joint_state", "pose", "point_cloud")
 COMMAND_TYPES = ("joint_trajectory", "pose")
-POSE_PARTS = {"position": (0, 3), "orientation": (3, 7), "pose": (0, 7)}
+POSE_PARTS = ("position", "orientation", "pose", "rot6d")  # rot6d: the orientation as the policy layout
+POSE_ACTION_WIDTHS = (7, 9)  # xyz + quaternion xyzw, xyz + rot6d
+CONTROL_TOPICS = ("start", "stop", "reset", "estop")  # std_msgs/Empty under control_prefix
 CAMERA_TYPES = ("image", "compressed_image", "point_cloud")
 
 
@@ -31,7 +33,7 @@ class ObservationTopic:
     type: str
     sensor: str = ""  # latency group; default "camera" for images and clouds, "arm" otherwise
     joints: tuple[str, ...] = ()  # joint_state: the names, in the order the policy expects
-    field: str = "position"  # joint_state: position | velocity | effort; pose: position | orientation | pose
+    field: str = "position"  # joint_state: position | velocity | effort; pose: one of POSE_PARTS
     crop: tuple[int, int, int, int] | None = None  # images: top, left, height, width, before resizing
     resize: tuple[int, int] | None = None  # images: (height, width)
     point_fields: tuple[str, ...] = ("x", "y", "z")
@@ -55,8 +57,18 @@ class TopicMap:
     name: str
     observations: dict[str, ObservationTopic]
     commands: tuple[CommandTopic, ...]
-    control_prefix: str = "/robopolicy"  # <prefix>/start, /stop, /reset, /estop (std_msgs/Empty)
-    diagnostics: str = "/robopolicy/diagnostics"
+    control_prefix: str = "/robopolicy"  # <prefix>/start, /stop, /reset, /estop in; <prefix>/state out
+    diagnostics: str = "/robopolicy/diagnostics"  # diagnostic_msgs/DiagnosticArray, once a second
+
+    def control(self, name: str) -> str:
+        return f"{self.control_prefix.rstrip('/')}/{name}"
+
+    def by_topic(self) -> dict[str, list[ObservationTopic]]:
+        """Observation bindings grouped by topic (one message can feed several keys)."""
+        topics: dict[str, list[ObservationTopic]] = {}
+        for binding in self.observations.values():
+            topics.setdefault(binding.topic, []).append(binding)
+        return topics
 
     def check_artifact(self, meta: Mapping[str, Any], where: str) -> None:
         """Every observation the artifact reads has a topic, and the commands cover every action dim once."""
@@ -93,7 +105,7 @@ def _observation(key: str, values: Any, where: str) -> ObservationTopic:
     if topic.type == "joint_state" and not topic.joints:
         raise ValueError(f"{where}: observations.{key} reads a JointState: list its joints: [names, in order]")
     if topic.type == "pose" and topic.field not in POSE_PARTS:
-        raise ValueError(f"{where}: observations.{key}.field must be one of {sorted(POSE_PARTS)} for a pose")
+        raise ValueError(f"{where}: observations.{key}.field must be one of {list(POSE_PARTS)} for a pose")
     sensor = topic.sensor or ("camera" if topic.type in CAMERA_TYPES else "arm")
     return ObservationTopic(**{**topic.__dict__, "sensor": sensor})
 
@@ -106,6 +118,9 @@ def _command(index: int, values: Any, where: str) -> CommandTopic:
     if command.type == "joint_trajectory" and len(command.joints) != stop - start:
         raise ValueError(f"{where}: commands[{index}] sends action dims [{start}, {stop}) as a JointTrajectory: "
                          f"give {stop - start} joint names, got {list(command.joints)}")
+    if command.type == "pose" and stop - start not in POSE_ACTION_WIDTHS:
+        raise ValueError(f"{where}: commands[{index}] sends action dims [{start}, {stop}) as a pose: a pose takes 9 "
+                         "dims (xyz + rot6d) or 7 (xyz + quaternion xyzw)")
     return command
 
 
@@ -129,5 +144,10 @@ def load_topic_map(name_or_path: str | Path) -> TopicMap:
     if unknown:
         raise ValueError(f"{where}: unknown sections {unknown}; known: name, observations, commands, control_prefix, "
                          "diagnostics")
-    return TopicMap(name=raw.get("name", path.stem), observations=observations, commands=commands, **extra)
+    topic_map = TopicMap(name=raw.get("name", path.stem), observations=observations, commands=commands, **extra)
+    for topic, bindings in topic_map.by_topic().items():
+        if len({b.type for b in bindings}) > 1:
+            raise ValueError(f"{where}: topic {topic} is bound with several types "
+                             f"({ {b.key: b.type for b in bindings} }); one topic carries one message type")
+    return topic_map
 

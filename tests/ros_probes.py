@@ -1,0 +1,168 @@
+"""ROS nodes the bridge tests run as separate processes: `python -m tests.ros_probes NAME [ARGS]`.
+
+Each probe is a bridge node (or a camera relay) that does one thing against the simulated driver
+node and prints its measurements as one JSON line; the tests assert on them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+
+from robopolicy.deploy.artifact import load_artifact
+from robopolicy.deploy.robot import TimedAction
+from robopolicy.deploy.ros.bridge import RosBridge
+from robopolicy.deploy.ros.convert import stamp_seconds, trajectory_to_arrays
+from robopolicy.deploy.ros.node import Diagnostics
+from robopolicy.deploy.ros.ros1 import Ros1Transport
+from robopolicy.deploy.ros.topic_map import load_topic_map
+from robopolicy.deploy.runtime import Runtime, RuntimeConfig
+
+DT = 0.05
+
+
+class Recorder:
+    """Messages of one topic with their arrival times (ROS clock)."""
+
+    def __init__(self, transport: Ros1Transport, topic: str, kind: str):
+        self.transport, self.messages = transport, []
+        transport.subscribe(topic, kind, self._on_message)
+
+    def _on_message(self, msg: Any) -> None:
+        self.messages.append((self.transport.now(), msg))
+
+
+def collect(bridge: RosBridge, seconds: float) -> list[tuple[float, Any]]:
+    """(poll time, reading) for every reading in the next `seconds`."""
+    readings, end = [], bridge.now() + seconds
+    while bridge.now() < end:
+        now = bridge.now()
+        readings += [(now, r) for r in bridge.poll()]
+        time.sleep(0.005)
+    return readings
+
+
+def current_pose(bridge: RosBridge) -> np.ndarray:
+    """The grip site's position and rot6d from the newest arm reading."""
+    arm = [r for _, r in collect(bridge, 0.3) if "robot0_eef_pos" in r.values][-1]
+    return np.concatenate([arm.values["robot0_eef_pos"], arm.values["robot0_eef_rot6d"]])
+
+
+def rising(pose: np.ndarray, start: float, steps: int, height: float, gripper: float) -> list[TimedAction]:
+    """Targets that raise the grip site by `height` over `steps` periods from `start`."""
+    return [TimedAction(start + k * DT, np.concatenate([pose[:2], [pose[2] + height * (k + 1) / steps], pose[3:],
+                                                        [gripper]])) for k in range(steps)]
+
+
+def observations(map_name: str) -> dict[str, Any]:
+    """Readings for 2 s: sensor, stamp, age when polled, values."""
+    transport = Ros1Transport("probe_observations")
+    bridge = RosBridge(load_topic_map(map_name), transport)
+    rows = [{"sensor": r.sensor, "stamp": r.received, "age": polled - r.received,
+             "values": {k: np.asarray(v).tolist() for k, v in r.values.items()}} for polled, r in collect(bridge, 2.0)]
+    return {"readings": rows}
+
+
+def commands(map_name: str) -> dict[str, Any]:
+    """Send 20 timed actions raising the arm 3 cm; record the command messages and where the arm went."""
+    transport = Ros1Transport("probe_commands")
+    topic_map = load_topic_map(map_name)
+    bridge = RosBridge(topic_map, transport)
+    trajectories = Recorder(transport, "/gripper/command", "joint_trajectory")
+    poses = Recorder(transport, "/arm/target_pose", "pose")
+    time.sleep(1.0)  # let the recorders connect
+    before = current_pose(bridge)
+    actions = rising(before, bridge.now() + 0.3, 20, 0.03, -1.0)
+    bridge.send(actions)
+    collect(bridge, 2.5)
+    after = current_pose(bridge)
+    times, positions = trajectory_to_arrays(trajectories.messages[-1][1])
+    return {"sent_times": [a.time for a in actions], "sent_gripper": [float(a.value[9]) for a in actions],
+            "trajectory_times": times.tolist(), "trajectory_positions": positions[:, 0].tolist(),
+            "trajectory_joints": list(trajectories.messages[-1][1].joint_names),
+            "pose_stamps": [stamp_seconds(m.header.stamp) for _, m in poses.messages],
+            "pose_arrivals": [t for t, _ in poses.messages],
+            "pose_z": [m.pose.position.z for _, m in poses.messages],
+            "z_before": float(before[2]), "z_after": float(after[2])}
+
+
+def estop(map_name: str) -> dict[str, Any]:
+    """Raise the arm slowly, e-stop it through the control topic after 1 s; record the arm's height."""
+    transport = Ros1Transport("probe_estop")
+    topic_map = load_topic_map(map_name)
+    bridge = RosBridge(topic_map, transport)
+    estop_topic = transport.publisher(topic_map.control("estop"), "empty")
+    trajectories = Recorder(transport, "/gripper/command", "joint_trajectory")
+    while estop_topic.subscribers() == 0:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    pose = current_pose(bridge)
+    bridge.send(rising(pose, bridge.now() + 0.2, 60, 0.15, -1.0))
+    track = collect(bridge, 1.2)
+    stopped_at = bridge.now()
+    estop_topic.publish(transport.types.new("empty"))
+    track += collect(bridge, 0.2)
+    bridge.send(rising(pose, bridge.now() + 0.1, 20, 0.3, -1.0))  # ignored: e-stopped
+    track += collect(bridge, 1.0)
+    heights = [(r.received, float(r.values["robot0_eef_pos"][2])) for _, r in track if "robot0_eef_pos" in r.values]
+    return {"estop": stopped_at, "heights": heights, "halted": bridge.halted, "reason": bridge.estop.reason,
+            "trajectories": [(t, len(m.points)) for t, m in trajectories.messages]}
+
+
+def watchdog(map_name: str, artifact_dir: str, relay_pid: int) -> dict[str, Any]:
+    """The runtime through the bridge; after 1.5 s the camera relay is frozen (SIGSTOP)."""
+    artifact = load_artifact(artifact_dir)  # imports torch before any ROS thread runs
+    transport = Ros1Transport("probe_watchdog")
+    topic_map = load_topic_map(map_name)
+    bridge = RosBridge(topic_map, transport)
+    diagnostics = Recorder(transport, topic_map.diagnostics, "diagnostics")
+    # sync inference: the tiny policy's deadlines are not what is tested, on two busy cores
+    runtime = Runtime(artifact, bridge, RuntimeConfig(sensor_latency={"camera": 0.125}, inference="sync"),
+                      bridge.estop)
+    runtime.warm_up(timeout=20.0)
+    publisher = Diagnostics(bridge, runtime, period=0.25)
+    stalled: list[float] = []
+
+    def on_tick(stats: Any) -> None:
+        publisher.tick(stats)
+        if not stalled and len(stats.ticks) == 30:
+            os.kill(relay_pid, signal.SIGSTOP)
+            stalled.append(bridge.now())
+
+    start = bridge.now()
+    stats = runtime.run(4.0, on_tick=on_tick)
+    time.sleep(0.3)
+    return {"stalled": stalled[0] - start, "ticks": [(t["time"], t["held"]) for t in stats.ticks],
+            "holds": stats.holds, "sent": stats.sent,
+            "diagnostics": [(t - start, m.status[0].level, m.status[0].message) for t, m in diagnostics.messages]}
+
+
+def relay(source: str, target: str) -> None:
+    """A camera node: republishes the object state from `source` on `target`, stamps unchanged."""
+    transport = Ros1Transport("camera_relay")
+    publisher = transport.publisher(target, "joint_state")
+    transport.subscribe(source, "joint_state", publisher.publish)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    name, *args = sys.argv[1:]
+    try:
+        if name == "relay":
+            relay(*args)
+        result = {"observations": observations, "commands": commands, "estop": estop, "watchdog": watchdog}[name](
+            *[int(a) if a.isdigit() else a for a in args])
+        print(json.dumps(result), flush=True)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+    os._exit(0)  # rospy's threads would otherwise keep the process alive
