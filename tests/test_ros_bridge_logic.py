@@ -1,0 +1,121 @@
+"""The bridge's node logic through an in-process transport (no master): clock checks on stamps,
+commands by the topic map, hold / e-stop / reset. test_ros_bridge runs it against real nodes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rospy", reason="ROS 1 from Debian is not installed (bash scripts/setup.sh installs it)")
+
+from robopolicy.deploy.robot import TimedAction  # noqa: E402
+from robopolicy.deploy.ros.bridge import RosBridge  # noqa: E402
+from robopolicy.deploy.ros.convert import joint_state, pose_stamped, stamp_seconds  # noqa: E402
+from robopolicy.deploy.ros.ros1 import ros1_types  # noqa: E402
+from robopolicy.deploy.ros.topic_map import load_topic_map  # noqa: E402
+
+
+class Wire:
+    """What one topic carried, for the test to read."""
+
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+
+    def publish(self, msg: Any) -> None:
+        self.messages.append(msg)
+
+    def subscribers(self) -> int:
+        return 1
+
+
+class LoopbackTransport:
+    """Transport whose subscriptions the test calls directly and whose publications it reads."""
+
+    def __init__(self) -> None:
+        self.types = ros1_types()
+        self.callbacks: dict[str, Callable[[Any], None]] = {}
+        self.wires: dict[str, Wire] = {}
+
+    def now(self) -> float:
+        return time.time()
+
+    def subscribe(self, topic: str, kind: str, callback: Callable[[Any], None]) -> None:
+        self.callbacks[topic] = callback
+
+    def publisher(self, topic: str, kind: str, latch: bool = False) -> Wire:
+        return self.wires.setdefault(topic, Wire())
+
+    def is_shutdown(self) -> bool:
+        return False
+
+    def shutdown(self, reason: str) -> None:
+        pass
+
+
+@pytest.fixture
+def bridge():
+    transport = LoopbackTransport()
+    bridge = RosBridge(load_topic_map("sim_lift"), transport)
+    yield bridge, transport
+    bridge.close()
+
+
+def fingers(transport: LoopbackTransport, stamp: float) -> Any:
+    return joint_state(transport.types, ["finger_right", "finger_left"], np.array([-0.02, 0.03]), stamp)
+
+
+def test_readings_take_the_header_stamp_and_the_policy_joint_order(bridge):
+    bridge, transport = bridge
+    stamp = transport.now() - 0.01
+    transport.callbacks["/arm/joint_states"](fingers(transport, stamp))
+    transport.callbacks["/arm/eef_pose"](pose_stamped(transport.types, [0.1, 0.2, 0.3], [0, 0, 0, 1], stamp))
+    readings = bridge.poll()
+    assert [r.received for r in readings] == [stamp, stamp] and {r.sensor for r in readings} == {"arm"}
+    values = {k: v for r in readings for k, v in r.values.items()}
+    np.testing.assert_allclose(values["robot0_gripper_qpos"], [0.03, -0.02])  # finger_left first, as mapped
+    np.testing.assert_allclose(values["robot0_eef_rot6d"], [1, 0, 0, 0, 1, 0])
+
+
+def test_stamps_from_the_future_or_empty_are_refused_naming_the_topic(bridge):
+    bridge, transport = bridge
+    transport.callbacks["/arm/joint_states"](fingers(transport, transport.now() + 0.5))
+    with pytest.raises(ValueError, match="/arm/joint_states.*ahead of this computer's ROS time.*synchronise"):
+        bridge.poll()
+    transport.callbacks["/arm/joint_states"](fingers(transport, 0.0))
+    with pytest.raises(ValueError, match="/arm/joint_states.*empty header.stamp"):
+        bridge.poll()
+    assert bridge.poll() == []
+
+
+def test_commands_split_by_action_dims_and_estop_holds_until_reset(bridge):
+    bridge, transport = bridge
+    start = transport.now() + 0.05
+    rot6d = [1, 0, 0, 0, 1, 0]
+    actions = [TimedAction(start + 0.05 * k, np.array([0.1 * k, 0, 1, *rot6d, 0.5 * k])) for k in range(3)]
+    bridge.send(actions)
+    trajectory = transport.wires["/gripper/command"].messages[-1]
+    assert list(trajectory.joint_names) == ["gripper"]
+    assert [p.positions[0] for p in trajectory.points] == [0.0, 0.5, 1.0]
+    assert stamp_seconds(trajectory.header.stamp) == pytest.approx(start)
+    time.sleep(0.25)
+    targets = transport.wires["/arm/target_pose"].messages
+    assert [round(t.pose.position.x, 6) for t in targets] == [0.0, 0.1, 0.2]
+    assert [stamp_seconds(t.header.stamp) for t in targets] == pytest.approx([a.time for a in actions])
+
+    transport.callbacks["/robopolicy/estop"](transport.types.new("empty"))
+    assert bridge.halted and bridge.estop.triggered
+    assert transport.wires["/gripper/command"].messages[-1].points == []  # "stop here"
+    assert transport.wires["/robopolicy/state"].messages[-1].data == "estopped"
+    sent = len(transport.wires["/gripper/command"].messages)
+    bridge.send(actions)
+    transport.callbacks["/robopolicy/start"](transport.types.new("empty"))
+    assert len(transport.wires["/gripper/command"].messages) == sent and not bridge.start_requested.is_set()
+
+    transport.callbacks["/robopolicy/reset"](transport.types.new("empty"))
+    assert not bridge.halted and not bridge.estop.triggered
+    bridge.send(actions)
+    assert len(transport.wires["/gripper/command"].messages) == sent + 1
