@@ -176,3 +176,17 @@ def test_deploy_robot_ros_runs_what_the_operator_starts_and_logs_each_run(lift_a
     # the arm applied the bridge's timed commands at the simulator step nearest their planned time
     assert all(e["executed_abs_error_ms"]["p99"] <= 1000 * DT / 2 + 5 for e in episodes)
     assert EpisodeStore.open(tmp_path / "bridge" / "run_log.zarr").n_episodes == 2
+
+
+def test_bad_robot_options_are_refused_before_any_node_starts(lift_artifact, tmp_path):
+    from robopolicy.deploy.session import deploy
+
+    artifact = str(lift_artifact.directory)
+    cases = [(["robot=arm"], ValueError, "robot='arm' is not known"),
+             (["robot=ros"], ValueError, "robot.map=NAME"),
+             (["robot=ros", "robot.map=no_such_robot"], FileNotFoundError, "one of \\[.*'sim_lift'"),
+             (["robot=ros", "robot.map=sim_lift", "episodes=3"], ValueError, "\\['episodes'\\] set the simulated arm"),
+             (["robot=sim", "robot.map=sim_lift"], ValueError, "robot.map is an option of robot=ros")]
+    for overrides, error, message in cases:
+        with pytest.raises(error, match=message):
+            deploy(artifact, [*overrides, f"out={tmp_path / 'out'}"])

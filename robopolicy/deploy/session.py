@@ -115,9 +115,7 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
     if kind == "ros":
         from robopolicy.deploy.ros.node import bridge_options, serve_bridge
 
-        bridge = bridge_options(robot_options)
-        run_log = RunLog(out / "run_log.zarr", {"artifact": str(artifact_dir), "robot": "ros", "map": bridge.map})
-        results = serve_bridge(artifact, config, bridge, out, max_seconds, run_log)
+        results = serve_bridge(artifact, config, bridge_options(robot_options), out, max_seconds)
         return {**results, "results": str(out / "results.json")}
     if robot_options:
         raise ValueError(f"robot.{sorted(robot_options)[0]} is an option of robot=ros; robot=sim takes none")

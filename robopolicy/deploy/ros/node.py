@@ -22,9 +22,10 @@ import numpy as np
 from robopolicy.atomic import write_json_atomic
 from robopolicy.deploy.artifact import ArtifactBase
 from robopolicy.deploy.ros.bridge import RosBridge
-from robopolicy.deploy.ros.topic_map import TopicMap, load_topic_map
+from robopolicy.deploy.ros.topic_map import load_topic_map
 from robopolicy.deploy.ros.transport import Transport
 from robopolicy.deploy.runtime import RunStats, Runtime, RuntimeConfig, percentiles_ms
+from robopolicy.deploy.session import RunLog
 from robopolicy.settings import build_settings
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,11 @@ def bridge_options(values: Mapping[str, Any]) -> BridgeOptions:
 
 
 def serve_bridge(artifact: ArtifactBase, config: RuntimeConfig, options: BridgeOptions, out: Path,
-                 max_seconds: float, run_log: Any, transport: Transport | None = None) -> dict[str, Any]:
+                 max_seconds: float, transport: Transport | None = None) -> dict[str, Any]:
     """Run the bridge node until `options.runs` runs are done or ROS shuts down; returns the results."""
-    topic_map: TopicMap = load_topic_map(options.map)
+    topic_map = load_topic_map(options.map)
     topic_map.check_artifact(artifact.meta, f"{artifact.directory} against topic map {options.map}")
+    run_log = RunLog(out / "run_log.zarr", {"artifact": str(artifact.directory), "robot": "ros", "map": options.map})
     if transport is None:
         from robopolicy.deploy.ros.ros1 import Ros1Transport
 
