@@ -20,7 +20,12 @@ import numpy as np
 from robopolicy.deploy.artifact import load_artifact
 from robopolicy.deploy.robot import TimedAction
 from robopolicy.deploy.ros.bridge import RosBridge
-from robopolicy.deploy.ros.convert import stamp_seconds, trajectory_to_arrays
+from robopolicy.deploy.ros.convert import (
+    crop_resize,
+    image_to_array,
+    stamp_seconds,
+    trajectory_to_arrays,
+)
 from robopolicy.deploy.ros.node import Diagnostics
 from robopolicy.deploy.ros.ros1 import Ros1Transport
 from robopolicy.deploy.ros.topic_map import load_topic_map
@@ -69,6 +74,24 @@ def observations(map_name: str) -> dict[str, Any]:
     rows = [{"sensor": r.sensor, "stamp": r.received, "age": polled - r.received,
              "values": {k: np.asarray(v).tolist() for k, v in r.values.items()}} for polled, r in collect(bridge, 2.0)]
     return {"readings": rows}
+
+
+def images(map_name: str) -> dict[str, Any]:
+    """Camera readings for 2 s as the bridge gives them, and the raw front-camera messages."""
+    transport = Ros1Transport("probe_images")
+    bridge = RosBridge(load_topic_map(map_name), transport)
+    raw = Recorder(transport, "/camera/agentview/image_raw", "image")
+    readings = [r for _, r in collect(bridge, 2.0) if r.sensor == "camera"]
+    by_stamp = {stamp_seconds(m.header.stamp): crop_resize(image_to_array(m), (4, 4, 76, 76), (38, 38))
+                for _, m in raw.messages}
+    front = [r for r in readings if "agentview_image" in r.values and r.received in by_stamp]
+    wrist = [r.values["robot0_eye_in_hand_image"] for r in readings if "robot0_eye_in_hand_image" in r.values]
+    return {"front": len(front), "wrist": len(wrist), "front_shape": list(front[-1].values["agentview_image"].shape),
+            "wrist_shape": list(wrist[-1].shape), "wrist_dtype": str(wrist[-1].dtype),
+            "front_max_difference": max(int(np.abs(r.values["agentview_image"].astype(int)
+                                                   - by_stamp[r.received].astype(int)).max()) for r in front),
+            "front_std": float(np.std(front[-1].values["agentview_image"])),
+            "stamp_steps": np.diff(sorted(r.received for r in front)).tolist()}
 
 
 def commands(map_name: str) -> dict[str, Any]:
@@ -158,7 +181,8 @@ if __name__ == "__main__":
     try:
         if name == "relay":
             relay(*args)
-        result = {"observations": observations, "commands": commands, "estop": estop, "watchdog": watchdog}[name](
+        result = {"observations": observations, "images": images, "commands": commands, "estop": estop,
+                  "watchdog": watchdog}[name](
             *[int(a) if a.isdigit() else a for a in args])
         print(json.dumps(result), flush=True)
     except BaseException:

@@ -24,6 +24,16 @@ def test_the_shipped_sim_lift_map_loads_with_sensors_defaulted_by_type():
     topics.check_artifact(LIFT_META, "lift artifact")
 
 
+def test_the_shipped_image_map_binds_both_cameras_as_camera_sensors():
+    topics = load_topic_map("sim_lift_image")
+    cameras = {key for key, binding in topics.observations.items() if binding.sensor == "camera"}
+    assert cameras == {"agentview_image", "robot0_eye_in_hand_image"}
+    meta = {"inputs": [{"name": "front", "source": "agentview_image"}, {"name": "wrist",
+                                                                         "source": "robot0_eye_in_hand_image"},
+                       {"name": "eef_pos", "source": "robot0_eef_pos"}], "output": {"shape": [16, 10]}}
+    topics.check_artifact(meta, "lift image artifact")
+
+
 def write(tmp_path, content):
     path = tmp_path / "robot.yaml"
     path.write_text(yaml.safe_dump(content))
