@@ -47,6 +47,18 @@ def cmd_dataset_validate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def cmd_dataset_convert(args: argparse.Namespace) -> int:
+    from robopolicy.datasets.convert.formats import open_source
+    from robopolicy.datasets.convert.run import convert_source
+    from robopolicy.settings import parse_overrides
+
+    options = parse_overrides(args.options)
+    overwrite, zarr_format = bool(options.pop("overwrite", False)), int(options.pop("zarr_format", 3))
+    summary = convert_source(open_source(args.source_format, args.src, options), args.out, overwrite, zarr_format)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from robopolicy.training.run import train
 
@@ -143,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    dataset = commands.add_parser("dataset", help="inspect and check episode stores")
+    dataset = commands.add_parser("dataset", help="inspect, check and convert episode stores")
     dataset_cmds = dataset.add_subparsers(dest="dataset_command", required=True)
     info = dataset_cmds.add_parser("info", help="episodes, steps, keys, codecs, episode lengths, fps")
     info.add_argument("path", help="store directory, .zarr.zip or fsspec URL")
@@ -152,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     check = dataset_cmds.add_parser("validate", help="full scan for problems; exit code 1 on errors")
     check.add_argument("path", help="store directory, .zarr.zip or fsspec URL")
     check.set_defaults(func=cmd_dataset_validate)
+    convert = dataset_cmds.add_parser("convert", help="demonstrations from another format -> an episode store "
+                                                      "(resumable: converted episodes are not redone)")
+    convert.add_argument("--from", dest="source_format", required=True, help="robomimic | lerobot")
+    convert.add_argument("src", help="robomimic .hdf5 file, or LeRobot dataset directory (v2.x or v3.0)")
+    convert.add_argument("out", help="episode store to write (zarr directory)")
+    convert.add_argument("options", nargs="*", help="overwrite=true zarr_format=3; robomimic: keys=[...]; "
+                                                   "lerobot: resize=[H,W] tolerance_s=0.003")
+    convert.set_defaults(func=cmd_dataset_convert)
 
     train = commands.add_parser("train", help="train a policy: robopolicy train task=pusht_image policy=diffusion_unet")
     train.add_argument("overrides", nargs="*", help="hydra overrides, e.g. policy=flow training.max_steps=2000")

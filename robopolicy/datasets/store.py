@@ -303,6 +303,14 @@ class EpisodeStore:
         return EpisodeStore(arrays, self._ends, self.path, timestamps=timestamps, attrs=self.attrs)
 
     # ------------------------------------------------------------------ writing
+    def update_attrs(self, values: Mapping[str, Any]) -> None:
+        """Set store-level attributes; on disk they are written at once (one atomic file write)."""
+        if self._group is not None:
+            if self._group.read_only:
+                raise DataError(self.path, "store is open read-only", fix="open it with mode='a' to change it")
+            self._group.attrs.update(dict(values))
+        self._attrs.update(values)
+
     def append_episode(
         self, data: Mapping[str, np.ndarray], timestamps: Mapping[str, np.ndarray] | None = None
     ) -> int:

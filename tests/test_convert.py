@@ -1,0 +1,219 @@
+"""Demonstrations from robomimic HDF5 and LeRobot v2.1 / v3.0 datasets (written here with h5py,
+pyarrow and PyAV per their published layouts) become episode stores: values, frames and times
+survive, broken episodes are reported and skipped, and an interrupted conversion resumes."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from robopolicy.cli import main
+from robopolicy.datasets.convert import run
+from robopolicy.datasets.convert.formats import open_source
+from robopolicy.datasets.convert.run import convert_source
+from robopolicy.datasets.errors import DataError
+from robopolicy.datasets.store import EpisodeStore
+
+FPS = 10
+LENGTH = 12
+HEIGHT, WIDTH = 32, 48
+
+
+# ---------------------------------------------------------------- robomimic
+def write_robomimic(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Three good demos (demo_0, demo_1, demo_10: numeric order) and a broken one (demo_2)."""
+    rng = np.random.default_rng(0)
+    demos = {}
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        data.attrs["env_args"] = json.dumps({"env_name": "Lift", "type": 1, "env_kwargs": {"control_freq": 20}})
+        for number, length in ((0, 5), (1, 7), (10, 4), (2, 6)):
+            demo = data.create_group(f"demo_{number}")
+            values = {"robot0_eef_pos": rng.normal(size=(length, 3)),
+                      "agentview_image": rng.integers(0, 255, (length, 8, 8, 3), dtype=np.uint8),
+                      "actions": rng.normal(size=(length, 7)).astype(np.float32)}
+            demo.create_dataset("obs/robot0_eef_pos", data=values["robot0_eef_pos"])
+            demo.create_dataset("obs/agentview_image", data=values["agentview_image"])
+            demo.create_dataset("actions", data=values["actions"][: length - (number == 2)])  # demo_2: one short
+            demo.create_dataset("rewards", data=np.arange(length, dtype=np.float64))
+            demo.create_dataset("dones", data=(np.arange(length) == length - 1).astype(np.int64))
+            demos[f"demo_{number}"] = values
+        f.create_dataset("mask/train", data=np.array([b"demo_0", b"demo_10"]))
+        f.create_dataset("mask/valid", data=np.array([b"demo_1"]))
+    return demos
+
+
+def test_robomimic_demos_keep_values_env_args_and_filter_keys(tmp_path):
+    demos = write_robomimic(tmp_path / "lift.hdf5")
+    summary = convert_source(open_source("robomimic", tmp_path / "lift.hdf5", {}), tmp_path / "out.zarr")
+    assert summary["converted"] == 3 and summary["episodes"] == 3 and summary["steps"] == 5 + 7 + 4
+    assert summary["dropped"] == [{"episode": "demo_2", "reason": summary["dropped"][0]["reason"]}]
+    assert "different lengths" in summary["dropped"][0]["reason"]
+    store = EpisodeStore.open(tmp_path / "out.zarr")
+    assert store.fps == 20 and store.attrs["env_args"]["env_name"] == "Lift"
+    assert store.attrs["splits"] == {"train": [0, 2], "valid": [1]}  # demo_10 is the third episode
+    for index, name in enumerate(["demo_0", "demo_1", "demo_10"]):
+        episode = store.episode(index)
+        np.testing.assert_allclose(episode["robot0_eef_pos"], demos[name]["robot0_eef_pos"])
+        np.testing.assert_array_equal(episode["agentview_image"], demos[name]["agentview_image"])
+        np.testing.assert_array_equal(episode["action"], demos[name]["actions"])
+        assert episode["done"][-1] == 1 and episode["reward"].tolist() == list(range(len(episode["reward"])))
+
+
+def test_an_interrupted_conversion_resumes_without_redoing_or_duplicating(tmp_path, monkeypatch):
+    write_robomimic(tmp_path / "lift.hdf5")
+    saves = []
+    real_save = run._save
+
+    def dies_after_the_second_append(store, records):
+        saves.append(len(records))
+        if len(saves) == 2:  # the second episode is in the store but not yet in its record
+            raise KeyboardInterrupt
+        real_save(store, records)
+
+    monkeypatch.setattr(run, "_save", dies_after_the_second_append)
+    with pytest.raises(KeyboardInterrupt):
+        convert_source(open_source("robomimic", tmp_path / "lift.hdf5", {}), tmp_path / "out.zarr")
+    monkeypatch.setattr(run, "_save", real_save)
+    assert EpisodeStore.open(tmp_path / "out.zarr").n_episodes == 2
+    summary = convert_source(open_source("robomimic", tmp_path / "lift.hdf5", {}), tmp_path / "out.zarr")
+    assert summary["resumed_past"] == 2 and summary["converted"] == 1 and summary["episodes"] == 3
+    again = convert_source(open_source("robomimic", tmp_path / "lift.hdf5", {}), tmp_path / "out.zarr")
+    assert again["converted"] == 0 and again["episodes"] == 3
+    assert EpisodeStore.open(tmp_path / "out.zarr").episode_lengths.tolist() == [5, 7, 4]
+
+
+def test_bad_sources_and_outputs_are_refused_naming_the_file(tmp_path):
+    (tmp_path / "notes.hdf5").write_text("not hdf5")
+    with pytest.raises(DataError, match="notes.hdf5.*not a readable HDF5"):
+        open_source("robomimic", tmp_path / "notes.hdf5", {})
+    with pytest.raises(ValueError, match="takes the options \\['keys'\\], not \\['resize'\\]"):
+        open_source("robomimic", tmp_path / "notes.hdf5", {"resize": [8, 8]})
+    with pytest.raises(ValueError, match="one of \\['lerobot', 'robomimic'\\]"):
+        open_source("bagfile", tmp_path, {})
+    with pytest.raises(DataError, match="meta/info.json"):
+        open_source("lerobot", tmp_path, {})
+    write_robomimic(tmp_path / "lift.hdf5")
+    EpisodeStore.create(tmp_path / "other.zarr")
+    with pytest.raises(DataError, match="(?s)was not converted from robomimic.*overwrite=true"):
+        convert_source(open_source("robomimic", tmp_path / "lift.hdf5", {}), tmp_path / "other.zarr")
+
+
+# ---------------------------------------------------------------- LeRobot
+def gray_frames(first: int, count: int) -> np.ndarray:
+    """Frames whose gray level encodes their index in the video (10 levels apart)."""
+    levels = (20 + 10 * np.arange(first, first + count)) % 256
+    return np.broadcast_to(levels[:, None, None, None], (count, HEIGHT, WIDTH, 3)).astype(np.uint8)
+
+
+def write_mp4(path: Path, frames: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS, options={"crf": "0"})
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv444p"
+        stream.time_base = Fraction(1, FPS)
+        for index, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def rows(episode: int, first_index: int) -> pa.Table:
+    steps = np.arange(LENGTH)
+    state = np.stack([steps + 100 * episode, -steps], axis=1).astype(np.float32)
+    return pa.table({"observation.state": pa.array(list(state), type=pa.list_(pa.float32())),
+                     "action": pa.array(list(state + 0.5), type=pa.list_(pa.float32())),
+                     "timestamp": pa.array(steps / FPS, type=pa.float32()),
+                     "frame_index": pa.array(steps, type=pa.int64()),
+                     "episode_index": pa.array(np.full(LENGTH, episode), type=pa.int64()),
+                     "index": pa.array(first_index + steps, type=pa.int64()),
+                     "task_index": pa.array(np.zeros(LENGTH), type=pa.int64())})
+
+
+FEATURES = {"observation.state": {"dtype": "float32", "shape": [2], "names": ["x", "y"]},
+            "action": {"dtype": "float32", "shape": [2], "names": ["x", "y"]},
+            "observation.images.front": {"dtype": "video", "shape": [HEIGHT, WIDTH, 3],
+                                         "names": ["height", "width", "channels"]},
+            **{k: {"dtype": "int64", "shape": [1], "names": None}
+               for k in ("frame_index", "episode_index", "index", "task_index")},
+            "timestamp": {"dtype": "float32", "shape": [1], "names": None}}
+
+
+def write_lerobot_v21(root: Path) -> None:
+    """Three episodes; the video of episode 2 stops after 8 of its 12 frames."""
+    info = {"codebase_version": "v2.1", "robot_type": "test", "fps": FPS, "chunks_size": 1000,
+            "total_episodes": 3, "splits": {"train": "0:2", "val": "2:3"}, "features": FEATURES,
+            "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+            "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"}
+    (root / "meta").mkdir(parents=True)
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    (root / "meta" / "episodes.jsonl").write_text(
+        "".join(json.dumps({"episode_index": e, "tasks": ["push"], "length": LENGTH}) + "\n" for e in range(3)))
+    for episode in range(3):
+        (root / "data" / "chunk-000").mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows(episode, LENGTH * episode), root / f"data/chunk-000/episode_{episode:06d}.parquet")
+        frames = gray_frames(0, 8 if episode == 2 else LENGTH)
+        write_mp4(root / f"videos/chunk-000/observation.images.front/episode_{episode:06d}.mp4", frames)
+
+
+def write_lerobot_v30(root: Path) -> None:
+    """Two episodes sharing one data file and one video file; a third whose video file is missing."""
+    info = {"codebase_version": "v3.0", "robot_type": "test", "fps": FPS, "chunks_size": 1000,
+            "total_episodes": 3, "features": FEATURES,
+            "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+            "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"}
+    (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
+    (root / "data" / "chunk-000").mkdir(parents=True)
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    pq.write_table(pa.concat_tables([rows(e, LENGTH * e) for e in range(3)]), root / "data/chunk-000/file-000.parquet")
+    write_mp4(root / "videos/observation.images.front/chunk-000/file-000.mp4", gray_frames(0, 2 * LENGTH))
+    key = "videos/observation.images.front"
+    episodes = [{"episode_index": e, "tasks": ["push"], "length": LENGTH, "data/chunk_index": 0,
+                 "data/file_index": 0, "dataset_from_index": LENGTH * e, "dataset_to_index": LENGTH * (e + 1),
+                 f"{key}/chunk_index": 0, f"{key}/file_index": e // 2,
+                 f"{key}/from_timestamp": (e % 2) * LENGTH / FPS, f"{key}/to_timestamp": (e % 2 + 1) * LENGTH / FPS}
+                for e in range(3)]
+    pq.write_table(pa.Table.from_pylist(episodes), root / "meta/episodes/chunk-000/file-000.parquet")
+
+
+def assert_episode(store: EpisodeStore, index: int, episode: int, first_frame: int, shape=(HEIGHT, WIDTH)) -> None:
+    values = store.episode(index)
+    np.testing.assert_array_equal(values["observation.state"][:, 0], np.arange(LENGTH) + 100 * episode)
+    np.testing.assert_array_equal(values["action"][:, 1], -np.arange(LENGTH) + 0.5)
+    frames = values["observation.images.front"]
+    assert frames.shape == (LENGTH, *shape, 3) and frames.dtype == np.uint8
+    expected = gray_frames(first_frame, LENGTH)[:, 0, 0, 0].astype(float)
+    np.testing.assert_allclose(frames.reshape(LENGTH, -1).mean(axis=1), expected, atol=2.0)  # lossless-ish x264
+    stamps = store.timestamps("observation.images.front")[store.episode_slice(index)]
+    np.testing.assert_allclose(stamps, np.arange(LENGTH) / FPS, atol=1e-6)
+
+
+def test_lerobot_v21_episodes_convert_and_a_short_video_is_reported(tmp_path):
+    write_lerobot_v21(tmp_path / "v21")
+    assert main(["dataset", "convert", "--from", "lerobot", str(tmp_path / "v21"), str(tmp_path / "out.zarr")]) == 0
+    store = EpisodeStore.open(tmp_path / "out.zarr")
+    assert store.n_episodes == 2 and store.fps == FPS
+    for episode in range(2):
+        assert_episode(store, episode, episode, first_frame=0)
+    record = store.attrs["converted_from"]["episodes"]
+    assert record[2]["index"] is None and "shorter than its rows" in record[2]["dropped"]
+    assert store.attrs["splits"] == {"train": [0, 1], "val": []}
+    assert store.attrs["lerobot"]["codebase_version"] == "v2.1"
+
+
+def test_lerobot_v30_episodes_are_cut_from_shared_files_at_their_offsets(tmp_path):
+    write_lerobot_v30(tmp_path / "v30")
+    summary = convert_source(open_source("lerobot", tmp_path / "v30", {"resize": [16, 24]}), tmp_path / "out.zarr")
+    assert summary["episodes"] == 2 and "file-001.mp4 is missing" in summary["dropped"][0]["reason"]
+    store = EpisodeStore.open(tmp_path / "out.zarr")
+    assert_episode(store, 0, 0, first_frame=0, shape=(16, 24))
+    assert_episode(store, 1, 1, first_frame=LENGTH, shape=(16, 24))  # frames 12..23 of the shared video
