@@ -1,0 +1,191 @@
+"""ROS bags become episode stores through a robot topic map: a ROS 2 bag written with rosbags, and a
+ROS 1 bag recorded by Debian's `rosbag record` from a real roscore. Message k (every 50 ms) carries
+k in every field, so each tick's values name the message they came from."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from robopolicy.datasets.convert.formats import open_source
+from robopolicy.datasets.convert.run import convert_source
+from robopolicy.datasets.store import EpisodeStore
+
+PERIOD = 0.05
+T0 = 1000.0
+TOPIC_MAP = {
+    "name": "bag_arm",
+    "observations": {
+        "robot0_eef_pos": {"topic": "/arm/eef_pose", "type": "pose", "field": "position"},
+        "robot0_gripper_qpos": {"topic": "/arm/joint_states", "type": "joint_state",
+                                "joints": ["finger_left", "finger_right"]},
+        "front_image": {"topic": "/camera/front", "type": "image", "resize": [3, 4]},
+    },
+    "commands": [{"topic": "/arm/target_pose", "type": "pose", "action_dims": [0, 9]},
+                 {"topic": "/gripper/command", "type": "joint_trajectory", "action_dims": [9, 10],
+                  "joints": ["gripper"]}],
+}
+
+
+@pytest.fixture
+def topic_map(tmp_path) -> Path:
+    path = tmp_path / "bag_arm.yaml"
+    path.write_text(yaml.safe_dump(TOPIC_MAP))
+    return path
+
+
+def assert_ticks_follow_messages(store: EpisodeStore, index: int, first: int, step: int, count: int) -> None:
+    """Tick i carries message first + step * i of every topic; the gripper follows its trajectory points."""
+    values = store.episode(index)
+    k = first + step * np.arange(count)
+    assert store.episode_lengths[index] == count
+    np.testing.assert_allclose(values["robot0_eef_pos"][:, 0], k)
+    np.testing.assert_allclose(values["robot0_gripper_qpos"], np.stack([k, -k], axis=1))
+    assert values["front_image"].shape == (count, 3, 4, 3)
+    np.testing.assert_array_equal(values["front_image"][:, 0, 0, 0], k)
+    np.testing.assert_allclose(values["action"][:, 0], k + 0.5)
+    np.testing.assert_allclose(values["action"][:, 3:9], np.tile([1, 0, 0, 0, 1, 0], (count, 1)), atol=1e-6)
+    np.testing.assert_allclose(values["action"][:, 9], 0.01 * k, atol=1e-6)
+    stamps = store.timestamps("action")[store.episode_slice(index)]
+    np.testing.assert_allclose(np.diff(stamps), step * PERIOD, atol=1e-6)
+
+
+# ---------------------------------------------------------------- ROS 2, written with rosbags
+def write_ros2_bag(path: Path, n: int, gap: range = range(0)) -> None:
+    """n messages per topic from T0; a marker on /episode at message 0 and n // 2; no joint states
+    for the messages in `gap`."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    types = store.types
+
+    def header(t: float):
+        return types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](
+            sec=int(t), nanosec=int(round((t - int(t)) * 1e9))), frame_id="world")
+
+    def pose(t: float, x: float):
+        point = types["geometry_msgs/msg/Point"](x=float(x), y=0.0, z=1.0)
+        quat = types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)
+        return types["geometry_msgs/msg/PoseStamped"](header=header(t), pose=types["geometry_msgs/msg/Pose"](
+            position=point, orientation=quat))
+
+    empty = np.zeros(0, np.float64)
+    with Writer(path, version=9) as writer:
+        topics = {"/arm/eef_pose": "geometry_msgs/msg/PoseStamped", "/arm/joint_states": "sensor_msgs/msg/JointState",
+                  "/camera/front": "sensor_msgs/msg/Image", "/arm/target_pose": "geometry_msgs/msg/PoseStamped",
+                  "/gripper/command": "trajectory_msgs/msg/JointTrajectory", "/episode": "std_msgs/msg/String"}
+        connections = {topic: writer.add_connection(topic, kind, typestore=store) for topic, kind in topics.items()}
+        for k in range(n):
+            t = T0 + k * PERIOD
+            messages = {"/arm/eef_pose": pose(t, k), "/arm/target_pose": pose(t, k + 0.5),
+                        "/camera/front": types["sensor_msgs/msg/Image"](
+                            header=header(t), height=6, width=8, encoding="rgb8", is_bigendian=0, step=24,
+                            data=np.full(6 * 8 * 3, k, np.uint8))}
+            if k not in gap:
+                messages["/arm/joint_states"] = types["sensor_msgs/msg/JointState"](
+                    header=header(t), name=["finger_right", "finger_left"], position=np.array([-k, k], float),
+                    velocity=empty, effort=empty)
+            if k % 4 == 0:  # a trajectory of 4 points every 4 periods
+                points = [types["trajectory_msgs/msg/JointTrajectoryPoint"](
+                    positions=np.array([0.01 * (k + j)]), velocities=empty, accelerations=empty, effort=empty,
+                    time_from_start=types["builtin_interfaces/msg/Duration"](sec=0, nanosec=int(j * PERIOD * 1e9)))
+                    for j in range(4)]
+                messages["/gripper/command"] = types["trajectory_msgs/msg/JointTrajectory"](
+                    header=header(t), joint_names=["gripper"], points=points)
+            if k in (0, n // 2):
+                messages["/episode"] = types["std_msgs/msg/String"](data="start")
+            for topic, msg in messages.items():
+                writer.write(connections[topic], int(t * 1e9), store.serialize_cdr(msg, topics[topic]))
+
+
+def test_a_ros2_bag_becomes_one_episode_sampled_at_the_target_rate(tmp_path, topic_map):
+    write_ros2_bag(tmp_path / "demo", n=40)
+    source = open_source("rosbag", tmp_path / "demo", {"map": str(topic_map), "rate": 10})
+    summary = convert_source(source, tmp_path / "out.zarr")
+    assert summary["episodes"] == 1 and summary["dropped"] == []
+    store = EpisodeStore.open(tmp_path / "out.zarr")
+    assert store.fps == 10
+    assert_ticks_follow_messages(store, 0, first=0, step=2, count=20)
+
+
+def test_episodes_split_by_a_topic_and_a_data_gap_drops_its_episode(tmp_path, topic_map):
+    write_ros2_bag(tmp_path / "demo", n=40, gap=range(29, 33))
+    source = open_source("rosbag", tmp_path / "demo", {"map": str(topic_map), "split_topic": "/episode",
+                                                       "max_age": 0.12})
+    summary = convert_source(source, tmp_path / "out.zarr")
+    assert summary["episodes"] == 1 and len(summary["dropped"]) == 1
+    assert summary["dropped"][0]["episode"] == "demo#1"
+    # joint states pause after message 28 (1.40 s): the tick at 1.55 s is the first more than 0.12 s past it
+    assert "/arm/joint_states has no message in the 0.12 s before 1001.550 s" in summary["dropped"][0]["reason"]
+    # every reference message is a tick when no rate is given
+    assert_ticks_follow_messages(EpisodeStore.open(tmp_path / "out.zarr"), 0, first=0, step=1, count=20)
+
+
+# ---------------------------------------------------------------- ROS 1, recorded with rosbag record
+PUBLISHER = """
+import sys, time, numpy as np, rospy
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import Image, JointState
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+rospy.init_node("demo_publisher")
+pubs = {t: rospy.Publisher(t, c, queue_size=50) for t, c in [("/arm/eef_pose", PoseStamped),
+        ("/arm/joint_states", JointState), ("/camera/front", Image), ("/arm/target_pose", PoseStamped),
+        ("/gripper/command", JointTrajectory)]}
+while any(p.get_num_connections() == 0 for p in pubs.values()):
+    time.sleep(0.05)
+time.sleep(0.5)
+t0 = rospy.get_time()
+def pose(t, x):
+    msg = PoseStamped(); msg.header.stamp = rospy.Time.from_sec(t)
+    msg.pose.position.x, msg.pose.position.z, msg.pose.orientation.w = x, 1.0, 1.0
+    return msg
+for k in range(40):
+    t = t0 + 0.05 * k
+    pubs["/arm/eef_pose"].publish(pose(t, k))
+    pubs["/arm/target_pose"].publish(pose(t, k + 0.5))
+    js = JointState(name=["finger_right", "finger_left"], position=[-k, k]); js.header.stamp = rospy.Time.from_sec(t)
+    pubs["/arm/joint_states"].publish(js)
+    image = Image(height=6, width=8, encoding="rgb8", step=24, data=bytes([k]) * 144)
+    image.header.stamp = rospy.Time.from_sec(t)
+    pubs["/camera/front"].publish(image)
+    if k % 4 == 0:
+        traj = JointTrajectory(joint_names=["gripper"], points=[JointTrajectoryPoint(
+            positions=[0.01 * (k + j)], time_from_start=rospy.Duration.from_sec(0.05 * j)) for j in range(4)])
+        traj.header.stamp = rospy.Time.from_sec(t)
+        pubs["/gripper/command"].publish(traj)
+    time.sleep(max(0.0, t + 0.05 - rospy.get_time()))
+time.sleep(0.5)
+"""
+
+
+@pytest.mark.slow
+def test_a_ros1_bag_recorded_with_rosbag_record_converts(tmp_path, topic_map):
+    pytest.importorskip("rospy", reason="ROS 1 from Debian is not installed (bash scripts/setup.sh installs it)")
+    from tests.ros_master import running_roscore
+
+    topics = ["/arm/eef_pose", "/arm/joint_states", "/camera/front", "/arm/target_pose", "/gripper/command"]
+    with running_roscore() as env:
+        recorder = subprocess.Popen(["rosbag", "record", "-O", str(tmp_path / "demo.bag"), *topics], env=env,
+                                    cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True)
+        try:
+            subprocess.run([sys.executable, "-c", PUBLISHER], env=env, check=True, timeout=120)
+        finally:
+            os.killpg(recorder.pid, signal.SIGINT)
+            recorder.wait(30)
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "demo.bag").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    source = open_source("rosbag", tmp_path / "demo.bag", {"map": str(topic_map), "rate": 10})
+    summary = convert_source(source, tmp_path / "out.zarr")
+    assert summary["episodes"] == 1, summary
+    assert_ticks_follow_messages(EpisodeStore.open(tmp_path / "out.zarr"), 0, first=0, step=2, count=20)
