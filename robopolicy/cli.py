@@ -166,12 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_dataset_validate)
     convert = dataset_cmds.add_parser("convert", help="demonstrations from another format -> an episode store "
                                                       "(resumable: converted episodes are not redone)")
-    convert.add_argument("--from", dest="source_format", required=True, help="robomimic | lerobot | rosbag")
-    convert.add_argument("src", help="robomimic .hdf5 file, LeRobot dataset directory (v2.x or v3.0), or ROS bag "
-                                     "(.bag, ROS 2 bag directory, or a directory of bags)")
+    convert.add_argument("--from", dest="source_format", required=True, help="robomimic | lerobot | video | rosbag")
+    convert.add_argument("src", help="robomimic .hdf5 file, LeRobot dataset directory (v2.x or v3.0), directory of "
+                                     "<name>.mp4 + <name>.csv|npz, or ROS bag (.bag, ROS 2 bag directory, or a "
+                                     "directory of bags)")
     convert.add_argument("out", help="episode store to write (zarr directory)")
     convert.add_argument("options", nargs="*", help="overwrite=true zarr_format=3; robomimic: keys=[...]; "
-                                                   "lerobot: resize=[H,W] tolerance_s=0.003; rosbag: map=NAME|PATH "
+                                                   "lerobot: resize=[H,W] tolerance_s=0.003; video: rate=10 "
+                                                   "actions=absolute|relative resize=[H,W]; rosbag: map=NAME|PATH "
                                                    "rate=10 reference=/topic max_age=0.1 split_topic=/topic")
     convert.set_defaults(func=cmd_dataset_convert)
 

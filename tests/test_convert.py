@@ -97,7 +97,7 @@ def test_bad_sources_and_outputs_are_refused_naming_the_file(tmp_path):
         open_source("robomimic", tmp_path / "notes.hdf5", {})
     with pytest.raises(ValueError, match="takes the options \\['keys'\\], not \\['resize'\\]"):
         open_source("robomimic", tmp_path / "notes.hdf5", {"resize": [8, 8]})
-    with pytest.raises(ValueError, match="one of \\['lerobot', 'robomimic', 'rosbag'\\]"):
+    with pytest.raises(ValueError, match="not a known format; use one of .*'rosbag', 'video'"):
         open_source("bagfile", tmp_path, {})
     with pytest.raises(DataError, match="meta/info.json"):
         open_source("lerobot", tmp_path, {})
@@ -114,12 +114,12 @@ def gray_frames(first: int, count: int) -> np.ndarray:
     return np.broadcast_to(levels[:, None, None, None], (count, HEIGHT, WIDTH, 3)).astype(np.uint8)
 
 
-def write_mp4(path: Path, frames: np.ndarray) -> None:
+def write_mp4(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=FPS, options={"crf": "0"})
+        stream = container.add_stream("libx264", rate=fps, options={"crf": "0"})
         stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv444p"
-        stream.time_base = Fraction(1, FPS)
+        stream.time_base = Fraction(1, fps)
         for index, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts = index
@@ -217,3 +217,60 @@ def test_lerobot_v30_episodes_are_cut_from_shared_files_at_their_offsets(tmp_pat
     store = EpisodeStore.open(tmp_path / "out.zarr")
     assert_episode(store, 0, 0, first_frame=0, shape=(16, 24))
     assert_episode(store, 1, 1, first_frame=LENGTH, shape=(16, 24))  # frames 12..23 of the shared video
+
+
+# ---------------------------------------------------------------- raw video + poses
+def write_raw_video(root: Path) -> None:
+    """Episode "a": 60 frames at 30 fps (gray level 4 x frame) and a CSV of poses every 10 ms over
+    0.1-1.9 s: x = t, yaw = t rad, width = 0.05 t. Episode "b": an NPZ with recorded actions. "c": no poses."""
+    frames = np.broadcast_to((4 * np.arange(60))[:, None, None, None], (60, HEIGHT, WIDTH, 3)).astype(np.uint8)
+    for name in ("a", "b", "c"):
+        write_mp4(root / f"{name}.mp4", frames, fps=30)
+    t = np.round(np.arange(0.1, 1.9001, 0.01), 6)
+    quat = np.stack([np.zeros_like(t), np.zeros_like(t), np.sin(t / 2), np.cos(t / 2)], axis=1)
+    header = "timestamp,x,y,z,qx,qy,qz,qw,gripper_width\n"
+    lines = [",".join(str(v) for v in (ti, ti, 0.0, 1.0, *q, 0.05 * ti)) for ti, q in zip(t, quat, strict=True)]
+    (root / "a.csv").write_text(header + "\n".join(lines) + "\n")
+    pose = np.concatenate([np.stack([t, 0 * t, 0 * t + 1], axis=1), quat], axis=1)
+    np.savez(root / "b.npz", timestamp=t, pose=pose, gripper_width=0.05 * t, action=np.stack([t, -t] * 5, axis=1))
+
+
+def test_raw_videos_sample_frames_and_interpolated_poses_at_the_target_rate(tmp_path):
+    write_raw_video(tmp_path / "videos")
+    summary = convert_source(open_source("video", tmp_path / "videos", {"rate": 10}), tmp_path / "abs.zarr")
+    assert summary["episodes"] == 2 and "no c.csv or c.npz" in summary["dropped"][0]["reason"]
+    store = EpisodeStore.open(tmp_path / "abs.zarr")
+    a, b = store.episode(0), store.episode(1)
+    ticks = np.round(np.arange(0.1, 1.9001, 0.1), 6)
+    np.testing.assert_allclose(store.timestamps("image")[store.episode_slice(0)], ticks, atol=1e-9)
+    # the frame shown at each tick: frame round(30 t), gray level 4x its index
+    np.testing.assert_allclose(a["image"].reshape(len(ticks), -1).mean(axis=1), 4 * np.round(30 * ticks), atol=2)
+    np.testing.assert_allclose(a["eef_pos"][:, 0], ticks, atol=1e-6)
+    np.testing.assert_allclose(a["eef_rot6d"][:, :3], np.stack([np.cos(ticks), np.sin(ticks), 0 * ticks], 1), atol=1e-6)
+    np.testing.assert_allclose(a["gripper_width"][:, 0], 0.05 * ticks, atol=1e-7)
+    following = np.append(ticks[1:], ticks[-1])  # absolute actions: the next tick's pose and width
+    np.testing.assert_allclose(a["action"][:, 0], following, atol=1e-6)
+    np.testing.assert_allclose(a["action"][:, 9], 0.05 * following, atol=1e-7)
+    np.testing.assert_allclose(b["action"], np.stack([ticks, -ticks] * 5, axis=1), atol=1e-6)  # recorded actions
+
+    relative = convert_source(open_source("video", tmp_path / "videos", {"rate": 10, "actions": "relative"}),
+                              tmp_path / "rel.zarr")
+    action = EpisodeStore.open(tmp_path / "rel.zarr").episode(0)["action"][:-1]
+    # 10 cm along x in the world, seen from a frame turned by yaw t; then 0.1 rad more yaw
+    np.testing.assert_allclose(action[:, :3], np.stack([0.1 * np.cos(ticks[:-1]), -0.1 * np.sin(ticks[:-1]),
+                                                        0 * ticks[:-1]], 1), atol=1e-5)
+    np.testing.assert_allclose(action[:, 3:9], np.tile([np.cos(0.1), np.sin(0.1), 0, -np.sin(0.1), np.cos(0.1), 0],
+                                                       (len(action), 1)), atol=1e-5)
+    assert relative["episodes"] == 2
+
+
+def test_an_episode_that_does_not_fit_the_store_is_dropped_not_fatal(tmp_path):
+    write_raw_video(tmp_path / "videos")
+    pose_file = tmp_path / "videos" / "b.npz"
+    with np.load(pose_file) as npz:
+        values = dict(npz)
+    np.savez(pose_file, **{**values, "action": values["action"][:, :2]})  # 2 action dims where "a" has 10
+    summary = convert_source(open_source("video", tmp_path / "videos", {}), tmp_path / "out.zarr")
+    assert summary["episodes"] == 1
+    assert [d["episode"] for d in summary["dropped"]] == ["b", "c"]
+    assert "rows of shape (2,), store has (10,)" in summary["dropped"][0]["reason"]

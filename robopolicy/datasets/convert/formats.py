@@ -12,6 +12,7 @@ from robopolicy.datasets.convert.run import Source
 FORMATS = {
     "robomimic": ("robopolicy.datasets.convert.robomimic", "RobomimicSource", ("keys",)),
     "lerobot": ("robopolicy.datasets.convert.lerobot", "LeRobotSource", ("resize", "tolerance_s")),
+    "video": ("robopolicy.datasets.convert.raw_video", "RawVideoSource", ("rate", "actions", "resize")),
     "rosbag": ("robopolicy.datasets.convert.rosbag", "RosbagSource",
                ("map", "rate", "reference", "max_age", "split_topic")),
 }

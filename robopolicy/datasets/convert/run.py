@@ -98,11 +98,12 @@ def convert_source(source: Source, out: str | Path, overwrite: bool = False, zar
     for episode_id in progress(todo, desc=f"convert {source.format}", total=len(todo)):
         try:
             episode = source.read(episode_id)
-        except SkipEpisode as reason:
-            log.warning("%s episode %s dropped: %s", source.format, episode_id, reason)
-            records.append({"id": episode_id, "index": None, "dropped": str(reason)})
+            index = store.append_episode(episode.data, episode.timestamps)  # checked whole before any write
+        except (SkipEpisode, DataError) as reason:
+            problem = reason.problem if isinstance(reason, DataError) else str(reason)
+            log.warning("%s episode %s dropped: %s", source.format, episode_id, problem)
+            records.append({"id": episode_id, "index": None, "dropped": problem})
         else:
-            index = store.append_episode(episode.data, episode.timestamps)
             records.append({"id": episode_id, "index": index, "dropped": None})
             converted += 1
         _save(store, records)
