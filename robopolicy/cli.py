@@ -53,8 +53,9 @@ def cmd_dataset_convert(args: argparse.Namespace) -> int:
     from robopolicy.settings import parse_overrides
 
     options = parse_overrides(args.options)
-    overwrite, zarr_format = bool(options.pop("overwrite", False)), int(options.pop("zarr_format", 3))
-    summary = convert_source(open_source(args.source_format, args.src, options), args.out, overwrite, zarr_format)
+    store = {"overwrite": bool(options.pop("overwrite", False)), "zarr_format": int(options.pop("zarr_format", 3)),
+             "image_codec": options.pop("image_codec", "blosc"), "image_quality": options.pop("image_quality", None)}
+    summary = convert_source(open_source(args.source_format, args.src, options), args.out, **store)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -171,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "<name>.mp4 + <name>.csv|npz, or ROS bag (.bag, ROS 2 bag directory, or a "
                                      "directory of bags)")
     convert.add_argument("out", help="episode store to write (zarr directory)")
-    convert.add_argument("options", nargs="*", help="overwrite=true zarr_format=3; robomimic: keys=[...]; "
+    convert.add_argument("options", nargs="*", help="overwrite=true zarr_format=3 image_codec=blosc|none|jpegxl|jpeg "
+                                                   "image_quality=90; robomimic: keys=[...]; "
                                                    "lerobot: resize=[H,W] tolerance_s=0.003; video: rate=10 "
                                                    "actions=absolute|relative resize=[H,W]; rosbag: map=NAME|PATH "
                                                    "rate=10 reference=/topic max_age=0.1 split_topic=/topic")

@@ -5,10 +5,8 @@ survive, broken episodes are reported and skipped, and an interrupted conversion
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import h5py
 import numpy as np
 import pyarrow as pa
@@ -21,6 +19,7 @@ from robopolicy.datasets.convert.formats import open_source
 from robopolicy.datasets.convert.run import convert_source
 from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.store import EpisodeStore
+from robopolicy.envs.video import write_mp4
 
 FPS = 10
 LENGTH = 12
@@ -114,17 +113,8 @@ def gray_frames(first: int, count: int) -> np.ndarray:
     return np.broadcast_to(levels[:, None, None, None], (count, HEIGHT, WIDTH, 3)).astype(np.uint8)
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "0"})
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv444p"
-        stream.time_base = Fraction(1, fps)
-        for index, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            frame.pts = index
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
+def write_video(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
+    write_mp4(frames, path, fps, crf=0, pix_fmt="yuv444p")  # lossless: gray levels survive
 
 
 def rows(episode: int, first_index: int) -> pa.Table:
@@ -162,7 +152,7 @@ def write_lerobot_v21(root: Path) -> None:
         (root / "data" / "chunk-000").mkdir(parents=True, exist_ok=True)
         pq.write_table(rows(episode, LENGTH * episode), root / f"data/chunk-000/episode_{episode:06d}.parquet")
         frames = gray_frames(0, 8 if episode == 2 else LENGTH)
-        write_mp4(root / f"videos/chunk-000/observation.images.front/episode_{episode:06d}.mp4", frames)
+        write_video(root / f"videos/chunk-000/observation.images.front/episode_{episode:06d}.mp4", frames)
 
 
 def write_lerobot_v30(root: Path) -> None:
@@ -175,7 +165,7 @@ def write_lerobot_v30(root: Path) -> None:
     (root / "data" / "chunk-000").mkdir(parents=True)
     (root / "meta" / "info.json").write_text(json.dumps(info))
     pq.write_table(pa.concat_tables([rows(e, LENGTH * e) for e in range(3)]), root / "data/chunk-000/file-000.parquet")
-    write_mp4(root / "videos/observation.images.front/chunk-000/file-000.mp4", gray_frames(0, 2 * LENGTH))
+    write_video(root / "videos/observation.images.front/chunk-000/file-000.mp4", gray_frames(0, 2 * LENGTH))
     key = "videos/observation.images.front"
     episodes = [{"episode_index": e, "tasks": ["push"], "length": LENGTH, "data/chunk_index": 0,
                  "data/file_index": 0, "dataset_from_index": LENGTH * e, "dataset_to_index": LENGTH * (e + 1),
@@ -225,7 +215,7 @@ def write_raw_video(root: Path) -> None:
     0.1-1.9 s: x = t, yaw = t rad, width = 0.05 t. Episode "b": an NPZ with recorded actions. "c": no poses."""
     frames = np.broadcast_to((4 * np.arange(60))[:, None, None, None], (60, HEIGHT, WIDTH, 3)).astype(np.uint8)
     for name in ("a", "b", "c"):
-        write_mp4(root / f"{name}.mp4", frames, fps=30)
+        write_video(root / f"{name}.mp4", frames, fps=30)
     t = np.round(np.arange(0.1, 1.9001, 0.01), 6)
     quat = np.stack([np.zeros_like(t), np.zeros_like(t), np.sin(t / 2), np.cos(t / 2)], axis=1)
     header = "timestamp,x,y,z,qx,qy,qz,qw,gripper_width\n"
@@ -274,3 +264,26 @@ def test_an_episode_that_does_not_fit_the_store_is_dropped_not_fatal(tmp_path):
     assert summary["episodes"] == 1
     assert [d["episode"] for d in summary["dropped"]] == ["b", "c"]
     assert "rows of shape (2,), store has (10,)" in summary["dropped"][0]["reason"]
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_image_keys_are_written_with_the_chosen_codec(tmp_path, zarr_format):
+    from robopolicy.datasets.zarr_io import describe_codec
+
+    rng = np.random.default_rng(0)
+    frames = np.zeros((6, 32, 48, 3), np.uint8)
+    frames[:, 8:24, 8:40] = rng.integers(0, 255, (6, 16, 32, 3))
+    errors = {}
+    for codec, quality in (("blosc", None), ("none", None), ("jpegxl", None), ("jpegxl", 80), ("jpeg", 80)):
+        path = tmp_path / f"{codec}{quality}.zarr"
+        store = EpisodeStore.create(path, zarr_format=zarr_format, image_codec=codec, image_quality=quality)
+        store.append_episode({"img": frames, "state": np.zeros((6, 2), np.float32)})
+        reopened = EpisodeStore.open(path)
+        errors[codec, quality] = np.abs(reopened.read("img").astype(int) - frames).mean()
+        assert "jpeg" not in describe_codec(reopened["state"])  # low-dim keys keep blosc
+        if codec.startswith("jpeg"):
+            assert codec in describe_codec(reopened["img"])
+    assert errors["blosc", None] == errors["none", None] == errors["jpegxl", None] == 0  # lossless
+    assert 0 < errors["jpegxl", 80] < 20 and 0 < errors["jpeg", 80] < 20
+    with pytest.raises(ValueError, match="image_codec must be one of"):
+        EpisodeStore.create(tmp_path / "bad.zarr", image_codec="png")

@@ -23,9 +23,11 @@ import zarr
 from zarr.core.sync import sync
 
 from robopolicy.datasets.errors import DataError
+from robopolicy.datasets.image_codecs import IMAGE_CODECS
 from robopolicy.datasets.zarr_io import (
     create_time_array,
     create_zarr_group,
+    default_layout,
     is_image_array,
     open_zarr_group,
     store_location,
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 Array = Union[np.ndarray, zarr.Array]
 PENDING_ATTR = "pending_append"
+IMAGE_CODEC_ATTR = "image_codec"  # how image keys created later are compressed (set by create)
 # Rows read per block when streaming a key (bounded memory for image keys).
 BLOCK_BYTES = 64 << 20
 
@@ -137,10 +140,18 @@ class EpisodeStore:
         overwrite: bool = False,
         attrs: Mapping[str, Any] | None = None,
         storage_options: dict[str, Any] | None = None,
+        image_codec: str = "blosc",
+        image_quality: int | None = None,
     ) -> EpisodeStore:
-        """Create an empty store (zarr v3 by default; v2 for tools that only read v2)."""
+        """Create an empty store (zarr v3 by default; v2 for tools that only read v2). uint8 image keys
+        are compressed with `image_codec`: blosc (lossless zstd), none, jpegxl (lossless, or lossy at
+        `image_quality`) or jpeg (quality 90 by default); see datasets.image_codecs."""
         if zarr_format not in (2, 3):
             raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format}")
+        if image_codec not in IMAGE_CODECS:
+            raise ValueError(f"image_codec must be one of {IMAGE_CODECS}, got {image_codec!r}")
+        if image_codec != "blosc":
+            attrs = {**(attrs or {}), IMAGE_CODEC_ATTR: {"codec": image_codec, "quality": image_quality}}
         location = store_location(path)
         group = create_zarr_group(location, zarr_format, overwrite, storage_options)
         group.require_group("data")
@@ -379,7 +390,13 @@ class EpisodeStore:
 
     def _write_rows(self, parent: zarr.Group, key: str, value: np.ndarray, start: int) -> zarr.Array:
         """Grow `parent/key` to start + len(value) rows and write them."""
-        array = parent[key] if key in parent else create_time_array(parent, key, value.shape[1:], value.dtype)
+        if key in parent:
+            array = parent[key]
+        else:
+            choice = self._attrs.get(IMAGE_CODEC_ATTR, {"codec": "blosc", "quality": None})
+            layout = default_layout(value.shape[1:], value.dtype, self._group.metadata.zarr_format,
+                                    choice["codec"], choice["quality"])
+            array = create_time_array(parent, key, value.shape[1:], value.dtype, layout)
         array.resize((start + len(value), *array.shape[1:]))
         array[start:] = value
         return array

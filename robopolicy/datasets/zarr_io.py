@@ -22,6 +22,7 @@ import zarr.storage
 from zarr.codecs import BloscCodec
 
 from robopolicy.datasets.errors import DataError
+from robopolicy.datasets.image_codecs import IMAGE_CODECS, ImageCodec
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,28 @@ class ArrayLayout:
     chunks: tuple[int, ...]
     shards: tuple[int, ...] | None
     compressor: Any
+    serializer: Any = None  # a v3 array->bytes codec in place of plain bytes (image codecs)
 
 
-def default_layout(sample_shape: tuple[int, ...], dtype: np.dtype, zarr_format: int) -> ArrayLayout:
-    """Per-frame chunks for images (sharded in v3), about 1 MiB chunks for everything else."""
+def image_compression(image_codec: str, quality: int | None, zarr_format: int) -> tuple[Any, Any]:
+    """(compressor, serializer) for uint8 frames: JPEG-XL / JPEG from imagecodecs, or none."""
+    if image_codec == "none":
+        return None, None
+    if zarr_format == 3:
+        return None, ImageCodec(image_format=image_codec, quality=quality)
+    from imagecodecs.numcodecs import Jpeg, Jpegxl
+
+    if image_codec == "jpeg":
+        return Jpeg(level=quality or 90), None
+    return (Jpegxl(lossless=True, effort=1) if quality is None else Jpegxl(level=quality, effort=3, lossless=False)), None
+
+
+def default_layout(sample_shape: tuple[int, ...], dtype: np.dtype, zarr_format: int, image_codec: str = "blosc",
+                   quality: int | None = None) -> ArrayLayout:
+    """Per-frame chunks for images (sharded in v3), about 1 MiB chunks for everything else; image
+    frames (uint8) take `image_codec` (blosc, none, jpegxl, jpeg; see image_codecs)."""
+    if image_codec not in IMAGE_CODECS:
+        raise ValueError(f"image_codec must be one of {IMAGE_CODECS}, got {image_codec!r}")
     dtype = np.dtype(dtype)
     frame_bytes = max(1, math.prod(sample_shape) * dtype.itemsize)
     image = is_image_array((0, *sample_shape), dtype)
@@ -148,6 +167,9 @@ def default_layout(sample_shape: tuple[int, ...], dtype: np.dtype, zarr_format: 
         compressor = numcodecs.Blosc(
             cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE if image else numcodecs.Blosc.SHUFFLE
         )
+    if image and dtype == np.uint8 and image_codec != "blosc":
+        compressor, serializer = image_compression(image_codec, quality, zarr_format)
+        return ArrayLayout(chunks=chunks, shards=shards, compressor=compressor, serializer=serializer)
     return ArrayLayout(chunks=chunks, shards=shards, compressor=compressor)
 
 
@@ -160,6 +182,8 @@ def create_time_array(
     kwargs: dict[str, Any] = {"compressors": layout.compressor}
     if layout.shards is not None:
         kwargs["shards"] = layout.shards
+    if layout.serializer is not None:
+        kwargs["serializer"] = layout.serializer
     return group.create_array(
         name, shape=(0, *sample_shape), chunks=layout.chunks, dtype=dtype, fill_value=0, **kwargs
     )
@@ -176,6 +200,9 @@ def describe_codec(array: zarr.Array | np.ndarray) -> str:
             parts.append(f"blosc-{cname}-{comp.clevel}")
         else:
             parts.append(getattr(comp, "codec_id", type(comp).__name__))
+    serializer = getattr(array, "serializer", None)
+    if isinstance(serializer, ImageCodec):
+        parts.append(f"{serializer.image_format}-" + (f"q{serializer.quality}" if serializer.quality else "lossless"))
     if getattr(array, "shards", None):
         parts.append(f"sharded {array.shards[0]}")
     return "+".join(parts) or "raw"

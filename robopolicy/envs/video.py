@@ -10,8 +10,10 @@ import av
 import numpy as np
 
 
-def write_mp4(frames: Sequence[np.ndarray], path: str | Path, fps: float) -> Path:
-    """Encode (H, W, 3) uint8 frames to an H.264 mp4 atomically (temp file, then rename)."""
+def write_mp4(frames: Sequence[np.ndarray], path: str | Path, fps: float, crf: int | None = None,
+              pix_fmt: str = "yuv420p") -> Path:
+    """Encode (H, W, 3) uint8 frames to an H.264 mp4 atomically (temp file, then rename); frame k is
+    shown at k / fps. `crf` sets the quality (0: lossless in yuv444p), default x264's."""
     if not len(frames):
         raise ValueError(f"no frames to write to {path}")
     path = Path(path)
@@ -20,8 +22,9 @@ def write_mp4(frames: Sequence[np.ndarray], path: str | Path, fps: float) -> Pat
     height, width = height - height % 2, width - width % 2  # yuv420p needs even sizes
     partial = path.with_name(f".{path.name}.partial")
     with av.open(str(partial), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=max(1, round(fps)))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream = container.add_stream("libx264", rate=max(1, round(fps)),
+                                      options={} if crf is None else {"crf": str(crf)})
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         for frame in frames:
             image = np.ascontiguousarray(frame[:height, :width, :3], dtype=np.uint8)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))

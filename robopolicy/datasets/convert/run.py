@@ -53,7 +53,8 @@ class Source(Protocol):
         """The episode in store layout; raises SkipEpisode when it cannot be read whole."""
 
 
-def _open_or_create(source: Source, out: Path, overwrite: bool, zarr_format: int) -> EpisodeStore:
+def _open_or_create(source: Source, out: Path, overwrite: bool, zarr_format: int, image_codec: str,
+                    image_quality: int | None) -> EpisodeStore:
     if looks_like_zarr_directory(str(out)) and not overwrite:
         store = EpisodeStore.open(out, mode="a")
         record = store.attrs.get(CONVERTED_ATTR)
@@ -62,7 +63,8 @@ def _open_or_create(source: Source, out: Path, overwrite: bool, zarr_format: int
                             fix="choose a new OUT, or pass overwrite=true to replace it")
         return store
     attrs = {**source.attrs, CONVERTED_ATTR: {"format": source.format, "source": source.location, "episodes": []}}
-    return EpisodeStore.create(out, zarr_format=zarr_format, overwrite=overwrite, attrs=attrs)
+    return EpisodeStore.create(out, zarr_format=zarr_format, overwrite=overwrite, attrs=attrs,
+                               image_codec=image_codec, image_quality=image_quality)
 
 
 def _recover(store: EpisodeStore, ids: Sequence[str], records: list[dict[str, Any]]) -> None:
@@ -85,10 +87,12 @@ def _save(store: EpisodeStore, records: list[dict[str, Any]]) -> None:
     store.update_attrs({CONVERTED_ATTR: record})
 
 
-def convert_source(source: Source, out: str | Path, overwrite: bool = False, zarr_format: int = 3) -> dict[str, Any]:
-    """Convert every episode of `source` not yet in `out`; returns a summary with what was dropped and why."""
+def convert_source(source: Source, out: str | Path, overwrite: bool = False, zarr_format: int = 3,
+                   image_codec: str = "blosc", image_quality: int | None = None) -> dict[str, Any]:
+    """Convert every episode of `source` not yet in `out` (image keys stored with `image_codec`, see
+    EpisodeStore.create); returns a summary with what was dropped and why."""
     out = Path(out)
-    store = _open_or_create(source, out, overwrite, zarr_format)
+    store = _open_or_create(source, out, overwrite, zarr_format, image_codec, image_quality)
     ids = list(source.episode_ids())
     records = list(store.attrs[CONVERTED_ATTR]["episodes"])
     _recover(store, ids, records)
