@@ -79,8 +79,9 @@ class PoseStream:
                     self._ready.wait(min(wait, 0.1))
                     continue
                 due, value = self._queue.pop(0)
-            position, quat = action_to_pose(value[start:stop])
-            self._publisher.publish(pose_stamped(self.transport.types, position, quat, due, self.command.frame_id))
+                position, quat = action_to_pose(value[start:stop])  # published under the lock: after a
+                self._publisher.publish(pose_stamped(  # replace() returns, no old target goes out
+                    self.transport.types, position, quat, due, self.command.frame_id))
 
 
 class RosBridge:
@@ -94,6 +95,7 @@ class RosBridge:
         self.start_requested, self.stop_requested = threading.Event(), threading.Event()
         self.halted = False  # e-stopped: nothing is sent until an operator's reset
         self._lock = threading.Lock()
+        self._command_lock = threading.RLock()  # a send racing an e-stop must not publish after its "stop here"
         self._readings: list[Reading] = []
         self._problem: Exception | None = None
         self._last_state = ""
@@ -172,29 +174,35 @@ class RosBridge:
         return sorted(readings, key=lambda reading: reading.received)
 
     def send(self, actions: Sequence[TimedAction]) -> None:
-        if self.halted or not actions:
+        if not actions:
             return
         times = np.array([a.time for a in actions])
         values = np.stack([np.asarray(a.value, dtype=np.float64) for a in actions])
-        for command, publisher in self._trajectories:
-            start, stop = command.action_dims
-            publisher.publish(joint_trajectory(self.transport.types, command.joints, times, values[:, start:stop]))
-        for stream in self._streams:
-            stream.replace(times, values)
+        with self._command_lock:
+            if self.halted:
+                return
+            for command, publisher in self._trajectories:
+                start, stop = command.action_dims
+                publisher.publish(joint_trajectory(self.transport.types, command.joints, times,
+                                                   values[:, start:stop]))
+            for stream in self._streams:
+                stream.replace(times, values)
 
     def hold(self) -> None:
-        for stream in self._streams:
-            stream.replace([], np.zeros((0, 0)))
-        now = self.transport.now()
-        for command, publisher in self._trajectories:
-            msg = joint_trajectory(self.transport.types, command.joints, np.zeros(0),
-                                   np.zeros((0, len(command.joints))))
-            msg.header.stamp = self.transport.types.time(now)  # no points: stop and keep the current position
-            publisher.publish(msg)
+        with self._command_lock:
+            for stream in self._streams:
+                stream.replace([], np.zeros((0, 0)))
+            now = self.transport.now()
+            for command, publisher in self._trajectories:
+                msg = joint_trajectory(self.transport.types, command.joints, np.zeros(0),
+                                       np.zeros((0, len(command.joints))))
+                msg.header.stamp = self.transport.types.time(now)  # no points: stop and keep the current position
+                publisher.publish(msg)
 
     def stop(self) -> None:
-        self.halted = True
-        self.hold()
+        with self._command_lock:
+            self.halted = True
+            self.hold()
         self.set_state("estopped")
 
     def close(self) -> None:
