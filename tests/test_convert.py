@@ -4,6 +4,7 @@ survive, broken episodes are reported and skipped, and an interrupted conversion
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image as PILImage
 
 from robopolicy.cli import main
 from robopolicy.datasets.convert import run
@@ -117,10 +119,19 @@ def write_video(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
     write_mp4(frames, path, fps, crf=0, pix_fmt="yuv444p")  # lossless: gray levels survive
 
 
+def png(level: int) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(np.full((8, 10, 3), level, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def rows(episode: int, first_index: int) -> pa.Table:
     steps = np.arange(LENGTH)
     state = np.stack([steps + 100 * episode, -steps], axis=1).astype(np.float32)
-    return pa.table({"observation.state": pa.array(list(state), type=pa.list_(pa.float32())),
+    wrist = [{"bytes": png(int(5 * k)), "path": None} for k in steps]  # an `image` feature: PNG in the parquet
+    return pa.table({"observation.images.wrist": pa.array(wrist, type=pa.struct([("bytes", pa.binary()),
+                                                                               ("path", pa.string())])),
+                     "observation.state": pa.array(list(state), type=pa.list_(pa.float32())),
                      "action": pa.array(list(state + 0.5), type=pa.list_(pa.float32())),
                      "timestamp": pa.array(steps / FPS, type=pa.float32()),
                      "frame_index": pa.array(steps, type=pa.int64()),
@@ -133,6 +144,7 @@ FEATURES = {"observation.state": {"dtype": "float32", "shape": [2], "names": ["x
             "action": {"dtype": "float32", "shape": [2], "names": ["x", "y"]},
             "observation.images.front": {"dtype": "video", "shape": [HEIGHT, WIDTH, 3],
                                          "names": ["height", "width", "channels"]},
+            "observation.images.wrist": {"dtype": "image", "shape": [8, 10, 3], "names": ["height", "width", "channels"]},
             **{k: {"dtype": "int64", "shape": [1], "names": None}
                for k in ("frame_index", "episode_index", "index", "task_index")},
             "timestamp": {"dtype": "float32", "shape": [1], "names": None}}
@@ -183,6 +195,9 @@ def assert_episode(store: EpisodeStore, index: int, episode: int, first_frame: i
     assert frames.shape == (LENGTH, *shape, 3) and frames.dtype == np.uint8
     expected = gray_frames(first_frame, LENGTH)[:, 0, 0, 0].astype(float)
     np.testing.assert_allclose(frames.reshape(LENGTH, -1).mean(axis=1), expected, atol=2.0)  # lossless-ish x264
+    wrist = values["observation.images.wrist"]
+    assert wrist.shape[0] == LENGTH and wrist.dtype == np.uint8
+    np.testing.assert_array_equal(wrist[:, 0, 0, 0], 5 * np.arange(LENGTH))
     stamps = store.timestamps("observation.images.front")[store.episode_slice(index)]
     np.testing.assert_allclose(stamps, np.arange(LENGTH) / FPS, atol=1e-6)
 

@@ -4,6 +4,7 @@ k in every field, so each tick's values name the message they came from."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from robopolicy.datasets.convert.formats import open_source
 from robopolicy.datasets.convert.run import convert_source
@@ -33,12 +35,22 @@ TOPIC_MAP = {
                  {"topic": "/gripper/command", "type": "joint_trajectory", "action_dims": [9, 10],
                   "joints": ["gripper"]}],
 }
+# the ROS 2 bag also has a PNG-compressed wrist camera
+ROS2_MAP = {**TOPIC_MAP, "observations": {**TOPIC_MAP["observations"],
+                                          "wrist_image": {"topic": "/camera/wrist", "type": "compressed_image"}}}
 
 
 @pytest.fixture
 def topic_map(tmp_path) -> Path:
     path = tmp_path / "bag_arm.yaml"
     path.write_text(yaml.safe_dump(TOPIC_MAP))
+    return path
+
+
+@pytest.fixture
+def ros2_map(tmp_path) -> Path:
+    path = tmp_path / "bag_arm_ros2.yaml"
+    path.write_text(yaml.safe_dump(ROS2_MAP))
     return path
 
 
@@ -78,18 +90,26 @@ def write_ros2_bag(path: Path, n: int, gap: range = range(0)) -> None:
         return types["geometry_msgs/msg/PoseStamped"](header=header(t), pose=types["geometry_msgs/msg/Pose"](
             position=point, orientation=quat))
 
+    def png(k: int) -> np.ndarray:
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((4, 6, 3), [k, 255 - k, 7], np.uint8)).save(buffer, format="PNG")
+        return np.frombuffer(buffer.getvalue(), np.uint8)
+
     empty = np.zeros(0, np.float64)
     with Writer(path, version=9) as writer:
         topics = {"/arm/eef_pose": "geometry_msgs/msg/PoseStamped", "/arm/joint_states": "sensor_msgs/msg/JointState",
                   "/camera/front": "sensor_msgs/msg/Image", "/arm/target_pose": "geometry_msgs/msg/PoseStamped",
-                  "/gripper/command": "trajectory_msgs/msg/JointTrajectory", "/episode": "std_msgs/msg/String"}
+                  "/gripper/command": "trajectory_msgs/msg/JointTrajectory", "/episode": "std_msgs/msg/String",
+                  "/camera/wrist": "sensor_msgs/msg/CompressedImage"}
         connections = {topic: writer.add_connection(topic, kind, typestore=store) for topic, kind in topics.items()}
         for k in range(n):
             t = T0 + k * PERIOD
             messages = {"/arm/eef_pose": pose(t, k), "/arm/target_pose": pose(t, k + 0.5),
                         "/camera/front": types["sensor_msgs/msg/Image"](
                             header=header(t), height=6, width=8, encoding="rgb8", is_bigendian=0, step=24,
-                            data=np.full(6 * 8 * 3, k, np.uint8))}
+                            data=np.full(6 * 8 * 3, k, np.uint8)),
+                        "/camera/wrist": types["sensor_msgs/msg/CompressedImage"](
+                            header=header(t), format="png", data=png(k))}
             if k not in gap:
                 messages["/arm/joint_states"] = types["sensor_msgs/msg/JointState"](
                     header=header(t), name=["finger_right", "finger_left"], position=np.array([-k, k], float),
@@ -107,14 +127,18 @@ def write_ros2_bag(path: Path, n: int, gap: range = range(0)) -> None:
                 writer.write(connections[topic], int(t * 1e9), store.serialize_cdr(msg, topics[topic]))
 
 
-def test_a_ros2_bag_becomes_one_episode_sampled_at_the_target_rate(tmp_path, topic_map):
+def test_a_ros2_bag_becomes_one_episode_sampled_at_the_target_rate(tmp_path, ros2_map):
     write_ros2_bag(tmp_path / "demo", n=40)
-    source = open_source("rosbag", tmp_path / "demo", {"map": str(topic_map), "rate": 10})
+    source = open_source("rosbag", tmp_path / "demo", {"map": str(ros2_map), "rate": 10})
     summary = convert_source(source, tmp_path / "out.zarr")
     assert summary["episodes"] == 1 and summary["dropped"] == []
     store = EpisodeStore.open(tmp_path / "out.zarr")
     assert store.fps == 10
     assert_ticks_follow_messages(store, 0, first=0, step=2, count=20)
+    wrist = store.episode(0)["wrist_image"]  # PNG-compressed frames decoded
+    assert wrist.shape == (20, 4, 6, 3)
+    np.testing.assert_array_equal(wrist[:, 2, 3], np.stack([2 * np.arange(20), 255 - 2 * np.arange(20),
+                                                            np.full(20, 7)], axis=1))
 
 
 def test_episodes_split_by_a_topic_and_a_data_gap_drops_its_episode(tmp_path, topic_map):
