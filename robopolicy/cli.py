@@ -60,6 +60,13 @@ def cmd_dataset_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_record(args: argparse.Namespace) -> int:
+    from robopolicy.datasets.record import record
+
+    print(json.dumps(record(args.options), indent=2))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from robopolicy.training.run import train
 
@@ -178,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "actions=absolute|relative resize=[H,W]; rosbag: map=NAME|PATH "
                                                    "rate=10 reference=/topic max_age=0.1 split_topic=/topic")
     convert.set_defaults(func=cmd_dataset_convert)
+
+    recording = commands.add_parser("record", help="teleoperated demonstrations from a robot into an episode store")
+    recording.add_argument("options", nargs="*",
+                           help="out=DIR episodes=N robot=sim|ros teleop=scripted|keyboard|spacemouse control_hz=20 "
+                                "max_seconds=60 teleop_options.<key>=...; sim: env.name=robosuite env.task=Lift "
+                                "latency.<sensor>=s sensors.<sensor>=[keys]; ros: robot.map=NAME")
+    recording.set_defaults(func=cmd_record)
 
     train = commands.add_parser("train", help="train a policy: robopolicy train task=pusht_image policy=diffusion_unet")
     train.add_argument("overrides", nargs="*", help="hydra overrides, e.g. policy=flow training.max_steps=2000")
