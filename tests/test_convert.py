@@ -215,6 +215,19 @@ def test_lerobot_v21_episodes_convert_and_a_short_video_is_reported(tmp_path):
     assert store.attrs["lerobot"]["codebase_version"] == "v2.1"
 
 
+def test_truncated_parquet_and_video_files_drop_their_episodes_with_the_reason(tmp_path):
+    write_lerobot_v21(tmp_path / "v21")
+    parquet = tmp_path / "v21/data/chunk-000/episode_000000.parquet"
+    parquet.write_bytes(parquet.read_bytes()[:200])
+    video = tmp_path / "v21/videos/chunk-000/observation.images.front/episode_000001.mp4"
+    video.write_bytes(video.read_bytes()[:300])
+    summary = convert_source(open_source("lerobot", tmp_path / "v21", {}), tmp_path / "out.zarr")
+    reasons = {d["episode"]: d["reason"] for d in summary["dropped"]}
+    assert summary["episodes"] == 0 and set(reasons) == {"0", "1", "2"}
+    assert "episode_000000.parquet cannot be read" in reasons["0"]
+    assert "episode_000001.mp4" in reasons["1"]
+
+
 def test_lerobot_v30_episodes_are_cut_from_shared_files_at_their_offsets(tmp_path):
     write_lerobot_v30(tmp_path / "v30")
     summary = convert_source(open_source("lerobot", tmp_path / "v30", {"resize": [16, 24]}), tmp_path / "out.zarr")

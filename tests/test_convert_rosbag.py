@@ -71,10 +71,10 @@ def assert_ticks_follow_messages(store: EpisodeStore, index: int, first: int, st
 
 
 # ---------------------------------------------------------------- ROS 2, written with rosbags
-def write_ros2_bag(path: Path, n: int, gap: range = range(0)) -> None:
+def write_ros2_bag(path: Path, n: int, gap: range = range(0), storage: str = "sqlite3") -> None:
     """n messages per topic from T0; a marker on /episode at message 0 and n // 2; no joint states
     for the messages in `gap`."""
-    from rosbags.rosbag2 import Writer
+    from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
     store = get_typestore(Stores.ROS2_HUMBLE)
@@ -96,7 +96,8 @@ def write_ros2_bag(path: Path, n: int, gap: range = range(0)) -> None:
         return np.frombuffer(buffer.getvalue(), np.uint8)
 
     empty = np.zeros(0, np.float64)
-    with Writer(path, version=9) as writer:
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    with Writer(path, version=9, storage_plugin=plugin) as writer:
         topics = {"/arm/eef_pose": "geometry_msgs/msg/PoseStamped", "/arm/joint_states": "sensor_msgs/msg/JointState",
                   "/camera/front": "sensor_msgs/msg/Image", "/arm/target_pose": "geometry_msgs/msg/PoseStamped",
                   "/gripper/command": "trajectory_msgs/msg/JointTrajectory", "/episode": "std_msgs/msg/String",
@@ -127,8 +128,9 @@ def write_ros2_bag(path: Path, n: int, gap: range = range(0)) -> None:
                 writer.write(connections[topic], int(t * 1e9), store.serialize_cdr(msg, topics[topic]))
 
 
-def test_a_ros2_bag_becomes_one_episode_sampled_at_the_target_rate(tmp_path, ros2_map):
-    write_ros2_bag(tmp_path / "demo", n=40)
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_a_ros2_bag_becomes_one_episode_sampled_at_the_target_rate(tmp_path, ros2_map, storage):
+    write_ros2_bag(tmp_path / "demo", n=40, storage=storage)
     source = open_source("rosbag", tmp_path / "demo", {"map": str(ros2_map), "rate": 10})
     summary = convert_source(source, tmp_path / "out.zarr")
     assert summary["episodes"] == 1 and summary["dropped"] == []

@@ -128,7 +128,10 @@ class LeRobotSource:
                                                              episode_index=index)
         if not path.is_file():
             raise SkipEpisode(f"data file {path} is missing")
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            raise SkipEpisode(f"data file {path} cannot be read ({error})") from error
         table = table.filter(pc.equal(table.column("episode_index"), index))
         table = table.take(pc.sort_indices(table, [("frame_index", "ascending")]))
         if len(table) == 0:
