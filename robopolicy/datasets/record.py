@@ -89,6 +89,10 @@ def record_episode(robot: RobotInterface, teleop: Teleop, options: RecordOptions
         next_tick += dt
         time.sleep(max(0.0, next_tick - robot.now()))
     robot.hold()
+    settle = robot.now() + max(latency.values(), default=0.0) + dt  # readings captured before the last tick
+    while robot.now() < settle:
+        _file(robot, latency, streams)
+        time.sleep(0.005)
     _file(robot, latency, streams)
     return streams, np.array(ticks), np.array(actions, dtype=np.float32)
 
@@ -167,7 +171,9 @@ def record(overrides: Sequence[str] = ()) -> dict[str, Any]:
         return _record_episodes(robot, teleop, options, latency)
     finally:
         getattr(teleop, "close", lambda: None)()
-        getattr(robot, "close", lambda: None)()
+        robot.close()
+        if options.robot == "ros":
+            robot.transport.shutdown("robopolicy record done")
 
 
 def _record_episodes(robot: Any, teleop: Teleop, options: RecordOptions, latency: dict[str, float]) -> dict:
