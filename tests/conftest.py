@@ -10,6 +10,7 @@ import torch
 
 import robopolicy.envs  # noqa: F401  (picks the off-screen GL backend before any test imports MuJoCo)
 from robopolicy.datasets.store import EpisodeStore
+from tests.tiny_runs import TWO_STEP_UNET
 
 # Tests use tiny networks: one intra-op thread is as fast, deterministic, and does not stall when
 # DataLoader workers or other processes share the two cores.
@@ -53,11 +54,7 @@ def synthetic_episode(index: int, length: int, image: bool = True) -> dict[str, 
     return data
 
 
-TINY_LIFT = ["task=lift_lowdim", "policy.settings.backbone.unet.down_dims=[16,32,64]",
-             "policy.settings.backbone.unet.step_embed_dim=16", "training.batch_size=8", "training.num_workers=0",
-             "training.max_steps=2", "training.val_every=2", "training.checkpoint_every=2", "training.val_batches=1",
-             "training.action_error_windows=4", "optim.warmup_steps=1", "task.dataset.val_ratio=0.5",
-             "logging.tensorboard=false"]
+TINY_LIFT = ["task=lift_lowdim", *TWO_STEP_UNET, "task.dataset.val_ratio=0.5"]
 
 
 @pytest.fixture(scope="session")

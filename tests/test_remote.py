@@ -13,12 +13,9 @@ from robopolicy.deploy.artifact import load_artifact
 from robopolicy.deploy.export import export_checkpoint
 from robopolicy.training.run import train
 from tests.network import free_port
+from tests.tiny_runs import TWO_STEP_UNET
 
-TINY = ["task=pusht_keypoint", "policy.settings.backbone.unet.down_dims=[16,32,64]",
-        "policy.settings.backbone.unet.step_embed_dim=16", "training.batch_size=8", "training.num_workers=0",
-        "training.max_steps=2", "training.val_every=2", "training.checkpoint_every=2", "training.val_batches=1",
-        "training.action_error_windows=4", "optim.warmup_steps=1", "task.dataset.max_train_episodes=4",
-        "logging.tensorboard=false"]
+TINY = ["task=pusht_keypoint", *TWO_STEP_UNET, "task.dataset.max_train_episodes=4"]
 
 
 @pytest.fixture(scope="module")

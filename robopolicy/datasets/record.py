@@ -151,16 +151,16 @@ def _ros_robot(robot_options: dict[str, Any]) -> Any:
 
 def record(overrides: Sequence[str] = ()) -> dict[str, Any]:
     """`robopolicy record out=DIR robot=sim|ros teleop=scripted|keyboard|spacemouse episodes=N ...`."""
-    robot_options = parse_overrides([item[len("robot."):] for item in overrides if item.startswith("robot.")])
-    values = parse_overrides([item for item in overrides if not item.startswith("robot.")])
+    from robopolicy.deploy.session import split_robot
+
+    kind, robot_options, rest = split_robot(overrides)
+    values = {**parse_overrides(rest), "robot": kind}
     teleop_options = values.pop("teleop_options", None) or {}
     latency = {k: float(v) for k, v in (values.pop("latency", None) or {}).items()}
     options = build_settings(RecordOptions, {k: values.pop(k) for k in list(values)
                                              if k in RecordOptions.__dataclass_fields__}, "record")
     if not options.out:
         raise ValueError("record needs out=DIR: the episode store to write (or to resume)")
-    if options.robot not in ("sim", "ros"):
-        raise ValueError(f"robot={options.robot!r}: record drives robot=sim or robot=ros")
     teleop = make_teleop(options.teleop, teleop_options)
     robot = _sim_robot(values, latency, options.control_hz) if options.robot == "sim" else _ros_robot(robot_options)
     try:

@@ -81,6 +81,7 @@ class LeRobotSource:
         self.tabular = {k: f["dtype"] for k, f in features.items()
                         if f["dtype"] not in ("video", "image", "string") and k not in BOOKKEEPING}
         self.episodes = self._episode_table()
+        self._last_table: tuple[Path, Any] | None = None
         self.attrs = {"fps": self.fps, "lerobot": {k: self.info.get(k) for k in
                                                    ("codebase_version", "robot_type", "features")}}
         self.splits = self._splits()
@@ -128,10 +129,12 @@ class LeRobotSource:
                                                              episode_index=index)
         if not path.is_file():
             raise SkipEpisode(f"data file {path} is missing")
-        try:
-            table = pq.read_table(path)
-        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-            raise SkipEpisode(f"data file {path} cannot be read ({error})") from error
+        if self._last_table is None or self._last_table[0] != path:  # v3.0 files hold many episodes: read once
+            try:
+                self._last_table = (path, pq.read_table(path))
+            except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+                raise SkipEpisode(f"data file {path} cannot be read ({error})") from error
+        table = self._last_table[1]
         table = table.filter(pc.equal(table.column("episode_index"), index))
         table = table.take(pc.sort_indices(table, [("frame_index", "ascending")]))
         if len(table) == 0:

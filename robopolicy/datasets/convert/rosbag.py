@@ -75,7 +75,9 @@ class RosbagSource:
         self.topics = sorted({*self.map.by_topic(), *(c.topic for c in self.map.commands), self.reference})
         self.attrs = {"topic_map": asdict(self.map), **({"fps": rate} if rate else {})}
         self.splits: dict[str, list[str]] = {}
-        self._ids = [f"{bag.name}#{part}" for bag in self.bags for part in range(len(self._spans(bag)))]
+        self._spans = {bag.name: self._episode_spans(bag) for bag in self.bags}
+        self._ids = [f"{bag.name}#{part}" for bag in self.bags for part in range(len(self._spans[bag.name]))]
+        self._last: tuple[Path, dict[str, Stream]] | None = None  # a split bag is read once for all its episodes
 
     def _read(self, bag: Path, topics: Sequence[str]) -> dict[str, Stream]:
         from rosbags.highlevel import AnyReader
@@ -102,7 +104,7 @@ class RosbagSource:
             streams[topic] = Stream(np.array([t for t, _ in items]), [m for _, m in items])
         return streams
 
-    def _spans(self, bag: Path) -> list[tuple[float, float]]:
+    def _episode_spans(self, bag: Path) -> list[tuple[float, float]]:
         """[start, end) of each episode in the bag: the whole bag, or between split-topic messages."""
         if self.split_topic is None:
             return [(-np.inf, np.inf)]
@@ -118,8 +120,10 @@ class RosbagSource:
     def read(self, episode_id: str) -> Episode:
         name, _, part = episode_id.rpartition("#")
         bag = next(b for b in self.bags if b.name == name)
-        start, end = self._spans(bag)[int(part)]
-        streams = self._read(bag, self.topics)
+        start, end = self._spans[name][int(part)]
+        if self._last is None or self._last[0] != bag:
+            self._last = (bag, self._read(bag, self.topics))
+        streams = self._last[1]
         ticks = self._ticks(streams[self.reference], start, end)
         chosen = {topic: streams[topic].newest(ticks) for topic in self.topics}
         fresh = {topic: self._fresh(streams[topic], chosen[topic], ticks) for topic in self.map.by_topic()}
