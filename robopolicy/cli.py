@@ -75,6 +75,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    from robopolicy.training.distill import distill
+
+    metrics = distill(args.teacher, args.overrides)
+    print(json.dumps(metrics))
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from robopolicy.envs.evaluate import evaluate_checkpoint
 
@@ -118,10 +126,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from robopolicy.settings import parse_overrides
 
     options = parse_overrides(args.options)
-    unknown = sorted(set(options) - {"host", "port"})
+    unknown = sorted(set(options) - {"host", "port", "threads"})
     if unknown:
-        raise ValueError(f"unknown serve options {unknown}; known: ['host', 'port']")
-    serve(args.artifact, str(options.get("host", "127.0.0.1")), int(options.get("port", 5555)))
+        raise ValueError(f"unknown serve options {unknown}; known: ['host', 'port', 'threads']")
+    serve(args.artifact, str(options.get("host", "127.0.0.1")), int(options.get("port", 5555)),
+          threads=options.get("threads"))
     return 0
 
 
@@ -197,17 +206,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="hydra overrides, e.g. policy=flow training.max_steps=2000")
     train.set_defaults(func=cmd_train)
 
+    distilling = commands.add_parser("distill", help="a one-step consistency student from a trained diffusion or "
+                                                     "flow checkpoint")
+    distilling.add_argument("teacher", help="the teacher's checkpoint directory, e.g. runs/pusht_keypoint/"
+                                            "diffusion_unet/checkpoints/last")
+    distilling.add_argument("overrides", nargs="*", help="run settings on top of the teacher's, e.g. "
+                                                         "training.max_steps=2000 policy.settings.teacher_steps=16 "
+                                                         "run_dir=DIR")
+    distilling.set_defaults(func=cmd_distill)
+
     evaluate = commands.add_parser("eval", help="roll out a checkpoint in its simulator: success rate, videos, plot")
     evaluate.add_argument("checkpoint", help="checkpoint directory, e.g. runs/lift_lowdim/diffusion_unet/checkpoints/last")
     evaluate.add_argument("overrides", nargs="*",
                           help="n_episodes=50 n_envs=4 seed_start=100000 n_videos=4 max_steps=... out=DIR "
-                               "use_ema=true device=cpu env.<key>=value")
+                               "use_ema=true device=cpu threads=N env.<key>=value; checkpoints: sampler=ddim|ddpm|dpmsolver++ "
+                               "num_inference_steps=N")
     evaluate.set_defaults(func=cmd_eval)
 
     export = commands.add_parser("export", help="a checkpoint -> a self-contained artifact for the runtime")
     export.add_argument("checkpoint", help="checkpoint directory, e.g. runs/lift_lowdim/diffusion_unet/checkpoints/last")
     export.add_argument("options", nargs="*",
-                        help="out=DIR (required) format=torchscript|onnx sampler=ddim|dpmsolver++ num_inference_steps=N "
+                        help="out=DIR (required) format=torchscript|onnx|auto sampler=ddim|dpmsolver++ num_inference_steps=N "
                              "control_hz=HZ use_ema=true overwrite=false")
     export.set_defaults(func=cmd_export)
 
@@ -220,13 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("options", nargs="*",
                         help="robot=sim episodes=20 seed_start=100000 latency.camera=0.15 actuation_latency=0.1 "
                              "jitter=0.005 sensors.camera=[object] match_latency=true inference=async|sync "
-                             "blending=replace|crossfade|ensemble|inpaint safety.max_obs_age=0.5 env.<key>=value out=DIR; "
+                             "blending=replace|crossfade|ensemble|inpaint safety.max_obs_age=0.5 env.<key>=value threads=N out=DIR; "
                              "robot=ros robot.map=sim_lift robot.runs=N max_seconds=S")
     deploy.set_defaults(func=cmd_deploy)
 
     serving = commands.add_parser("serve", help="answer inference requests for an artifact over the network")
     serving.add_argument("artifact", help="artifact directory written by `robopolicy export`")
-    serving.add_argument("options", nargs="*", help="host=127.0.0.1 port=5555 (host=0.0.0.0 to accept other machines)")
+    serving.add_argument("options", nargs="*", help="host=127.0.0.1 port=5555 threads=N (host=0.0.0.0 to accept other "
+                                                       "machines; threads: CPU threads for inference)")
     serving.set_defaults(func=cmd_serve)
 
     demos = commands.add_parser("demos", help="scripted demonstrations in simulation")

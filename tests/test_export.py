@@ -17,6 +17,7 @@ from robopolicy.datasets.store import EpisodeStore
 from robopolicy.deploy.artifact import load_artifact
 from robopolicy.deploy.export import export_checkpoint
 from robopolicy.training.checkpoint import load_policy, read_meta
+from robopolicy.training.distill import distill
 from robopolicy.training.run import train
 
 UNET = ["policy.settings.backbone.unet.down_dims=[16,32,64]", "policy.settings.backbone.unet.step_embed_dim=16"]
@@ -46,8 +47,11 @@ def checkpoints(pusht_path, tmp_path_factory):
         if (task, family) not in built:
             run = tmp_path_factory.mktemp(f"{task}_{family}")
             extra = IMAGE_ENCODER if task == "pusht_image" else []
-            train([f"task={task}", f"policy={family}", f"task.dataset.path={pusht_path}", f"run_dir={run}",
-                   *TRAIN, *TINY[family], *extra])
+            if family == "consistency":  # distilled from the tiny diffusion teacher
+                distill(get(task, "diffusion_unet"), [f"run_dir={run}", "training.max_steps=2"])
+            else:
+                train([f"task={task}", f"policy={family}", f"task.dataset.path={pusht_path}", f"run_dir={run}",
+                       *TRAIN, *TINY[family], *extra])
             built[task, family] = run / "checkpoints" / "last"
         return built[task, family]
 
@@ -71,6 +75,9 @@ CASES = [
     ("pusht_keypoint", "act", "torchscript", []),
     ("pusht_image", "diffusion_unet", "torchscript", []),
     ("pusht_image", "flow", "onnx", ["num_inference_steps=3"]),
+    ("pusht_keypoint", "consistency", "onnx", []),
+    ("pusht_keypoint", "consistency", "torchscript", ["num_inference_steps=2"]),
+    ("pusht_image", "consistency", "auto", []),
 ]
 
 
@@ -80,6 +87,11 @@ def test_artifact_matches_the_checkpoint_policy_on_real_observations(checkpoints
     checkpoint = checkpoints(task, family)
     meta = export_checkpoint(checkpoint, [f"out={tmp_path / 'artifact'}", f"format={fmt}", *options])
     artifact = load_artifact(tmp_path / "artifact")
+    if fmt == "auto":  # both formats timed, the faster one kept
+        latency = meta["format_latency_ms"]
+        assert set(latency) == {"torchscript", "onnx"} and all(v > 0 for v in latency.values())
+        assert artifact.meta["format"] == min(latency, key=latency.get)
+        assert sorted(p.name for p in (tmp_path / "artifact").iterdir()) == sorted(["meta.json", artifact.meta["file"]])
     obs = real_windows(checkpoint, pusht_path)
     policy = load_policy(checkpoint)
     if hasattr(policy, "ensembler"):
@@ -100,25 +112,29 @@ def test_artifact_matches_the_checkpoint_policy_on_real_observations(checkpoints
     assert meta["control_hz"] == 10.0 and meta["action_start"] == meta["n_obs_steps"] - 1
 
 
-@pytest.mark.parametrize("family", ["diffusion_unet", "flow"])
-def test_inpainting_holds_the_prefix_rows_in_the_policy_and_the_artifact(checkpoints, pusht_path, tmp_path, family):
+@pytest.mark.parametrize(("family", "steps"), [("diffusion_unet", 10), ("flow", 10), ("consistency", 2)])
+def test_inpainting_holds_the_prefix_rows_in_the_policy_and_the_artifact(checkpoints, pusht_path, tmp_path, family,
+                                                                          steps):
+    # a one-step sampler sees the held rows only at t = 1, where they are pure noise: inpainting needs 2+ steps
     checkpoint = checkpoints("pusht_keypoint", family)
-    export_checkpoint(checkpoint, [f"out={tmp_path / 'a'}", "format=onnx"])
+    export_checkpoint(checkpoint, [f"out={tmp_path / 'a'}", "format=onnx", f"num_inference_steps={steps}"])
     artifact, policy = load_artifact(tmp_path / "a"), load_policy(checkpoint)
     obs = real_windows(checkpoint, pusht_path, 2)
     noise = torch.randn(2, *artifact.noise_shape, generator=torch.Generator().manual_seed(3))
-    free = policy.predict_action(obs, noise=noise)["action_pred"]
+    free = policy.predict_action(obs, noise=noise, num_inference_steps=steps)["action_pred"]
     prefix = free + 25.0  # 25 px away from where the policy would go
     mask = torch.zeros(2, artifact.noise_shape[0])
     mask[:, :5] = 1.0
-    held = policy.predict_action(obs, noise=noise, prefix=prefix, prefix_mask=mask)["action_pred"]
+    held = policy.predict_action(obs, noise=noise, prefix=prefix, prefix_mask=mask,
+                                 num_inference_steps=steps)["action_pred"]
     torch.testing.assert_close(held[:, :5], prefix[:, :5], atol=1e-3, rtol=0)
     assert (held[:, 5:] - free[:, 5:]).abs().max() > 1e-3  # the sampled rows respond to the held ones
     got = artifact.run({**{k: v.numpy() for k, v in obs.items()}, "noise": noise.numpy(), "prefix": prefix.numpy(),
                         "prefix_mask": mask.numpy()})
     normalized = [policy.normalize_action(torch.as_tensor(x)) for x in (got, held)]
     assert (normalized[0] - normalized[1]).abs().max() < 1e-4
-    unheld = policy.predict_action(obs, noise=noise, prefix=prefix, prefix_mask=torch.zeros_like(mask))
+    unheld = policy.predict_action(obs, noise=noise, prefix=prefix, prefix_mask=torch.zeros_like(mask),
+                                   num_inference_steps=steps)
     torch.testing.assert_close(unheld["action_pred"], free)
 
 

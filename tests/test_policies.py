@@ -72,7 +72,7 @@ def build(family: str, meta_name: str, store: EpisodeStore, **overrides):
 
 
 def test_every_family_is_registered():
-    assert policy_names() == ["act", "diffusion_transformer", "diffusion_unet", "flow"]
+    assert policy_names() == ["act", "consistency", "diffusion_transformer", "diffusion_unet", "flow"]
 
 
 @pytest.mark.parametrize("meta_name", list(SHAPE_METAS))

@@ -68,21 +68,28 @@ class ArtifactBase:
 
 
 class Artifact(ArtifactBase):
-    """An artifact run in this process, with torch (TorchScript) or onnxruntime (ONNX)."""
+    """An artifact run in this process, with torch (TorchScript) or onnxruntime (ONNX).
 
-    def __init__(self, directory: Path, meta: dict[str, Any]):
+    `threads` sets the CPU threads inference uses (torch's intra-op threads, process-wide, or the
+    onnxruntime session's); None keeps the library's default (one per core)."""
+
+    def __init__(self, directory: Path, meta: dict[str, Any], threads: int | None = None):
         super().__init__(directory, meta)
         path = directory / meta["file"]
         if meta["format"] == "torchscript":
             import torch
 
+            if threads:
+                torch.set_num_threads(threads)
             self._program = torch.jit.load(str(path), map_location="cpu").eval()
             self._session = None
         else:
             import onnxruntime
 
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads or 0
             self._program = None
-            self._session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def _execute(self, arrays: list[np.ndarray]) -> np.ndarray:
         if self._session is not None:
@@ -93,8 +100,8 @@ class Artifact(ArtifactBase):
             return self._program(*[torch.from_numpy(a) for a in arrays]).numpy()
 
 
-def load_artifact(directory: str | Path) -> Artifact:
-    """Open an artifact directory written by `robopolicy export`."""
+def load_artifact(directory: str | Path, threads: int | None = None) -> Artifact:
+    """Open an artifact directory written by `robopolicy export` (`threads`: see Artifact)."""
     directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
@@ -105,4 +112,4 @@ def load_artifact(directory: str | Path) -> Artifact:
                          "re-export the checkpoint with this version of robopolicy")
     if meta.get("format") not in FORMATS:
         raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not one of {FORMATS}")
-    return Artifact(directory, meta)
+    return Artifact(directory, meta, threads)

@@ -13,11 +13,13 @@ import json
 import logging
 import os
 import shutil
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -130,7 +132,7 @@ def build_meta(policy: Policy, checkpoint: Path, fmt: str, sampling: Mapping[str
     return {
         "artifact_version": ARTIFACT_VERSION,
         "format": fmt,
-        "file": MODEL_FILES[fmt],
+        "file": MODEL_FILES.get(fmt),  # format=auto: set when the faster format is known
         "policy": meta["policy"],
         "task": task.get("name"),
         "env": task.get("env"),  # the simulator `robopolicy eval ARTIFACT` rolls it out in
@@ -167,6 +169,37 @@ def write_program(program: ChunkProgram, inputs: tuple[torch.Tensor, ...], names
                           dynamic_axes=axes, dynamo=False, opset_version=17)
 
 
+def write_fastest(program: ChunkProgram, meta: dict[str, Any], directory: Path, calls: int = 20) -> dict[str, float]:
+    """Write the program in every format, time each at batch 1 (median of `calls` runs after warm-up), keep the
+    faster in `directory` and set meta's format and file to it; returns {format: median ms}."""
+    from robopolicy.deploy.artifact import load_artifact
+
+    inputs = example_inputs(meta["inputs"], 1, seed=0)
+    names = [s["name"] for s in meta["inputs"]]
+    feed = {name: x.numpy() for name, x in zip(names, inputs, strict=True)}
+    latency = {}
+    for fmt in FORMATS:
+        candidate = directory / fmt
+        candidate.mkdir()
+        write_program(program, inputs, names, fmt, candidate / MODEL_FILES[fmt])
+        (candidate / "meta.json").write_text(json.dumps({**meta, "format": fmt, "file": MODEL_FILES[fmt]}))
+        artifact = load_artifact(candidate)
+        artifact.run(feed)
+        times = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            artifact.run(feed)
+            times.append(1000 * (time.perf_counter() - started))
+        latency[fmt] = round(float(np.median(times)), 3)
+    fastest = min(latency, key=latency.get)
+    os.replace(directory / fastest / MODEL_FILES[fastest], directory / MODEL_FILES[fastest])
+    for fmt in FORMATS:
+        shutil.rmtree(directory / fmt)
+    meta.update(format=fastest, file=MODEL_FILES[fastest])
+    log.info("format=auto: %s (batch-1 median ms: %s)", fastest, latency)
+    return latency
+
+
 def check_parity(program: ChunkProgram, artifact_dir: Path, batch_size: int = 2, seed: int = 0) -> float:
     """Max abs difference between the artifact and the checkpoint policy on fresh random inputs (batch of 2), in
     normalized action units, relative to the largest action there when that exceeds 1 (random inputs can
@@ -191,8 +224,8 @@ def export_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> 
     if "out" not in options:
         raise ValueError("export needs out=DIR, the artifact directory to write")
     fmt = str(options.get("format", "torchscript"))
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if fmt not in (*FORMATS, "auto"):
+        raise ValueError(f"format must be one of {FORMATS} or auto (the faster of the two, measured), got {fmt!r}")
     checkpoint, out = Path(checkpoint), Path(str(options["out"]))
     if out.exists() and not options.get("overwrite", False):
         raise FileExistsError(f"{out} exists; pass overwrite=true to replace it")
@@ -207,8 +240,11 @@ def export_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        write_program(program, example_inputs(meta["inputs"], 1, seed=0), [s["name"] for s in meta["inputs"]], fmt,
-                      tmp / MODEL_FILES[fmt])
+        if fmt == "auto":
+            meta["format_latency_ms"] = write_fastest(program, meta, tmp)
+        else:
+            write_program(program, example_inputs(meta["inputs"], 1, seed=0), [s["name"] for s in meta["inputs"]],
+                          fmt, tmp / MODEL_FILES[fmt])
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         error = check_parity(program, tmp)
         if error > PARITY_TOLERANCE:
@@ -221,7 +257,7 @@ def export_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> 
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("exported %s to %s (%s, parity error %.1e)", checkpoint, out, fmt, error)
+    log.info("exported %s to %s (%s, parity error %.1e)", checkpoint, out, meta["format"], error)
     return {**meta, "artifact": str(out)}
 
 

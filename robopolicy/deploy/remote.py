@@ -33,9 +33,10 @@ def unpack_array(message: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(message["data"], dtype="<f4").reshape(message["shape"])
 
 
-def serve(artifact_dir: str | Path, host: str = "127.0.0.1", port: int = 5555, max_requests: int | None = None) -> None:
+def serve(artifact_dir: str | Path, host: str = "127.0.0.1", port: int = 5555, max_requests: int | None = None,
+          threads: int | None = None) -> None:
     """Answer meta and run requests for one artifact until interrupted (or after `max_requests`)."""
-    artifact = load_artifact(artifact_dir)
+    artifact = load_artifact(artifact_dir, threads)
     context = zmq.Context.instance()
     socket = context.socket(zmq.REP)
     socket.bind(f"{SCHEME}{host}:{port}")
@@ -119,8 +120,8 @@ class RemoteArtifact(ArtifactBase):
         self.close()
 
 
-def open_artifact(location: str | Path) -> ArtifactBase:
-    """A local artifact directory, or a served one at tcp://HOST:PORT."""
+def open_artifact(location: str | Path, threads: int | None = None) -> ArtifactBase:
+    """A local artifact directory (run with `threads` CPU threads), or a served one at tcp://HOST:PORT."""
     if str(location).startswith(SCHEME):
         return RemoteArtifact(str(location))
-    return load_artifact(location)
+    return load_artifact(location, threads)

@@ -37,7 +37,7 @@ from robopolicy.settings import build_settings, parse_overrides
 
 log = logging.getLogger(__name__)
 SIM_OPTIONS = ("episodes", "seed_start", "jitter", "sensors", "env")
-SESSION_OPTIONS = ("out", "latency", "actuation_latency", "max_seconds", *SIM_OPTIONS)
+SESSION_OPTIONS = ("out", "latency", "actuation_latency", "max_seconds", "threads", *SIM_OPTIONS)
 CAMERA_TYPES = ("rgb", "depth", "point_cloud")
 TICK_KEYS = ("time", "jitter", "work", "obs_time", "action_time", "obs_age", "planned", "held", "sent", "dropped")
 
@@ -102,7 +102,7 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
     if kind == "ros" and sim_only:
         raise ValueError(f"{sim_only} set the simulated arm (robot=sim); a ROS robot takes robot.* options and "
                          "latency.<sensor>, actuation_latency, out, max_seconds")
-    artifact = open_artifact(artifact_dir)
+    artifact = open_artifact(artifact_dir, session.get("threads"))
     latency = {k: float(v) for k, v in (session.get("latency") or {}).items()}
     actuation = float(session.get("actuation_latency", 0.0))
     config = build_settings(RuntimeConfig, {"sensor_latency": latency, "actuation_latency": actuation, **options},

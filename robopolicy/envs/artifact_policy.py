@@ -38,8 +38,8 @@ class ArtifactPolicy:
         self.ensembler = TemporalEnsembler(coeff) if coeff is not None else None
 
     @classmethod
-    def load(cls, directory: str | Path) -> ArtifactPolicy:
-        return cls(load_artifact(directory))
+    def load(cls, directory: str | Path, threads: int | None = None) -> ArtifactPolicy:
+        return cls(load_artifact(directory, threads))
 
     def predict_action(self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None,
                        noise: torch.Tensor | None = None, **_: Any) -> dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ or the env (`env.max_steps=400`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +23,19 @@ from robopolicy.policies.base import Policy
 from robopolicy.settings import build_settings, parse_overrides
 
 log = logging.getLogger(__name__)
-CHECKPOINT_OPTIONS = ("out", "use_ema", "device")
+CHECKPOINT_OPTIONS = ("out", "use_ema", "device", "threads", "sampler", "num_inference_steps")
+SAMPLING_OPTIONS = ("sampler", "num_inference_steps")
+
+
+def with_sampling(policy: Policy, sampling: Mapping[str, Any], where: Path) -> Policy:
+    """The policy with its default sampler and step count replaced (checked like the config they come from)."""
+    if not sampling:
+        return policy
+    unknown = sorted(k for k in sampling if not hasattr(policy.config, k))
+    if unknown:
+        raise ValueError(f"{where}: a {type(policy).__name__} has no {unknown} setting to override")
+    policy.config = dataclasses.replace(policy.config, **sampling)
+    return policy
 
 
 def evaluate_policy(policy: Policy | ArtifactPolicy, env_cfg: Mapping[str, Any], settings: EvalSettings, out_dir: Path | None,
@@ -58,11 +71,13 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -
     checkpoint = Path(checkpoint)
     options = parse_overrides(overrides)
     extra = {k: options.pop(k) for k in CHECKPOINT_OPTIONS if k in options}
+    if extra.get("threads"):
+        torch.set_num_threads(int(extra["threads"]))
     if is_artifact(checkpoint):
-        if set(extra) - {"out"}:
-            raise ValueError(f"{sorted(set(extra) - {'out'})} apply to checkpoints; the artifact {checkpoint} runs "
-                             "on the CPU with the weights it was exported with")
-        policy: Policy | ArtifactPolicy = ArtifactPolicy.load(checkpoint)
+        if set(extra) - {"out", "threads"}:
+            raise ValueError(f"{sorted(set(extra) - {'out', 'threads'})} apply to checkpoints; the artifact "
+                             f"{checkpoint} runs on the CPU with the weights and sampling it was exported with")
+        policy: Policy | ArtifactPolicy = ArtifactPolicy.load(checkpoint, extra.get("threads"))
         task, env, where = policy.artifact.meta.get("task"), policy.artifact.meta.get("env"), checkpoint / "meta.json"
         default_out = checkpoint / "eval"
     else:
@@ -71,7 +86,8 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -
         task_config = read_config(checkpoint).get("task", {})
         task, env, where = task_config.get("name"), task_config.get("env"), checkpoint / "config.yaml"
         device = extra.get("device", "cuda" if torch.cuda.is_available() else "cpu")
-        policy = load_policy(checkpoint, use_ema=extra.get("use_ema", True), device=device)
+        policy = with_sampling(load_policy(checkpoint, use_ema=extra.get("use_ema", True), device=device),
+                               {k: extra[k] for k in SAMPLING_OPTIONS if k in extra}, checkpoint)
         default_out = checkpoint.parent.parent / "eval" / checkpoint.resolve().name
     if env is None:
         raise ValueError(f"{where}: task {task!r} has no env section, so there is no simulator to evaluate it in; "

@@ -63,7 +63,7 @@ class DenoisingPolicy(Policy):
         with `prefix` rows held at their actions (noised to each step's level) when given."""
         raise NotImplementedError
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_action(self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None,
                        noise: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
                        prefix_mask: torch.Tensor | None = None, **sampling: Any) -> dict[str, torch.Tensor]:

@@ -19,6 +19,7 @@ FAMILY_MODULES = {
     "diffusion_transformer": "robopolicy.policies.diffusion.model",
     "flow": "robopolicy.policies.flow.model",
     "act": "robopolicy.policies.act.model",
+    "consistency": "robopolicy.policies.consistency.model",
 }
 
 

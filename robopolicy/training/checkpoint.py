@@ -116,6 +116,25 @@ def load_weights(policy: nn.Module, checkpoint: Path, file: str) -> None:
     policy.load_state_dict(load_file(str(Path(checkpoint) / file)))
 
 
+def init_from_checkpoint(policy: nn.Module, checkpoint: str | Path, use_ema: bool = True) -> list[str]:
+    """Copy the weights of `checkpoint` that `policy` has (same name and shape) into it, e.g. a student from its
+    teacher; returns the policy's keys left at their initial values. Refuses a checkpoint that shares nothing.
+    The normalizer is not copied: it belongs to this run's data."""
+    checkpoint = Path(checkpoint)
+    read_meta(checkpoint)
+    source = load_file(str(checkpoint / ("ema.safetensors" if use_ema else "model.safetensors")))
+    own = {k: v for k, v in policy.state_dict().items() if not k.startswith("normalizer.")}
+    mismatched = sorted(k for k in source.keys() & own.keys() if source[k].shape != own[k].shape)
+    if mismatched:
+        raise ValueError(f"init_from={checkpoint}: {mismatched[:5]} have other shapes there than in this policy; "
+                         "initialize from a checkpoint with the same network sizes")
+    shared = {k: v for k, v in source.items() if k in own}
+    if not shared:
+        raise ValueError(f"init_from={checkpoint} shares no weights with this policy")
+    policy.load_state_dict(shared, strict=False)
+    return sorted(own.keys() - shared.keys())
+
+
 class CheckpointManager:
     """step_<n> directories under root, `last`, and the top-k by a monitored metric (index.json)."""
 

@@ -20,7 +20,12 @@ def train(overrides: Sequence[str] = (), eval_hook: EvalHook | None = None) -> d
     With training.eval_every_epochs > 0 and no eval_hook, the task's simulator evaluates the policy
     with the config's `eval:` settings.
     """
-    config = RunConfig.from_dict(compose_config(overrides))
+    return train_config(compose_config(overrides), eval_hook)
+
+
+def train_config(raw: dict, eval_hook: EvalHook | None = None) -> dict[str, float]:
+    """Train with an already composed, resolved config (what `train` and `robopolicy distill` build)."""
+    config = RunConfig.from_dict(raw)
     if eval_hook is None and config.training.eval_every_epochs:
         from robopolicy.envs.evaluate import make_eval_hook
 

@@ -35,6 +35,7 @@ from robopolicy.training.batches import StepBatchSampler
 from robopolicy.training.checkpoint import (
     CheckpointContent,
     CheckpointManager,
+    init_from_checkpoint,
     load_weights,
     read_config,
     read_meta,
@@ -124,6 +125,10 @@ class Trainer:
         self.train_set, self.val_set = self._datasets()
         self.policy.set_normalizer(Normalizer.fit(self.store, config.task["shape_meta"], config.task.get("normalizer"),
                                                   episode_mask=self.train_set.episode_mask).to(self.device))
+        if config.raw.get("init_from") and not config.raw.get("resume"):
+            untouched = init_from_checkpoint(self.policy, config.raw["init_from"])
+            log.info("initialized from %s (%d tensors kept their initial values: %s)", config.raw["init_from"],
+                     len(untouched), untouched[:5])
         self.ema = EMA(self.policy, config.ema.update_after_step, config.ema.inv_gamma, config.ema.power,
                        max_value=config.ema.max_value) if config.ema.enabled else None
         self.optimizer = self._optimizer()

@@ -110,7 +110,7 @@ class ACTPolicy(Policy):
         prediction = self.decode(self.normalize_obs(batch["obs"]), latent)
         return masked_l1(prediction, target, is_pad) + self.config.kl_weight * kl_to_standard_normal(mean, logvar)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_action(
         self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None, **sampling: Any
     ) -> dict[str, torch.Tensor]:

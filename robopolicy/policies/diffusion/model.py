@@ -15,7 +15,8 @@ from robopolicy.policies.diffusion.config import (
     DiffusionTransformerConfig,
 )
 from robopolicy.policies.registry import register_policy
-from robopolicy.policies.schedulers import sampling_scheduler, training_scheduler
+from robopolicy.policies.schedulers import training_scheduler
+from robopolicy.policies.solvers import SolverStep, plan_steps
 
 
 @register_policy("diffusion_transformer", DiffusionTransformerConfig)
@@ -32,6 +33,7 @@ class DiffusionPolicy(DenoisingPolicy):
     def __init__(self, config: DiffusionConfig, shape_meta: Mapping[str, Any] | ShapeMeta):
         super().__init__(config, shape_meta, config.backbone)
         self.train_scheduler = training_scheduler(config.noise)
+        self._plans: dict[tuple[str, int], list[SolverStep]] = {}
 
     def compute_loss(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """MSE between the backbone's output and the noise (or the clean chunk) at a random step."""
@@ -43,17 +45,36 @@ class DiffusionPolicy(DenoisingPolicy):
         target = noise if self.config.noise.prediction_type == "epsilon" else action
         return F.mse_loss(predicted, target)
 
+    def solver_plan(self, sampler: str, num_inference_steps: int) -> list[SolverStep]:
+        """The coefficient table of one sampler and step count (planned once, then cached)."""
+        key = (sampler, num_inference_steps)
+        if key not in self._plans:
+            self._plans[key] = plan_steps(self.train_scheduler, sampler, num_inference_steps)
+        return self._plans[key]
+
     def sample(self, features: dict[str, torch.Tensor], noise: torch.Tensor, generator: torch.Generator | None = None,
                prefix: Prefix | None = None, sampler: str | None = None,
                num_inference_steps: int | None = None) -> torch.Tensor:
-        """Run the reverse process from `noise` with the chosen sampler and step count."""
-        scheduler = sampling_scheduler(self.train_scheduler, sampler or self.config.sampler,
-                                       num_inference_steps or self.config.num_inference_steps)
-        sample = noise
-        batch = noise.shape[0]
-        for step in scheduler.timesteps:
-            if prefix is not None:
-                sample = prefix.apply(sample, self.train_scheduler.add_noise(prefix.actions, noise, step.expand(batch)))
-            output = self.backbone(sample, step.to(sample.device, torch.float32).expand(batch), features)
-            sample = scheduler.step(output, step, sample, generator=generator).prev_sample
+        """Run the reverse process from `noise` with the chosen sampler and step count (robopolicy.policies.solvers)."""
+        plan = self.solver_plan(sampler or self.config.sampler, num_inference_steps or self.config.num_inference_steps)
+        times = torch.tensor([s.timestep for s in plan], dtype=noise.dtype, device=noise.device)
+        times = times[:, None].expand(-1, noise.shape[0])
+        sample, before = noise, noise
+        for step, t in zip(plan, times, strict=True):
+            if prefix is not None:  # the known rows noised to this step's level
+                sample = prefix.apply(sample, step.signal * prefix.actions + step.level * noise)
+            output = self.backbone(sample, t, features)
+            clean = step.x0_sample * sample + step.x0_output * output
+            if step.clip:
+                clean = clean.clamp(-1.0, 1.0)
+            update = step.keep * sample + step.x0 * clean
+            if step.x0_previous:
+                update = update + step.x0_previous * before
+            if step.eps:
+                update = update + step.eps * (step.eps_sample * sample + step.eps_output * output)
+            if step.fresh_noise:
+                device = generator.device if generator is not None else sample.device
+                fresh = torch.randn(sample.shape, generator=generator, dtype=sample.dtype, device=device)
+                update = update + step.fresh_noise * fresh.to(sample.device)
+            sample, before = update, clean
         return sample if prefix is None else prefix.apply(sample, prefix.actions)

@@ -47,6 +47,14 @@ class VarianceHead(nn.Module):
         return self.net(inputs).squeeze(-1)
 
 
+def step_levels(steps: int, like: torch.Tensor) -> tuple[list[float], torch.Tensor]:
+    """Times 1, 1 - 1/steps, ..., 1/steps of equal steps from noise to action: as floats, and as one
+    (steps, B) tensor built before the sampling loop so that the loop allocates no time tensors."""
+    levels = [1.0 - i / steps for i in range(steps)]
+    times = torch.tensor(levels, dtype=like.dtype, device=like.device)[:, None].expand(-1, like.shape[0])
+    return levels, times
+
+
 @register_policy("flow", FlowConfig)
 class FlowPolicy(DenoisingPolicy):
     """Velocity field over action chunks; predict_action(obs, generator=None, noise=None, num_inference_steps=None)."""
@@ -94,12 +102,10 @@ class FlowPolicy(DenoisingPolicy):
                 raise ValueError("inpainting needs a fixed step count: pass num_inference_steps with an adaptive flow")
             return self.sample_adaptive(features, noise)[0]
         steps = num_inference_steps or self.config.num_inference_steps
-        sample, batch = noise, noise.shape[0]
-        for i in range(steps):
-            level = 1.0 - i / steps
+        sample = noise
+        for level, t in zip(*step_levels(steps, noise), strict=True):
             if prefix is not None:  # the known rows at this step's point of the noise-to-action path
                 sample = prefix.apply(sample, level * noise + (1.0 - level) * prefix.actions)
-            t = torch.full((batch,), level, device=noise.device, dtype=noise.dtype)
             sample = sample - self.velocity(sample, t, features) / steps
         return sample if prefix is None else prefix.apply(sample, prefix.actions)
 

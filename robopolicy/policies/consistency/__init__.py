@@ -1,0 +1,1 @@
+"""One-step policies distilled from a trained diffusion or flow teacher (consistency distillation)."""

@@ -1,0 +1,96 @@
+"""The fast sampling path gives the plain path's actions for the same noise.
+
+Plain path: diffusers' scheduler `step` loop (diffusion) or the textbook Euler loop (flow), with
+the observation encoded again at every step. Fast path: the policies' own `sample`, features
+computed once, coefficients planned once (robopolicy.policies.solvers).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robopolicy.policies.denoising import Prefix
+from robopolicy.policies.schedulers import sampling_scheduler
+from tests.test_policies import build, synthetic_store
+
+
+@pytest.fixture(scope="module")
+def store():
+    return synthetic_store()
+
+
+def plain_diffusion(policy, obs, noise, sampler, steps, generator, prefix=None):
+    """Normalized chunk from diffusers' own step loop."""
+    scheduler = sampling_scheduler(policy.train_scheduler, sampler, steps)
+    sample, batch = noise, noise.shape[0]
+    for step in scheduler.timesteps:
+        if prefix is not None:
+            known = policy.train_scheduler.add_noise(prefix.actions, noise, step.expand(batch))
+            sample = prefix.apply(sample, known)
+        output = policy.backbone(sample, step.float().expand(batch), policy.encode(obs))
+        sample = scheduler.step(output, step, sample, generator=generator).prev_sample
+    return sample if prefix is None else prefix.apply(sample, prefix.actions)
+
+
+def plain_euler(policy, obs, noise, steps):
+    sample = noise
+    for i in range(steps):
+        t = torch.full((noise.shape[0],), 1.0 - i / steps)
+        sample = sample - policy.velocity(sample, t, policy.encode(obs)) / steps
+    return sample
+
+
+def fast(policy, obs, noise, seed=None, **sampling):
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    chunk = policy.predict_action(obs, noise=noise, generator=generator, **sampling)["action_pred"]
+    return policy.normalize_action(chunk)
+
+
+CASES = [("ddpm", 100, "epsilon"), ("ddpm", 10, "sample"), ("ddim", 1, "epsilon"), ("ddim", 10, "epsilon"),
+         ("ddim", 16, "sample"), ("dpmsolver++", 10, "epsilon"), ("dpmsolver++", 20, "epsilon"),
+         ("dpmsolver++", 4, "sample")]
+
+
+@pytest.mark.parametrize(("sampler", "steps", "prediction"), CASES, ids=["-".join(map(str, c)) for c in CASES])
+def test_diffusion_fast_path_matches_diffusers_step_loop(store, sampler, steps, prediction):
+    policy, batch = build("diffusion_unet", "low_dim", store, noise={"prediction_type": prediction})
+    policy.eval()
+    noise = torch.randn(5, 16, 2, generator=torch.Generator().manual_seed(0))
+    got = fast(policy, batch["obs"], noise, seed=3, sampler=sampler, num_inference_steps=steps)
+    with torch.no_grad():
+        expected = plain_diffusion(policy, batch["obs"], noise, sampler, steps, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
+    assert expected.abs().max() > 0.1  # a real chunk, not zeros
+
+
+def test_diffusion_fast_path_holds_a_prefix_like_diffusers(store):
+    policy, batch = build("diffusion_unet", "low_dim", store)
+    policy.eval()
+    noise = torch.randn(5, 16, 2, generator=torch.Generator().manual_seed(0))
+    known = torch.randn(5, 16, 2, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
+    mask = torch.zeros(5, 16)
+    mask[:, :4] = 1
+    raw_prefix = policy.unnormalize_action(known)
+    got = fast(policy, batch["obs"], noise, prefix=raw_prefix, prefix_mask=mask, num_inference_steps=8)
+    with torch.no_grad():
+        expected = plain_diffusion(policy, batch["obs"], noise, "ddim", 8, None,
+                                   Prefix(policy.normalize_action(raw_prefix), mask[..., None]))
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("steps", [1, 3, 10])
+def test_flow_fast_path_matches_the_plain_euler_loop(store, steps):
+    policy, batch = build("flow", "rgb", store)
+    policy.eval()
+    noise = torch.randn(5, 16, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = plain_euler(policy, batch["obs"], noise, steps)
+    torch.testing.assert_close(fast(policy, batch["obs"], noise, num_inference_steps=steps), expected,
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_predict_action_runs_in_inference_mode(store):
+    policy, batch = build("flow", "low_dim", store)
+    policy.eval()
+    assert policy.predict_action(batch["obs"])["action_pred"].is_inference()
