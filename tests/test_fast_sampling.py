@@ -10,9 +10,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.policies.denoising import Prefix
+from robopolicy.policies.flow.model import FlowPolicy
+from robopolicy.policies.registry import make_policy
 from robopolicy.policies.schedulers import sampling_scheduler
-from tests.test_policies import build, synthetic_store
+from tests.test_policies import ENCODER, SHAPE_METAS, TINY_UNET, build, synthetic_store
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +91,34 @@ def test_flow_fast_path_matches_the_plain_euler_loop(store, steps):
         expected = plain_euler(policy, batch["obs"], noise, steps)
     torch.testing.assert_close(fast(policy, batch["obs"], noise, num_inference_steps=steps), expected,
                                atol=1e-5, rtol=1e-5)
+
+
+def plain_consistency(policy, obs, noise, steps):
+    """Chained consistency steps: estimate the end, go back to the next level with the initial noise."""
+    sample = noise
+    for i in range(steps):
+        level = 1.0 - i / steps
+        estimate = sample - level * policy.velocity(sample, torch.full((noise.shape[0],), level), policy.encode(obs))
+        following = 1.0 - (i + 1) / steps
+        sample = following * noise + (1 - following) * estimate
+    return estimate
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_consistency_fast_path_matches_the_plain_chain(store, steps):
+    policy = make_policy("consistency", SHAPE_METAS["low_dim"], {"backbone": TINY_UNET, "encoder": ENCODER})
+    policy.set_normalizer(Normalizer.fit(store, SHAPE_METAS["low_dim"]))
+    policy.eval()
+    _, batch = build("flow", "low_dim", store)
+    noise = torch.randn(5, 16, 2, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = plain_consistency(policy, batch["obs"], noise, steps)
+    got = fast(policy, batch["obs"], noise, num_inference_steps=steps)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    if steps == 1:  # one consistency step is one Euler step of the same network
+        with torch.no_grad():
+            euler = FlowPolicy.sample(policy, policy.encode(batch["obs"]), noise, num_inference_steps=1)
+        torch.testing.assert_close(euler, expected, atol=1e-6, rtol=1e-6)
 
 
 def test_predict_action_runs_in_inference_mode(store):

@@ -135,12 +135,12 @@ class ConsistencyPolicy(FlowPolicy):
                prefix: Prefix | None = None, num_inference_steps: int | None = None) -> torch.Tensor:
         """`num_inference_steps` chained consistency steps from `noise` (the config's count by default)."""
         steps = num_inference_steps or self.config.num_inference_steps
-        sample = noise
         levels, times = step_levels(steps, noise)
-        for i, (level, t) in enumerate(zip(levels, times, strict=True)):
-            if i:  # back onto the path at this level, from the previous estimate and the initial noise
-                sample = level * noise + (1.0 - level) * estimate
+        sample = noise
+        for i, t in enumerate(times):
             if prefix is not None:
-                sample = prefix.apply(sample, level * noise + (1.0 - level) * prefix.actions)
+                sample = prefix.apply(sample, levels[i] * noise + (1.0 - levels[i]) * prefix.actions)
             estimate = self.denoised(sample, t, features)
+            if i + 1 < steps:  # back onto the path at the next level, from the estimate and the initial noise
+                sample = levels[i + 1] * noise + (1.0 - levels[i + 1]) * estimate
         return estimate if prefix is None else prefix.apply(estimate, prefix.actions)
