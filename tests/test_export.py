@@ -73,6 +73,7 @@ CASES = [
     ("pusht_keypoint", "diffusion_transformer", "torchscript", ["num_inference_steps=5"]),
     ("pusht_keypoint", "flow", "onnx", []),
     ("pusht_keypoint", "act", "torchscript", []),
+    ("pusht_keypoint", "act", "onnx", []),
     ("pusht_image", "diffusion_unet", "torchscript", []),
     ("pusht_image", "flow", "onnx", ["num_inference_steps=3"]),
     ("pusht_keypoint", "consistency", "onnx", []),

@@ -165,8 +165,13 @@ def write_program(program: ChunkProgram, inputs: tuple[torch.Tensor, ...], names
             torch.jit.save(torch.jit.trace(program, inputs, check_trace=False), str(path))
             return
         axes = {name: {0: "batch"} for name in [*names, "action_pred"]}
-        torch.onnx.export(program, inputs, str(path), input_names=names, output_names=["action_pred"],
-                          dynamic_axes=axes, dynamo=False, opset_version=17)
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)  # fused transformer layers (ACT) have no ONNX op
+        try:
+            torch.onnx.export(program, inputs, str(path), input_names=names, output_names=["action_pred"],
+                              dynamic_axes=axes, dynamo=False, opset_version=17)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def write_fastest(program: ChunkProgram, meta: dict[str, Any], directory: Path, calls: int = 20) -> dict[str, float]:
