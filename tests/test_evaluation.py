@@ -117,6 +117,19 @@ def test_an_exported_artifact_rolls_out_exactly_as_its_checkpoint(tiny_checkpoin
         evaluate_checkpoint(artifact, [*common, "use_ema=false"])
 
 
+def test_eval_sampling_overrides_match_an_artifact_exported_with_them(tiny_checkpoint, tmp_path):
+    artifact = tmp_path / "artifact"
+    assert main(["export", str(tiny_checkpoint), f"out={artifact}", "sampler=dpmsolver++", "num_inference_steps=3"]) == 0
+    common = ["n_episodes=1", "n_envs=1", "n_videos=0", "max_steps=16"]
+    overridden, exported = (
+        evaluate_checkpoint(path, [*common, f"out={tmp_path / name}", *extra])
+        for name, path, extra in (("over", tiny_checkpoint, ["sampler=dpmsolver++", "num_inference_steps=3"]),
+                                  ("artifact", artifact, [])))
+    assert overridden["episodes"][0]["reward"] == pytest.approx(exported["episodes"][0]["reward"], abs=1e-4)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        evaluate_checkpoint(tiny_checkpoint, [*common, f"out={tmp_path / 'bad'}", "sampler=euler"])
+
+
 @pytest.mark.slow
 def test_the_trainer_evaluates_in_simulation_every_epoch(lift_demos, tmp_path):
     run = tmp_path / "run"
