@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,11 @@ from robopolicy.datasets.shape_meta import ShapeMeta
 from robopolicy.policies.base import Policy, PolicyConfig
 from robopolicy.policies.encoders.obs_encoder import ObsEncoder
 from robopolicy.policies.networks.backbone import BackboneConfig, make_backbone
+
+
+def step_times(values: Sequence[float], like: torch.Tensor) -> torch.Tensor:
+    """(steps, B) network time inputs, built once before a sampling loop so that the loop allocates none."""
+    return torch.tensor(list(values), dtype=like.dtype, device=like.device)[:, None].expand(-1, like.shape[0])
 
 
 @dataclass

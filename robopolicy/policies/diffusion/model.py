@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from robopolicy.datasets.shape_meta import ShapeMeta
-from robopolicy.policies.denoising import DenoisingPolicy, Prefix
+from robopolicy.policies.denoising import DenoisingPolicy, Prefix, step_times
 from robopolicy.policies.diffusion.config import (
     DiffusionConfig,
     DiffusionTransformerConfig,
@@ -57,10 +57,8 @@ class DiffusionPolicy(DenoisingPolicy):
                num_inference_steps: int | None = None) -> torch.Tensor:
         """Run the reverse process from `noise` with the chosen sampler and step count (robopolicy.policies.solvers)."""
         plan = self.solver_plan(sampler or self.config.sampler, num_inference_steps or self.config.num_inference_steps)
-        times = torch.tensor([s.timestep for s in plan], dtype=noise.dtype, device=noise.device)
-        times = times[:, None].expand(-1, noise.shape[0])
         sample, before = noise, noise
-        for step, t in zip(plan, times, strict=True):
+        for step, t in zip(plan, step_times([s.timestep for s in plan], noise), strict=True):
             if prefix is not None:  # the known rows noised to this step's level
                 sample = prefix.apply(sample, step.signal * prefix.actions + step.level * noise)
             output = self.backbone(sample, t, features)

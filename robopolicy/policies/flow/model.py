@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robopolicy.datasets.shape_meta import ShapeMeta
-from robopolicy.policies.denoising import DenoisingPolicy, Prefix
+from robopolicy.policies.denoising import DenoisingPolicy, Prefix, step_times
 from robopolicy.policies.flow.config import FlowConfig
 from robopolicy.policies.networks.embeddings import SinusoidalEmbedding
 from robopolicy.policies.registry import register_policy
@@ -48,11 +48,9 @@ class VarianceHead(nn.Module):
 
 
 def step_levels(steps: int, like: torch.Tensor) -> tuple[list[float], torch.Tensor]:
-    """Times 1, 1 - 1/steps, ..., 1/steps of equal steps from noise to action: as floats, and as one
-    (steps, B) tensor built before the sampling loop so that the loop allocates no time tensors."""
+    """Times 1, 1 - 1/steps, ..., 1/steps of equal steps from noise to action: as floats and as (steps, B)."""
     levels = [1.0 - i / steps for i in range(steps)]
-    times = torch.tensor(levels, dtype=like.dtype, device=like.device)[:, None].expand(-1, like.shape[0])
-    return levels, times
+    return levels, step_times(levels, like)
 
 
 @register_policy("flow", FlowConfig)
