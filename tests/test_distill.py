@@ -7,13 +7,16 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
+from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.datasets.sequence import SequenceDataset
 from robopolicy.datasets.store import EpisodeStore
+from robopolicy.policies.consistency.model import check_same_normalizer, load_teacher
 from robopolicy.policies.consistency.teacher import TeacherODE
+from robopolicy.policies.registry import make_config
 from robopolicy.training.checkpoint import init_from_checkpoint, load_policy, read_meta
 from robopolicy.training.distill import distill
 from robopolicy.training.run import train
-from tests.test_policies import build, synthetic_store
+from tests.test_policies import SHAPE_METAS, build, synthetic_store
 
 TINY = ["policy.settings.backbone.unet.down_dims=[16,32,64]", "policy.settings.backbone.unet.step_embed_dim=16",
         "training.num_workers=0", "training.val_batches=1", "training.action_error_windows=4",
@@ -103,3 +106,13 @@ def test_init_from_copies_every_matching_weight_and_refuses_other_shapes(tmp_pat
                      backbone={"unet": {"down_dims": [8, 16, 32], "step_embed_dim": 16}})
     with pytest.raises(ValueError, match="other shapes"):
         init_from_checkpoint(other, run / "checkpoints" / "last")
+
+
+def test_a_student_refuses_a_teacher_with_other_normalizer_statistics_or_none():
+    meta = SHAPE_METAS["low_dim"]
+    ours, again, other = (Normalizer.fit(synthetic_store(seed), meta).state_dict() for seed in (0, 0, 1))
+    check_same_normalizer(ours, again, "teacher")
+    with pytest.raises(ValueError, match="other normalizer statistics"):
+        check_same_normalizer(ours, other, "teacher")
+    with pytest.raises(ValueError, match="robopolicy distill TEACHER_CHECKPOINT"):
+        load_teacher(make_config("consistency"), torch.device("cpu"))
