@@ -37,7 +37,13 @@ from timing import percentiles_ms
 from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.datasets.store import EpisodeStore
 from robopolicy.deploy.artifact import ARTIFACT_VERSION, MODEL_FILES, load_artifact
-from robopolicy.deploy.export import ChunkProgram, check_parity, example_inputs, input_specs, write_program
+from robopolicy.deploy.export import (
+    ChunkProgram,
+    check_parity,
+    example_inputs,
+    input_specs,
+    write_program,
+)
 from robopolicy.envs.pusht import PUSHT_IMAGE_SHAPE_META
 from robopolicy.policies.base import Policy
 from robopolicy.policies.presets import merged_settings
