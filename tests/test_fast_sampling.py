@@ -26,6 +26,9 @@ def store():
 def plain_diffusion(policy, obs, noise, sampler, steps, generator, prefix=None):
     """Normalized chunk from diffusers' own step loop."""
     scheduler = sampling_scheduler(policy.train_scheduler, sampler, steps)
+    if sampler == "dpmsolver++" and policy.config.noise.clip_sample:  # clipped like DDIM's (see solvers.py)
+        convert = scheduler.convert_model_output
+        scheduler.convert_model_output = lambda output, sample: convert(output, sample=sample).clamp(-1, 1)
     sample, batch = noise, noise.shape[0]
     for step in scheduler.timesteps:
         if prefix is not None:
@@ -50,14 +53,16 @@ def fast(policy, obs, noise, seed=None, **sampling):
     return policy.normalize_action(chunk)
 
 
-CASES = [("ddpm", 100, "epsilon"), ("ddpm", 10, "sample"), ("ddim", 1, "epsilon"), ("ddim", 10, "epsilon"),
-         ("ddim", 16, "sample"), ("dpmsolver++", 10, "epsilon"), ("dpmsolver++", 20, "epsilon"),
-         ("dpmsolver++", 4, "sample")]
+CASES = [("ddpm", 100, "epsilon", True), ("ddpm", 10, "sample", True), ("ddim", 1, "epsilon", True),
+         ("ddim", 10, "epsilon", True), ("ddim", 16, "sample", False), ("dpmsolver++", 10, "epsilon", True),
+         ("dpmsolver++", 20, "epsilon", False), ("dpmsolver++", 4, "sample", True)]
 
 
-@pytest.mark.parametrize(("sampler", "steps", "prediction"), CASES, ids=["-".join(map(str, c)) for c in CASES])
-def test_diffusion_fast_path_matches_diffusers_step_loop(store, sampler, steps, prediction):
-    policy, batch = build("diffusion_unet", "low_dim", store, noise={"prediction_type": prediction})
+@pytest.mark.parametrize(("sampler", "steps", "prediction", "clip"), CASES, ids=["-".join(map(str, c)) for c in CASES])
+def test_diffusion_fast_path_matches_diffusers_step_loop(store, sampler, steps, prediction, clip):
+    policy, batch = build("diffusion_unet", "low_dim", store, noise={"prediction_type": prediction,
+                                                                     "clip_sample": clip})
+
     policy.eval()
     noise = torch.randn(5, 16, 2, generator=torch.Generator().manual_seed(0))
     got = fast(policy, batch["obs"], noise, seed=3, sampler=sampler, num_inference_steps=steps)
