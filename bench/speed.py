@@ -206,6 +206,30 @@ def add_scores(task: str, results: dict[str, Any], args: argparse.Namespace) -> 
                                                               Path(args.eval_dir) / task / slug)
 
 
+def best_p50(row: Mapping[str, Any]) -> float:
+    return min(row[mode]["p50_ms"] for mode in ("eager", "torchscript", "onnx") if "p50_ms" in row[mode])
+
+
+def targets(results: Mapping[str, Any]) -> dict[str, Any]:
+    """Issue 9's targets for the one-step rows: best p50 / one forward (<= 1.2), DDPM-100 eager p50 / best p50
+    (>= 20), score / the teacher's score at its default sampler (>= 0.95; teacher: DDIM-10 for the consistency
+    student of the diffusion checkpoint, flow-10 for flow-1)."""
+    rows, forward = results["rows"], results["forward"]
+    checks = {}
+    for name, teacher in (("consistency-1", "DDIM-10"), ("flow-1", "flow-10")):
+        if name not in rows or "DDPM-100" not in rows:
+            continue
+        row = rows[name]
+        check = {"best_p50_ms": best_p50(row),
+                 "ratio_to_forward": round(best_p50(row) / forward[row["family"]]["p50_ms"], 2),
+                 "speedup_over_ddpm100_eager": round(rows["DDPM-100"]["eager"]["p50_ms"] / best_p50(row), 1)}
+        if "score" in row and "score" in rows.get(teacher, {}):
+            check["score_over_teacher"] = round(row["score"]["mean_score"] / rows[teacher]["score"]["mean_score"], 3)
+            check["teacher"] = teacher
+        checks[name] = check
+    return checks
+
+
 def plot_table(report: dict[str, Any], path: Path) -> None:
     """The JSON as one PNG table per task: p50 / p95 ms per runtime, ratio to one forward, score."""
     import matplotlib
@@ -270,9 +294,10 @@ def main() -> None:
     if keypoint:
         report["tasks"]["pusht_keypoint"] = bench_task("pusht_keypoint", keypoint, args)
     report["tasks"]["pusht_image"] = bench_task("pusht_image", parse_checkpoints(args.image), args)
-    if args.eval_episodes:
-        for task, results in report["tasks"].items():
+    for task, results in report["tasks"].items():
+        if args.eval_episodes:
             add_scores(task, results, args)
+        results["targets"] = targets(results)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
