@@ -62,7 +62,7 @@ class Row:
     name: str
     family: str
     sampling: dict[str, Any] = field(default_factory=dict)
-    exportable: str | None = None  # why the row has no artifact, when it cannot have one
+    no_artifact: str | None = None  # why the row cannot be exported, when it cannot
 
 
 ROWS = (
@@ -187,7 +187,7 @@ def bench_task(task: str, checkpoints: Mapping[str, str], args: argparse.Namespa
                                   "parameters": sum(p.numel() for p in policy.parameters()),
                                   "eager": eager_ms(policy, obs, row.sampling, args.calls)}
         for fmt in ("torchscript", "onnx"):
-            result[fmt] = {"not_exportable": row.exportable} if row.exportable else artifact_ms(
+            result[fmt] = {"not_exportable": row.no_artifact} if row.no_artifact else artifact_ms(
                 policy, row.sampling, fmt, args.calls)
         for mode in ("eager", "torchscript", "onnx"):
             if "p50_ms" in result[mode]:
