@@ -137,7 +137,7 @@ def test_the_estop_topic_stops_the_arm_within_one_control_period(graph):
     stop = result["estop"]
     before = (times > stop - 0.5) & (times < stop)
     speed_before = np.polyfit(times[before], z[before], 1)[0]
-    assert speed_before > 0.05  # rising at the planned 0.15 m / 3 s
+    assert speed_before > 0.035  # rising: the plan is 0.15 m / 3 s (0.05 m/s), less when late steps are held
     # the first simulator step after the e-stop holds: from the state one period on, the arm only brakes
     # (OSC settles in ~2 periods, 1.6 mm here) where the plan would have raised it 2.5 mm every period
     after = z[times >= stop + DT - 0.001]
