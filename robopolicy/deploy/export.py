@@ -13,9 +13,9 @@ import json
 import logging
 import os
 import shutil
-import time
 import warnings
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from robopolicy.deploy.artifact import (
     PREFIX_INPUT,
     PREFIX_MASK_INPUT,
 )
+from robopolicy.latency import call_seconds
 from robopolicy.policies.base import Policy
 from robopolicy.policies.diffusion.model import DiffusionPolicy
 from robopolicy.policies.flow.model import FlowPolicy
@@ -189,13 +190,7 @@ def write_fastest(program: ChunkProgram, meta: dict[str, Any], directory: Path, 
         write_program(program, inputs, names, fmt, candidate / MODEL_FILES[fmt])
         (candidate / "meta.json").write_text(json.dumps({**meta, "format": fmt, "file": MODEL_FILES[fmt]}))
         artifact = load_artifact(candidate)
-        artifact.run(feed)
-        times = []
-        for _ in range(calls):
-            started = time.perf_counter()
-            artifact.run(feed)
-            times.append(1000 * (time.perf_counter() - started))
-        latency[fmt] = round(float(np.median(times)), 3)
+        latency[fmt] = round(1000 * float(np.median(call_seconds(partial(artifact.run, feed), calls, warmup=1))), 3)
     fastest = min(latency, key=latency.get)
     os.replace(directory / fastest / MODEL_FILES[fastest], directory / MODEL_FILES[fastest])
     for fmt in FORMATS:
