@@ -36,7 +36,7 @@ from timing import percentiles_ms
 
 from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.datasets.store import EpisodeStore
-from robopolicy.deploy.artifact import ARTIFACT_VERSION, MODEL_FILES, load_artifact
+from robopolicy.runtime.artifact import ARTIFACT_VERSION, MODEL_FILES, load_artifact
 from robopolicy.deploy.export import (
     ChunkProgram,
     check_parity,
@@ -49,7 +49,7 @@ from robopolicy.policies.base import Policy
 from robopolicy.policies.presets import merged_settings
 from robopolicy.policies.registry import make_policy
 from robopolicy.settings import CONFIG_DIR
-from robopolicy.training.checkpoint import load_policy
+from robopolicy.policies.checkpoint import load_policy
 
 log = logging.getLogger("bench.speed")
 FAMILIES = ("diffusion", "flow", "flow_adaptive", "consistency", "act")

@@ -61,7 +61,7 @@ def cmd_dataset_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from robopolicy.datasets.record import record
+    from robopolicy.robots.record import record
 
     print(json.dumps(record(args.options), indent=2))
     return 0
@@ -84,9 +84,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from robopolicy.envs.evaluate import evaluate_checkpoint
+    from robopolicy.deploy.artifact_policy import evaluate
 
-    summary = evaluate_checkpoint(args.checkpoint, args.overrides)
+    summary = evaluate(args.checkpoint, args.overrides)
     print(json.dumps({k: summary[k] for k in ("checkpoint", "success_rate", "success_rate_ci95", "mean_score",
                                               "mean_score_ci95", "mean_episode_length", "policy_call_ms",
                                               "eval_json", "videos")}, indent=2))
@@ -103,13 +103,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from robopolicy.deploy.session import calibrate, deploy
+    from robopolicy.deploy.session import deploy
+    from robopolicy.robots.calibrate import calibrate
 
     if args.artifact == "calibrate":
         print(json.dumps(calibrate(args.options), indent=2))
         return 0
     if args.artifact == "sim-driver":
-        from robopolicy.deploy.ros.sim_driver import run_sim_driver
+        from robopolicy.ros.sim_driver import run_sim_driver
 
         results = run_sim_driver(args.options)
         print(json.dumps({k: results[k] for k in ("success_rate", "success_rate_ci95", "results") if k in results},
@@ -122,7 +123,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from robopolicy.deploy.remote import serve
+    from robopolicy.runtime.remote import serve
     from robopolicy.settings import parse_overrides
 
     options = parse_overrides(args.options)

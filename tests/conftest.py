@@ -61,7 +61,7 @@ TINY_LIFT = ["task=lift_lowdim", *TWO_STEP_UNET, "task.dataset.val_ratio=0.5"]
 def lift_artifact(tmp_path_factory):
     """A tiny Lift low-dim diffusion policy exported as an artifact (2 training steps: for plumbing, not skill)."""
     from robopolicy.cli import main
-    from robopolicy.deploy.artifact import load_artifact
+    from robopolicy.runtime.artifact import load_artifact
     from robopolicy.training.run import train
 
     root = tmp_path_factory.mktemp("lift_artifact")

@@ -17,19 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from robopolicy.deploy.artifact import load_artifact
-from robopolicy.deploy.robot import TimedAction
-from robopolicy.deploy.ros.bridge import RosBridge
-from robopolicy.deploy.ros.convert import (
+from robopolicy.runtime.artifact import load_artifact
+from robopolicy.robots.interface import TimedAction
+from robopolicy.ros.bridge import RosBridge
+from robopolicy.ros.convert import (
     crop_resize,
     image_to_array,
     stamp_seconds,
     trajectory_to_arrays,
 )
-from robopolicy.deploy.ros.node import Diagnostics
-from robopolicy.deploy.ros.ros1 import Ros1Transport
-from robopolicy.deploy.ros.topic_map import load_topic_map
-from robopolicy.deploy.runtime import Runtime, RuntimeConfig
+from robopolicy.ros.node import Diagnostics
+from robopolicy.ros.ros1 import Ros1Transport
+from robopolicy.ros.topic_map import load_topic_map
+from robopolicy.runtime.loop import Runtime, RuntimeConfig
 
 DT = 0.05
 

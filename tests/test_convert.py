@@ -98,7 +98,7 @@ def test_bad_sources_and_outputs_are_refused_naming_the_file(tmp_path):
         open_source("robomimic", tmp_path / "notes.hdf5", {})
     with pytest.raises(ValueError, match="takes the options \\['keys'\\], not \\['resize'\\]"):
         open_source("robomimic", tmp_path / "notes.hdf5", {"resize": [8, 8]})
-    with pytest.raises(ValueError, match="not a known format; use one of .*'rosbag', 'video'"):
+    with pytest.raises(ValueError, match="unknown --from format 'bagfile'.*Known: .*'rosbag', 'video'"):
         open_source("bagfile", tmp_path, {})
     with pytest.raises(DataError, match="meta/info.json"):
         open_source("lerobot", tmp_path, {})

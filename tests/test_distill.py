@@ -13,7 +13,7 @@ from robopolicy.datasets.store import EpisodeStore
 from robopolicy.policies.consistency.model import check_same_normalizer, load_teacher
 from robopolicy.policies.consistency.teacher import TeacherODE
 from robopolicy.policies.registry import make_config
-from robopolicy.training.checkpoint import init_from_checkpoint, load_policy, read_meta
+from robopolicy.policies.checkpoint import init_from_checkpoint, load_policy, read_meta
 from robopolicy.training.distill import distill
 from robopolicy.training.run import train
 from tests.test_policies import SHAPE_METAS, build, synthetic_store

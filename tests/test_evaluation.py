@@ -12,9 +12,10 @@ import pytest
 from robopolicy.cli import main
 from robopolicy.datasets.store import EpisodeStore
 from robopolicy.envs.demos import generate_demos
+from robopolicy.deploy.artifact_policy import evaluate
 from robopolicy.envs.evaluate import evaluate_checkpoint
 from robopolicy.envs.registry import make_env
-from robopolicy.envs.report import mean_interval, wilson_interval
+from robopolicy.stats import mean_interval, wilson_interval
 from robopolicy.settings import parse_overrides
 from robopolicy.training.run import train
 
@@ -108,13 +109,13 @@ def test_an_exported_artifact_rolls_out_exactly_as_its_checkpoint(tiny_checkpoin
     artifact = tmp_path / "artifact"
     assert main(["export", str(tiny_checkpoint), f"out={artifact}"]) == 0
     common = ["n_episodes=2", "n_envs=1", "n_videos=0", "max_steps=16"]
-    runs = [evaluate_checkpoint(path, [*common, f"out={tmp_path / name}"])
+    runs = [evaluate(path, [*common, f"out={tmp_path / name}"])
             for name, path in (("checkpoint", tiny_checkpoint), ("artifact", artifact))]
     first, second = ([(e["seed"], e["length"], round(e["reward"], 4)) for e in run["episodes"]] for run in runs)
     assert first == second and runs[1]["env"]["task"] == "Lift"
     assert not (artifact / "eval").exists()  # out= was given
     with pytest.raises(ValueError, match="apply to checkpoints"):
-        evaluate_checkpoint(artifact, [*common, "use_ema=false"])
+        evaluate(artifact, [*common, "use_ema=false"])
 
 
 def test_eval_sampling_overrides_match_an_artifact_exported_with_them(tiny_checkpoint, tmp_path):
@@ -122,7 +123,7 @@ def test_eval_sampling_overrides_match_an_artifact_exported_with_them(tiny_check
     assert main(["export", str(tiny_checkpoint), f"out={artifact}", "sampler=dpmsolver++", "num_inference_steps=3"]) == 0
     common = ["n_episodes=1", "n_envs=1", "n_videos=0", "max_steps=16"]
     overridden, exported = (
-        evaluate_checkpoint(path, [*common, f"out={tmp_path / name}", *extra])
+        evaluate(path, [*common, f"out={tmp_path / name}", *extra])
         for name, path, extra in (("over", tiny_checkpoint, ["sampler=dpmsolver++", "num_inference_steps=3"]),
                                   ("artifact", artifact, [])))
     assert overridden["episodes"][0]["reward"] == pytest.approx(exported["episodes"][0]["reward"], abs=1e-4)

@@ -14,9 +14,9 @@ import torch
 from robopolicy.cli import main
 from robopolicy.datasets.sequence import SequenceDataset
 from robopolicy.datasets.store import EpisodeStore
-from robopolicy.deploy.artifact import load_artifact
+from robopolicy.runtime.artifact import load_artifact
 from robopolicy.deploy.export import export_checkpoint
-from robopolicy.training.checkpoint import load_policy, read_meta
+from robopolicy.policies.checkpoint import load_policy, read_meta
 from robopolicy.training.distill import distill
 from robopolicy.training.run import train
 
@@ -155,7 +155,7 @@ def test_the_runtime_loads_an_artifact_without_training_or_policy_code(checkpoin
     export_checkpoint(checkpoints("pusht_keypoint", "diffusion_unet"), [f"out={tmp_path / 'b'}"])
     script = f"""
 import sys, numpy as np
-from robopolicy.deploy.artifact import load_artifact
+from robopolicy.runtime.artifact import load_artifact
 for name in ("a", "b"):
     artifact = load_artifact({str(tmp_path)!r} + "/" + name)
     inputs = {{s["name"]: np.zeros((1, *s["shape"]), np.float32) for s in artifact.meta["inputs"]}}

@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from robopolicy.datasets.record import resample
+from robopolicy.robots.record import resample
 from robopolicy.datasets.store import EpisodeStore
-from robopolicy.datasets.teleop import (
+from robopolicy.robots.teleop import (
     CLOSED,
     OPEN,
     KeyboardTeleop,

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from robopolicy.deploy.artifact import load_artifact
+from robopolicy.runtime.artifact import load_artifact
 from robopolicy.deploy.export import export_checkpoint
 from robopolicy.training.run import train
 from tests.network import free_port
@@ -34,9 +34,9 @@ def served(pusht_path, tmp_path_factory):
 CLIENT = """
 import sys, json, numpy as np
 sys.modules["torch"] = None  # the robot computer has no torch: importing it must fail
-from robopolicy.deploy.remote import RemoteArtifact
-from robopolicy.deploy.inference import ArtifactRunner
-import robopolicy.deploy.runtime, robopolicy.deploy.sim_robot  # the whole runtime loads without torch
+from robopolicy.runtime.remote import RemoteArtifact
+from robopolicy.runtime.inference import ArtifactRunner
+import robopolicy.runtime.loop, robopolicy.robots.sim  # the whole runtime loads without torch
 artifact = RemoteArtifact(sys.argv[1], timeout_s=30)
 inputs = {s["name"]: np.load(sys.argv[2])[s["name"]] for s in artifact.meta["inputs"]}
 chunk = artifact.run(inputs)
@@ -65,7 +65,7 @@ def test_a_torch_free_client_gets_the_local_artifacts_actions_from_the_server(se
 
 
 def test_a_missing_server_times_out_with_a_clear_error():
-    from robopolicy.deploy.remote import RemoteArtifact
+    from robopolicy.runtime.remote import RemoteArtifact
 
     with pytest.raises(TimeoutError, match="robopolicy serve"):
         RemoteArtifact(f"tcp://127.0.0.1:{free_port()}", timeout_s=0.3)
@@ -74,7 +74,7 @@ def test_a_missing_server_times_out_with_a_clear_error():
 
 
 def test_bad_inputs_come_back_as_errors_naming_the_input(served):
-    from robopolicy.deploy.remote import RemoteArtifact, pack_array
+    from robopolicy.runtime.remote import RemoteArtifact, pack_array
 
     artifact = RemoteArtifact(served[1], timeout_s=30)
     inputs = {"agent_pos": np.zeros((1, 3, 2)), "keypoint": np.zeros((1, 2, 9, 2)), "noise": np.zeros((1, 16, 2))}

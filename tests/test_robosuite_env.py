@@ -15,7 +15,7 @@ import robopolicy
 from robopolicy.datasets.shape_meta import parse_shape_meta
 from robopolicy.envs import registry
 from robopolicy.envs.robosuite_tasks import camera_intrinsics, make_env, make_expert
-from robopolicy.envs.rotations import (
+from robopolicy.geometry import (
     matrix_to_rot6d,
     quat_xyzw_to_matrix,
     rot6d_to_matrix,

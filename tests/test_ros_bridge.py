@@ -228,7 +228,7 @@ def test_bad_robot_options_are_refused_before_any_node_starts(lift_artifact, tmp
     from robopolicy.deploy.session import deploy
 
     artifact = str(lift_artifact.directory)
-    cases = [(["robot=arm"], ValueError, "robot='arm' is not known"),
+    cases = [(["robot=arm"], ValueError, "unknown robot 'arm'"),
              (["robot=ros"], ValueError, "robot.map=NAME"),
              (["robot=ros", "robot.map=no_such_robot"], FileNotFoundError, "one of \\[.*'sim_lift'"),
              (["robot=ros", "robot.map=sim_lift", "episodes=3"], ValueError, "\\['episodes'\\] set the simulated arm"),

@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("rospy", reason="ROS 1 from Debian is not installed (bash scripts/setup.sh installs it)")
 
-from robopolicy.deploy.robot import TimedAction  # noqa: E402
-from robopolicy.deploy.ros.bridge import RosBridge  # noqa: E402
-from robopolicy.deploy.ros.convert import joint_state, pose_stamped, stamp_seconds  # noqa: E402
-from robopolicy.deploy.ros.ros1 import ros1_types  # noqa: E402
-from robopolicy.deploy.ros.topic_map import load_topic_map  # noqa: E402
+from robopolicy.robots.interface import TimedAction  # noqa: E402
+from robopolicy.ros.bridge import RosBridge  # noqa: E402
+from robopolicy.ros.convert import joint_state, pose_stamped, stamp_seconds  # noqa: E402
+from robopolicy.ros.ros1 import ros1_types  # noqa: E402
+from robopolicy.ros.topic_map import load_topic_map  # noqa: E402
 
 
 class Wire:

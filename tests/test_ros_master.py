@@ -17,8 +17,8 @@ pytestmark = pytest.mark.slow
 PUBLISHER = """
 import numpy as np, rospy
 from trajectory_msgs.msg import JointTrajectory
-from robopolicy.deploy.ros.convert import joint_trajectory
-from robopolicy.deploy.ros.ros1 import ros1_types
+from robopolicy.ros.convert import joint_trajectory
+from robopolicy.ros.ros1 import ros1_types
 rospy.init_node("test_publisher")
 topic = rospy.Publisher("/arm/command", JointTrajectory, queue_size=1, latch=True)
 types = ros1_types()
@@ -29,7 +29,7 @@ rospy.sleep(5.0)
 SUBSCRIBER = """
 import json, rospy
 from trajectory_msgs.msg import JointTrajectory
-from robopolicy.deploy.ros.convert import trajectory_to_arrays
+from robopolicy.ros.convert import trajectory_to_arrays
 rospy.init_node("test_subscriber")
 msg = rospy.wait_for_message("/arm/command", JointTrajectory, timeout=20.0)
 times, positions = trajectory_to_arrays(msg)

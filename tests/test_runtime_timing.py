@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from robopolicy.cli import main
-from robopolicy.deploy.alignment import KeySpec, ObservationAligner, TimedBuffer, slerp
-from robopolicy.deploy.blending import ChunkBlender, boundary_jump
-from robopolicy.deploy.calibrate import estimate_lag, excitation
-from robopolicy.deploy.robot import Reading
-from robopolicy.deploy.safety import Box, EmergencyStop, SafetyLimits, Watchdog
-from robopolicy.deploy.timing import ActionPlan, TimingConfig, chunk_plan, to_send
+from robopolicy.runtime.alignment import KeySpec, ObservationAligner, TimedBuffer, slerp
+from robopolicy.runtime.blending import ChunkBlender, boundary_jump
+from robopolicy.robots.calibrate import estimate_lag, excitation
+from robopolicy.robots.interface import Reading
+from robopolicy.runtime.safety import Box, EmergencyStop, SafetyLimits, Watchdog
+from robopolicy.runtime.timing import ActionPlan, TimingConfig, chunk_plan, to_send
 
 DT = 0.1
 

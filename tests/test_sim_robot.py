@@ -12,10 +12,10 @@ import pytest
 
 from robopolicy.cli import main
 from robopolicy.datasets.store import EpisodeStore
-from robopolicy.deploy.robot import Reading, TimedAction
-from robopolicy.deploy.runtime import Runtime, RuntimeConfig
-from robopolicy.deploy.sim_robot import SimRobot, SimRobotConfig
-from robopolicy.deploy.timing import ActionPlan
+from robopolicy.robots.interface import Reading, TimedAction
+from robopolicy.runtime.loop import Runtime, RuntimeConfig
+from robopolicy.robots.sim import SimRobot, SimRobotConfig
+from robopolicy.runtime.timing import ActionPlan
 
 pytestmark = pytest.mark.slow
 LATENCY = {"camera": 0.15}

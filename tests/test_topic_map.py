@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from robopolicy.deploy.ros.topic_map import load_topic_map
+from robopolicy.ros.topic_map import load_topic_map
 from robopolicy.settings import CONFIG_DIR
 
 LIFT_META = {"inputs": [{"name": "eef_pos", "source": "robot0_eef_pos"},

@@ -4,7 +4,7 @@ The artifact is a traced program from raw-unit observations (policy layout) and 
 noise to the raw-unit action chunk (B, horizon, Da): normalization, encoders and every
 sampling step are inside it, with the step count fixed at export. It is written as
 TorchScript (`policy.pt`) or ONNX (`policy.onnx`) next to `meta.json`; `load_artifact`
-(robopolicy.deploy.artifact) runs it with torch or onnxruntime only.
+(robopolicy.runtime.artifact) runs it with torch or onnxruntime only.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import nn
 
 from robopolicy.datasets.layout import obs_offsets
 from robopolicy.datasets.shape_meta import ShapeMeta
-from robopolicy.deploy.artifact import (
+from robopolicy.runtime.artifact import (
     ARTIFACT_VERSION,
     FORMATS,
     MODEL_FILES,
@@ -38,7 +38,7 @@ from robopolicy.policies.base import Policy
 from robopolicy.policies.diffusion.model import DiffusionPolicy
 from robopolicy.policies.flow.model import FlowPolicy
 from robopolicy.settings import parse_overrides
-from robopolicy.training.checkpoint import load_policy, read_config, read_meta
+from robopolicy.policies.checkpoint import load_policy, read_config, read_meta
 
 log = logging.getLogger(__name__)
 EXPORT_OPTIONS = ("out", "format", "sampler", "num_inference_steps", "control_hz", "use_ema", "overwrite")
@@ -178,7 +178,7 @@ def write_program(program: ChunkProgram, inputs: tuple[torch.Tensor, ...], names
 def write_fastest(program: ChunkProgram, meta: dict[str, Any], directory: Path, calls: int = 20) -> dict[str, float]:
     """Write the program in every format, time each at batch 1 (median of `calls` runs after warm-up), keep the
     faster in `directory` and set meta's format and file to it; returns {format: median ms}."""
-    from robopolicy.deploy.artifact import load_artifact
+    from robopolicy.runtime.artifact import load_artifact
 
     inputs = example_inputs(meta["inputs"], 1, seed=0)
     names = [s["name"] for s in meta["inputs"]]
@@ -204,7 +204,7 @@ def check_parity(program: ChunkProgram, artifact_dir: Path, batch_size: int = 2,
     """Max abs difference between the artifact and the checkpoint policy on fresh random inputs (batch of 2), in
     normalized action units, relative to the largest action there when that exceeds 1 (random inputs can
     drive actions far out of range)."""
-    from robopolicy.deploy.artifact import load_artifact
+    from robopolicy.runtime.artifact import load_artifact
 
     artifact = load_artifact(artifact_dir)
     inputs = example_inputs(artifact.meta["inputs"], batch_size, seed)

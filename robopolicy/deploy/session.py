@@ -24,42 +24,27 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from robopolicy.atomic import write_json_atomic
-from robopolicy.deploy.artifact import ArtifactBase
-from robopolicy.deploy.calibrate import CalibrationSettings, calibrate_actuation
-from robopolicy.deploy.remote import SCHEME, open_artifact
-from robopolicy.deploy.runtime import Runtime, RuntimeConfig, percentiles_ms
-from robopolicy.deploy.sim_robot import SimRobot, SimRobotConfig
 from robopolicy.progress import progress
+from robopolicy.robots.kinds import split_robot
+from robopolicy.robots.sim import SIM_OPTIONS, SimRobot, SimRobotConfig, sim_robot_config
+from robopolicy.ros.node import bridge_options, serve_bridge
+from robopolicy.runtime.artifact import ArtifactBase
+from robopolicy.runtime.loop import Runtime, RuntimeConfig, percentiles_ms
+from robopolicy.runtime.remote import SCHEME, open_artifact
+from robopolicy.runtime.run_log import RunLog
 from robopolicy.settings import build_settings, parse_overrides
+from robopolicy.stats import wilson_interval
 
 log = logging.getLogger(__name__)
-SIM_OPTIONS = ("episodes", "seed_start", "jitter", "sensors", "env")
-SESSION_OPTIONS = ("out", "latency", "actuation_latency", "max_seconds", "threads", *SIM_OPTIONS)
+SESSION_OPTIONS = ("out", "max_seconds", "threads", "episodes", "seed_start")
+SIM_ONLY = ("episodes", "seed_start", *(k for k in SIM_OPTIONS if k not in ("latency", "actuation_latency")))
 CAMERA_TYPES = ("rgb", "depth", "point_cloud")
-TICK_KEYS = ("time", "jitter", "work", "obs_time", "action_time", "obs_age", "planned", "held", "sent", "dropped")
 
 
 def default_sensors(artifact: ArtifactBase) -> dict[str, list[str]]:
     """Image, depth and point-cloud inputs come from the camera; the rest from the arm."""
     return {"camera": sorted({s["source"] for s in artifact.obs_inputs if s["type"] in CAMERA_TYPES})}
-
-
-class RunLog:
-    """The run log store, one episode per run appended as soon as the run ends (a crash keeps the runs before)."""
-
-    def __init__(self, path: Path, attrs: dict[str, Any]):
-        from robopolicy.datasets.store import EpisodeStore
-
-        self.store = EpisodeStore.create(path, overwrite=True, attrs=attrs)
-
-    def append(self, ticks: list[dict[str, float]]) -> None:
-        """The per-tick arrays of one run, stamped with the tick times."""
-        if ticks:
-            data = {key: np.array([t[key] for t in ticks], dtype=np.float64) for key in TICK_KEYS}
-            self.store.append_episode(data, timestamps={key: data["time"] for key in TICK_KEYS})
 
 
 def run_episode(robot: SimRobot, runtime: Runtime, seed: int, max_seconds: float) -> tuple[dict[str, Any], list]:
@@ -74,22 +59,6 @@ def run_episode(robot: SimRobot, runtime: Runtime, seed: int, max_seconds: float
             "executed_abs_error_ms": timing, **stats.summary()}, stats.ticks
 
 
-def split_robot(overrides: Sequence[str]) -> tuple[str, dict[str, Any], list[str]]:
-    """("sim" | "ros", the robot.* options, the other overrides): robot=ros and robot.map=... side by side."""
-    kind, robot, rest = "sim", [], []
-    for item in overrides:
-        if item.startswith("robot="):
-            kind = item.partition("=")[2]
-        elif item.startswith("robot."):
-            robot.append(item[len("robot."):])
-        else:
-            rest.append(item)
-    if kind not in ("sim", "ros"):
-        raise ValueError(f"robot={kind!r} is not known: robot=sim drives the simulated arm, robot=ros a ROS robot "
-                         "through the bridge (with robot.map=NAME)")
-    return kind, parse_overrides(robot), rest
-
-
 def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Run the artifact on the robot the options name; returns the results written to results.json.
 
@@ -98,13 +67,16 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
     kind, robot_options, overrides = split_robot(overrides)
     options = parse_overrides(overrides)
     session = {k: options.pop(k) for k in SESSION_OPTIONS if k in options}
-    sim_only = sorted(set(session) & set(SIM_OPTIONS))
+    sim_only = sorted((set(session) | set(options)) & set(SIM_ONLY))
     if kind == "ros" and sim_only:
         raise ValueError(f"{sim_only} set the simulated arm (robot=sim); a ROS robot takes robot.* options and "
                          "latency.<sensor>, actuation_latency, out, max_seconds")
+    if kind == "sim" and robot_options:
+        raise ValueError(f"robot.{sorted(robot_options)[0]} is an option of robot=ros; robot=sim takes none")
     artifact = open_artifact(artifact_dir, session.get("threads"))
-    latency = {k: float(v) for k, v in (session.get("latency") or {}).items()}
-    actuation = float(session.get("actuation_latency", 0.0))
+    sim = simulated_arm(artifact, str(artifact_dir), options) if kind == "sim" else None
+    latency = sim.latency if sim else {k: float(v) for k, v in (options.pop("latency", None) or {}).items()}
+    actuation = sim.actuation_latency if sim else float(options.pop("actuation_latency", 0.0))
     config = build_settings(RuntimeConfig, {"sensor_latency": latency, "actuation_latency": actuation, **options},
                             "deploy")
     local = not str(artifact_dir).startswith(SCHEME)
@@ -112,27 +84,23 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
     out = Path(session.get("out") or root / time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
     max_seconds = float(session.get("max_seconds", 3600.0))
-    if kind == "ros":
-        from robopolicy.deploy.ros.node import bridge_options, serve_bridge
-
+    if sim is None:
         results = serve_bridge(artifact, config, bridge_options(robot_options), out, max_seconds)
         return {**results, "results": str(out / "results.json")}
-    if robot_options:
-        raise ValueError(f"robot.{sorted(robot_options)[0]} is an option of robot=ros; robot=sim takes none")
-    return deploy_sim(artifact, str(artifact_dir), config, session, out, max_seconds)
+    return deploy_sim(artifact, str(artifact_dir), config, sim, session, out, max_seconds)
 
 
-def deploy_sim(artifact: ArtifactBase, name: str, config: RuntimeConfig, session: dict[str, Any], out: Path,
-               max_seconds: float) -> dict[str, Any]:
-    """Episodes on the simulated arm, from seed_start on."""
-    from robopolicy.envs.report import wilson_interval
-
+def simulated_arm(artifact: ArtifactBase, name: str, options: dict[str, Any]) -> SimRobotConfig:
+    """The simulated arm for robot=sim: the artifact's env and control rate, its camera inputs from the camera."""
     if not artifact.meta.get("env"):
         raise ValueError(f"{name}/meta.json has no env: export a checkpoint whose task has an env section")
-    env = {**artifact.meta["env"], **(session.get("env") or {})}
-    sim = SimRobotConfig(env=env, sensors=session.get("sensors") or default_sensors(artifact),
-                         latency=config.sensor_latency, actuation_latency=config.actuation_latency,
-                         jitter=float(session.get("jitter", 0.0)), control_hz=float(artifact.meta["control_hz"]))
+    return sim_robot_config(options, artifact.meta["control_hz"], "deploy robot=sim", env_base=artifact.meta["env"],
+                            sensors=default_sensors(artifact))
+
+
+def deploy_sim(artifact: ArtifactBase, name: str, config: RuntimeConfig, sim: SimRobotConfig,
+               session: dict[str, Any], out: Path, max_seconds: float) -> dict[str, Any]:
+    """Episodes on the simulated arm, from seed_start on."""
     episodes, seed_start = int(session.get("episodes", 20)), int(session.get("seed_start", 100000))
     results: dict[str, Any] = {"artifact": name, "episodes": episodes, "run_log": str(out / "run_log.zarr")}
     runs: list[dict[str, Any]] = []
@@ -154,40 +122,3 @@ def deploy_sim(artifact: ArtifactBase, name: str, config: RuntimeConfig, session
             bar.set_postfix(success=f"{successes / len(runs):.2f}")
     log.info("deploy: success %d/%d; results in %s", successes, episodes, out / "results.json")
     return {**results, "results": str(out / "results.json")}
-
-
-ROBOSUITE_CALIBRATION = {"position_key": "robot0_eef_pos", "action_keys": ["robot0_eef_pos", "robot0_eef_rot6d"],
-                         "action_tail": [-1.0]}
-
-
-def calibrate(overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """`robopolicy deploy calibrate robot=sim env.name=robosuite env.task=Lift actuation_latency=0.1 ...`.
-
-    The simulated arm gets the injected latencies (actuation_latency, jitter, latency.<sensor>);
-    the estimate comes from its motion alone. CalibrationSettings fields are options too; for
-    robosuite's absolute controller the pose keys default to the grip site's.
-    """
-    options = parse_overrides(overrides)
-    if options.pop("robot", "sim") != "sim":
-        raise ValueError("calibration runs on robot=sim here (a ROS robot is calibrated through its bridge)")
-    env = options.pop("env", None)
-    if not env or "name" not in env:
-        raise ValueError("calibrate needs the simulator: env.name=robosuite env.task=Lift (and env.* options)")
-    env = {"max_steps": 10**6, **env}
-    injected = {"actuation_latency": float(options.pop("actuation_latency", 0.0)),
-                "jitter": float(options.pop("jitter", 0.0)),
-                "latency": {k: float(v) for k, v in (options.pop("latency", None) or {}).items()}}
-    defaults = ROBOSUITE_CALIBRATION if env["name"] == "robosuite" and env.get("controller", "absolute") == "absolute" \
-        else {}
-    values = {**defaults, **options}
-    for key in ("action_keys", "action_tail"):
-        if key in values:
-            values[key] = tuple(values[key])
-    settings = build_settings(CalibrationSettings, values, "calibrate")
-    sim = SimRobotConfig(env=env, control_hz=settings.control_hz, **injected)
-    with SimRobot(sim) as robot:
-        robot.reset(settings.seed)
-        estimate = calibrate_actuation(robot, settings)
-    log.info("actuation latency %.0f ms (injected %.0f ms)", 1000 * estimate["actuation_latency"],
-             1000 * injected["actuation_latency"])
-    return {**estimate, "injected": injected, "settings": asdict(settings)}

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from robopolicy.envs.artifact_policy import ArtifactPolicy, is_artifact
 from robopolicy.envs.report import summarize, write_report
-from robopolicy.envs.runner import EvalSettings, rollout
+from robopolicy.envs.runner import EvalSettings, EvaluatedPolicy, rollout
 from robopolicy.policies.base import Policy
+from robopolicy.policies.checkpoint import load_policy, read_config
 from robopolicy.settings import build_settings, parse_overrides
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,10 @@ def with_sampling(policy: Policy, sampling: Mapping[str, Any], where: Path) -> P
     return policy
 
 
-def evaluate_policy(policy: Policy | ArtifactPolicy, env_cfg: Mapping[str, Any], settings: EvalSettings, out_dir: Path | None,
-                    title: str = "") -> dict[str, Any]:
+def evaluate_policy(policy: EvaluatedPolicy, env_cfg: Mapping[str, Any], settings: EvalSettings,
+                    out_dir: Path | None, title: str = "") -> dict[str, Any]:
     """Roll out, summarize, and (with out_dir) write eval.json, per_seed.png and videos/."""
-    device = policy.device if isinstance(policy, ArtifactPolicy) else next(policy.parameters()).device
+    device = policy.device
     video_dir = out_dir / "videos" if out_dir is not None and settings.n_videos else None
     summary = summarize(rollout(policy, env_cfg, settings, video_dir=video_dir, device=device))
     summary = {"env": dict(env_cfg), "settings": vars(settings).copy(), **summary}
@@ -64,39 +64,34 @@ def eval_settings(options: Mapping[str, Any]) -> EvalSettings:
 
 
 def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Evaluate a checkpoint directory, or an exported artifact, in its task's simulator.
+    """Evaluate a checkpoint directory in its task's simulator; writes into <run>/eval/<checkpoint>.
 
-    Writes into <run>/eval/<checkpoint> for a checkpoint and <artifact>/eval for an artifact.
+    (An exported artifact is evaluated by robopolicy.deploy.artifact_policy.evaluate_artifact.)
     """
     checkpoint = Path(checkpoint)
     options = parse_overrides(overrides)
     extra = {k: options.pop(k) for k in CHECKPOINT_OPTIONS if k in options}
     if extra.get("threads"):
         torch.set_num_threads(int(extra["threads"]))
-    if is_artifact(checkpoint):
-        if set(extra) - {"out", "threads"}:
-            raise ValueError(f"{sorted(set(extra) - {'out', 'threads'})} apply to checkpoints; the artifact "
-                             f"{checkpoint} runs on the CPU with the weights and sampling it was exported with")
-        policy: Policy | ArtifactPolicy = ArtifactPolicy.load(checkpoint, extra.get("threads"))
-        task, env, where = policy.artifact.meta.get("task"), policy.artifact.meta.get("env"), checkpoint / "meta.json"
-        default_out = checkpoint / "eval"
-    else:
-        from robopolicy.training.checkpoint import load_policy, read_config
+    task_config = read_config(checkpoint).get("task", {})
+    device = extra.get("device", "cuda" if torch.cuda.is_available() else "cpu")
+    policy = with_sampling(load_policy(checkpoint, use_ema=extra.get("use_ema", True), device=device),
+                           {k: extra[k] for k in SAMPLING_OPTIONS if k in extra}, checkpoint)
+    out_dir = Path(extra.get("out") or checkpoint.parent.parent / "eval" / checkpoint.resolve().name)
+    return evaluate_in_env(policy, task_config.get("name"), task_config.get("env"), checkpoint / "config.yaml",
+                           options, out_dir, checkpoint)
 
-        task_config = read_config(checkpoint).get("task", {})
-        task, env, where = task_config.get("name"), task_config.get("env"), checkpoint / "config.yaml"
-        device = extra.get("device", "cuda" if torch.cuda.is_available() else "cpu")
-        policy = with_sampling(load_policy(checkpoint, use_ema=extra.get("use_ema", True), device=device),
-                               {k: extra[k] for k in SAMPLING_OPTIONS if k in extra}, checkpoint)
-        default_out = checkpoint.parent.parent / "eval" / checkpoint.resolve().name
+
+def evaluate_in_env(policy: EvaluatedPolicy, task: str | None, env: Mapping[str, Any] | None, where: Path,
+                    options: dict[str, Any], out_dir: Path, source: Path) -> dict[str, Any]:
+    """Roll `policy` out in the env its checkpoint or artifact (`source`, described at `where`) names, with the
+    rollout and env.* overrides left in `options`."""
     if env is None:
         raise ValueError(f"{where}: task {task!r} has no env section, so there is no simulator to evaluate it in; "
                          "add task.env (e.g. {name: pusht}) to the training config")
     env_cfg = {**env, **options.pop("env", {})}
-    settings = eval_settings(options)
-    out_dir = Path(extra.get("out") or default_out)
-    summary = evaluate_policy(policy, env_cfg, settings, out_dir, title=f"{task} {checkpoint.name}")
-    return {"checkpoint": str(checkpoint), **summary}
+    summary = evaluate_policy(policy, env_cfg, eval_settings(options), out_dir, title=f"{task} {source.name}")
+    return {"checkpoint": str(source), **summary}
 
 
 def make_eval_hook(raw_config: Mapping[str, Any]) -> Callable[[Policy, int], dict[str, float]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Mapping
 from types import ModuleType
@@ -12,20 +11,18 @@ import gymnasium as gym
 import numpy as np
 
 from robopolicy.envs.base import Expert
+from robopolicy.registry import Registry
 
 # Each module exposes make_env(**options) -> gymnasium.Env and make_expert(env, rng) -> Expert.
-ENV_MODULES = {
+ENVS = Registry("env name (the task's env.name)", {
     "pusht": "robopolicy.envs.pusht",
     "robosuite": "robopolicy.envs.robosuite_tasks",
     "metaworld": "robopolicy.envs.metaworld_tasks",
-}
+})
 
 
 def _module(env_cfg: Mapping[str, Any]) -> ModuleType:
-    name = env_cfg.get("name")
-    if name not in ENV_MODULES:
-        raise ValueError(f"unknown env name {name!r} in the task's env section; choose one of {sorted(ENV_MODULES)}")
-    return importlib.import_module(ENV_MODULES[name])
+    return ENVS.load(env_cfg.get("name"))
 
 
 def env_options(env_cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -11,30 +10,7 @@ import numpy as np
 
 from robopolicy.atomic import write_json_atomic
 from robopolicy.envs.runner import Rollouts
-
-Z95 = 1.959964
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate: sane at 0/n and n/n, unlike the normal one."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def mean_interval(values: np.ndarray, low: float = 0.0, high: float = 1.0, z: float = Z95) -> tuple[float, float]:
-    """Normal-approximation 95% interval of a mean, clipped to the values' range [low, high].
-
-    One value says nothing about the spread: its interval is the whole range.
-    """
-    if len(values) < 2:
-        return low, high
-    half = z * float(values.std(ddof=1)) / math.sqrt(len(values))
-    return max(low, float(values.mean()) - half), min(high, float(values.mean()) + half)
-
+from robopolicy.stats import mean_interval, wilson_interval
 
 def summarize(rollouts: Rollouts) -> dict[str, Any]:
     """The headline numbers of an evaluation, with every episode listed by seed."""

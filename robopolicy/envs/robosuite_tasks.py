@@ -49,7 +49,7 @@ from robopolicy.datasets.pointcloud import (
 )
 from robopolicy.envs.base import Expert, Obs
 from robopolicy.envs.options import box, choose, positive_int
-from robopolicy.envs.rotations import (
+from robopolicy.geometry import (
     matrix_to_axis_angle,
     matrix_to_rot6d,
     quat_xyzw_to_matrix,

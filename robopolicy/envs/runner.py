@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -26,10 +26,25 @@ import torch
 from robopolicy.datasets.layout import history_length, obs_offsets, to_policy_layout
 from robopolicy.datasets.shape_meta import ShapeMeta, parse_shape_meta
 from robopolicy.envs.multistep import make_rollout_env
-from robopolicy.policies.base import Policy
+from robopolicy.policies.base import PolicyConfig
 from robopolicy.progress import progress
 
 log = logging.getLogger(__name__)
+
+
+class EvaluatedPolicy(Protocol):
+    """What a rollout needs of a policy: a trained Policy, or an exported artifact behind the same calls."""
+
+    config: PolicyConfig  # horizons
+    shape_meta: ShapeMeta
+    action_dim: int
+    takes_noise: bool  # predict_action accepts noise= (B, horizon, Da)
+    device: torch.device  # where its inputs go
+
+    def predict_action(self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None,
+                       **sampling: Any) -> dict[str, torch.Tensor]: ...
+
+    def reset(self) -> None: ...
 
 
 @dataclass
@@ -126,7 +141,7 @@ class ObsAdapter:
 class EpisodeNoise:
     """A diffusion / flow policy's initial noise, drawn per env row from a generator seeded by its episode."""
 
-    def __init__(self, policy: Policy, device: torch.device):
+    def __init__(self, policy: EvaluatedPolicy, device: torch.device):
         self.enabled = policy.takes_noise
         self.shape = (policy.config.horizon, policy.action_dim)
         self.device = device
@@ -143,7 +158,7 @@ class EpisodeNoise:
         return {"noise": noise.to(self.device)}
 
 
-def rollout(policy: Policy, env_cfg: Mapping[str, Any], settings: EvalSettings,
+def rollout(policy: EvaluatedPolicy, env_cfg: Mapping[str, Any], settings: EvalSettings,
             video_dir: Path | None = None, device: str | torch.device = "cpu") -> Rollouts:
     """Run settings.n_episodes episodes of `policy` in the env described by `env_cfg`."""
     config = policy.config

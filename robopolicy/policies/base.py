@@ -60,6 +60,11 @@ class Policy(nn.Module):
         self.action_dim = int(torch.Size(self.shape_meta.action_shape).numel())
         self.normalizer: Normalizer | None = None
 
+    @property
+    def device(self) -> torch.device:
+        """Where the policy's weights are, and so where its inputs go."""
+        return next(self.parameters()).device
+
     def set_normalizer(self, normalizer: Normalizer) -> None:
         """Install the fitted normalizer; it must know "action" and may know any obs key."""
         if "action" not in normalizer:

@@ -3,24 +3,23 @@ a class path string: a name is looked up in this table, and a typo gets the clos
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from robopolicy.datasets.shape_meta import ShapeMeta
 from robopolicy.policies.base import Policy, PolicyConfig
+from robopolicy.registry import Registry
 from robopolicy.settings import build_settings
 
 # Family name -> the module that registers it (imported only when that family is used).
-FAMILY_MODULES = {
+FAMILIES = Registry("policy", {
     "diffusion_unet": "robopolicy.policies.diffusion.model",
     "diffusion_transformer": "robopolicy.policies.diffusion.model",
     "flow": "robopolicy.policies.flow.model",
     "act": "robopolicy.policies.act.model",
     "consistency": "robopolicy.policies.consistency.model",
-}
+})
 
 
 @dataclass(frozen=True)
@@ -45,11 +44,7 @@ def register_policy(name: str, config_class: type[PolicyConfig]):
 
 
 def _entry(name: str) -> PolicyEntry:
-    if name not in FAMILY_MODULES:
-        close = difflib.get_close_matches(name, FAMILY_MODULES, n=3)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(f"unknown policy {name!r}{hint} Known: {sorted(FAMILY_MODULES)}")
-    importlib.import_module(FAMILY_MODULES[name])
+    FAMILIES.load(name)
     return _REGISTRY[name]
 
 
@@ -69,4 +64,4 @@ def make_policy(name: str, shape_meta: Mapping[str, Any] | ShapeMeta,
 
 
 def policy_names() -> list[str]:
-    return sorted(FAMILY_MODULES)
+    return FAMILIES.names()

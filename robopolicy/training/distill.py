@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from robopolicy.policies.registry import make_config
-from robopolicy.training.checkpoint import read_config, read_meta
+from robopolicy.policies.checkpoint import read_config, read_meta
 from robopolicy.training.run import train_config
 
 TEACHER_FAMILIES = ("diffusion_unet", "diffusion_transformer", "flow")

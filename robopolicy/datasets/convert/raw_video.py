@@ -23,7 +23,7 @@ from scipy.spatial.transform import Rotation, Slerp
 from robopolicy.datasets.convert.run import Episode, SkipEpisode
 from robopolicy.datasets.convert.video import decode_at
 from robopolicy.datasets.errors import DataError
-from robopolicy.envs.rotations import matrix_to_rot6d
+from robopolicy.geometry import matrix_to_rot6d
 
 POSE_COLUMNS = ("x", "y", "z", "qx", "qy", "qz", "qw")
 ACTION_MODES = ("absolute", "relative")

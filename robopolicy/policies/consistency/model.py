@@ -56,7 +56,7 @@ _TEACHERS: dict[tuple[str, bool, int, str], TeacherODE] = {}
 
 def load_teacher(config: ConsistencyConfig, device: torch.device) -> TeacherODE:
     """The teacher's ODE on `device`, loaded once per process (the student and its EMA copy share it)."""
-    from robopolicy.training.checkpoint import load_policy
+    from robopolicy.policies.checkpoint import load_policy
 
     if not config.teacher:
         raise ValueError("a consistency policy trains from a teacher: set policy.settings.teacher to a diffusion "

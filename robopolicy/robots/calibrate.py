@@ -12,13 +12,19 @@ already contain and the runtime must not compensate.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
-from robopolicy.deploy.robot import RobotInterface, TimedAction
+from robopolicy.robots.interface import RobotInterface, TimedAction
+from robopolicy.robots.sim import SimRobot, sim_robot_config
+from robopolicy.settings import build_settings, parse_overrides
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,3 +111,34 @@ def _first_values(robot: RobotInterface, keys: Sequence[str], timeout: float) ->
             return values
         time.sleep(0.01)
     raise TimeoutError(f"no reading of {sorted(set(keys) - set(values))} within {timeout} s")
+
+
+ROBOSUITE_CALIBRATION = {"position_key": "robot0_eef_pos", "action_keys": ["robot0_eef_pos", "robot0_eef_rot6d"],
+                         "action_tail": [-1.0]}
+
+
+def calibrate(overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """`robopolicy robot calibrate env.name=robosuite env.task=Lift actuation_latency=0.1 ...`.
+
+    The simulated arm gets the injected latencies (actuation_latency, jitter, latency.<sensor>);
+    the estimate comes from its motion alone. CalibrationSettings fields are options too; for
+    robosuite's absolute controller the pose keys default to the grip site's.
+    """
+    options = parse_overrides(overrides)
+    if options.pop("robot", "sim") != "sim":
+        raise ValueError("calibration runs on robot=sim here (a ROS robot is calibrated through its bridge)")
+    sim = sim_robot_config(options, float(options.get("control_hz", CalibrationSettings.control_hz)), "calibrate",
+                           env_base={"max_steps": 10**6})
+    robosuite_absolute = sim.env["name"] == "robosuite" and sim.env.get("controller", "absolute") == "absolute"
+    values = {**(ROBOSUITE_CALIBRATION if robosuite_absolute else {}), **options}
+    for key in ("action_keys", "action_tail"):
+        if key in values:
+            values[key] = tuple(values[key])
+    settings = build_settings(CalibrationSettings, values, "calibrate")
+    injected = {"actuation_latency": sim.actuation_latency, "jitter": sim.jitter, "latency": sim.latency}
+    with SimRobot(sim) as robot:
+        robot.reset(settings.seed)
+        estimate = calibrate_actuation(robot, settings)
+    log.info("actuation latency %.0f ms (injected %.0f ms)", 1000 * estimate["actuation_latency"],
+             1000 * sim.actuation_latency)
+    return {**estimate, "injected": injected, "settings": asdict(settings)}

@@ -17,13 +17,13 @@ import heapq
 import itertools
 import multiprocessing as mp
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from robopolicy.deploy.robot import Reading, TimedAction
+from robopolicy.robots.interface import Reading, TimedAction
 
 
 @dataclass
@@ -42,6 +42,33 @@ class SimRobotConfig:
             if key in keys:
                 return sensor
         return "arm"
+
+
+SIM_OPTIONS = ("env", "sensors", "latency", "actuation_latency", "jitter")
+
+
+def sim_robot_config(options: MutableMapping[str, Any], control_hz: float, what: str,
+                     env_base: Mapping[str, Any] | None = None,
+                     sensors: Mapping[str, list[str]] | None = None) -> SimRobotConfig:
+    """The simulated arm from the options every verb takes, popped from `options`: env.* (over `env_base`; env.name
+    is required), sensors.<sensor>=[keys] (over `sensors`), latency.<sensor>, actuation_latency and jitter
+    (seconds). `what` names the verb in the error for a missing simulator."""
+    env = {**(env_base or {}), **(options.pop("env", None) or {})}
+    if "name" not in env:
+        raise ValueError(f"{what} needs its simulator: env.name=robosuite env.task=Lift (and env.* options)")
+    return SimRobotConfig(env=env, sensors=dict(options.pop("sensors", None) or sensors or {}),
+                          latency={k: float(v) for k, v in (options.pop("latency", None) or {}).items()},
+                          actuation_latency=float(options.pop("actuation_latency", 0.0)),
+                          jitter=float(options.pop("jitter", 0.0)), control_hz=float(control_hz))
+
+
+def open_sim_robot(options: MutableMapping[str, Any], robot_options: Mapping[str, Any], control_hz: float,
+                   client: str) -> SimRobot:
+    """robot=sim for a verb that records or calibrates: the arm from `options` (see sim_robot_config), scenes that
+    do not end on their own."""
+    if robot_options:
+        raise ValueError(f"robot.{sorted(robot_options)[0]} is an option of robot=ros; robot=sim takes none")
+    return SimRobot(sim_robot_config(options, control_hz, client, env_base={"max_steps": 10**6}))
 
 
 def _simulate(config: SimRobotConfig, conn: Any) -> None:

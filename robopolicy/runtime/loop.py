@@ -20,19 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from robopolicy.deploy.alignment import ObservationAligner
-from robopolicy.deploy.artifact import ArtifactBase
-from robopolicy.deploy.blending import RULES, ChunkBlender, boundary_jump
-from robopolicy.deploy.inference import (
+from robopolicy.runtime.alignment import ObservationAligner
+from robopolicy.runtime.artifact import ArtifactBase
+from robopolicy.runtime.blending import RULES, ChunkBlender, boundary_jump
+from robopolicy.runtime.inference import (
     ArtifactRunner,
     InferenceResult,
     InferenceWorker,
     key_specs,
     measure_latency,
 )
-from robopolicy.deploy.robot import RobotInterface
-from robopolicy.deploy.safety import EmergencyStop, SafetyLimits, Watchdog
-from robopolicy.deploy.timing import ActionPlan, TimingConfig, chunk_plan, to_send
+from robopolicy.robots.interface import RobotInterface
+from robopolicy.runtime.safety import EmergencyStop, SafetyLimits, Watchdog
+from robopolicy.runtime.timing import ActionPlan, TimingConfig, chunk_plan, to_send
 
 log = logging.getLogger(__name__)
 INFERENCE_MODES = ("sync", "async")

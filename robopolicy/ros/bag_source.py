@@ -23,13 +23,13 @@ import numpy as np
 
 from robopolicy.datasets.convert.run import Episode, SkipEpisode
 from robopolicy.datasets.errors import DataError
-from robopolicy.deploy.ros.binding import read_binding
-from robopolicy.deploy.ros.convert import (
+from robopolicy.ros.binding import read_binding
+from robopolicy.ros.convert import (
     pose_to_action,
     stamp_seconds,
     trajectory_to_arrays,
 )
-from robopolicy.deploy.ros.topic_map import CommandTopic, load_topic_map
+from robopolicy.ros.topic_map import CommandTopic, load_topic_map
 
 EPSILON = 1e-6  # seconds: a stamp this close after a tick counts as at it (float sums of stamps and durations)
 

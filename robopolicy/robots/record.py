@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from robopolicy.datasets.store import EpisodeStore
-from robopolicy.datasets.teleop import KEYBOARD_HELP, VERDICTS, Teleop, make_teleop
-from robopolicy.deploy.robot import RobotInterface, TimedAction
+from robopolicy.robots.teleop import KEYBOARD_HELP, VERDICTS, Teleop, make_teleop
+from robopolicy.robots.interface import RobotInterface, TimedAction
+from robopolicy.robots.kinds import open_robot, split_robot
 from robopolicy.progress import progress
 from robopolicy.settings import build_settings, parse_overrides
 
@@ -127,32 +128,8 @@ def _open_store(options: RecordOptions, settings: dict[str, Any]) -> tuple[Episo
     return EpisodeStore.create(out, attrs=attrs), options.seed_start
 
 
-def _sim_robot(values: dict[str, Any], latency: dict[str, float], control_hz: float) -> Any:
-    from robopolicy.deploy.sim_robot import SimRobot, SimRobotConfig
-
-    env = values.pop("env", None)
-    if not env or "name" not in env:
-        raise ValueError("robot=sim records in the simulator: env.name=robosuite env.task=Lift (and env.*)")
-    config = SimRobotConfig(env={"max_steps": 10**6, **env}, sensors=values.pop("sensors", None) or {},
-                            latency=latency, actuation_latency=float(values.pop("actuation_latency", 0.0)),
-                            jitter=float(values.pop("jitter", 0.0)), control_hz=control_hz)
-    return SimRobot(config)
-
-
-def _ros_robot(robot_options: dict[str, Any]) -> Any:
-    from robopolicy.deploy.ros.bridge import RosBridge
-    from robopolicy.deploy.ros.ros1 import Ros1Transport
-    from robopolicy.deploy.ros.topic_map import load_topic_map
-
-    if "map" not in robot_options:
-        raise ValueError("robot=ros records through the bridge: robot.map=NAME (configs/robot/NAME.yaml)")
-    return RosBridge(load_topic_map(robot_options["map"]), Ros1Transport("robopolicy_record"))
-
-
 def record(overrides: Sequence[str] = ()) -> dict[str, Any]:
     """`robopolicy record out=DIR robot=sim|ros teleop=scripted|keyboard|spacemouse episodes=N ...`."""
-    from robopolicy.deploy.session import split_robot
-
     kind, robot_options, rest = split_robot(overrides)
     values = {**parse_overrides(rest), "robot": kind}
     teleop_options = values.pop("teleop_options", None) or {}
@@ -162,7 +139,9 @@ def record(overrides: Sequence[str] = ()) -> dict[str, Any]:
     if not options.out:
         raise ValueError("record needs out=DIR: the episode store to write (or to resume)")
     teleop = make_teleop(options.teleop, teleop_options)
-    robot = _sim_robot(values, latency, options.control_hz) if options.robot == "sim" else _ros_robot(robot_options)
+    values["latency"] = latency  # injected by the simulated arm and compensated here; a ROS robot's is compensated only
+    robot = open_robot(kind, values, robot_options, options.control_hz, "record")
+    values.pop("latency", None)
     try:
         if values:
             raise ValueError(f"unknown record options {sorted(values)}")

@@ -29,19 +29,20 @@ from typing import Any
 import numpy as np
 
 from robopolicy.atomic import write_json_atomic
-from robopolicy.deploy.robot import Reading, TimedAction
-from robopolicy.deploy.ros.binding import topic_message
-from robopolicy.deploy.ros.convert import (
+from robopolicy.robots.interface import Reading, TimedAction
+from robopolicy.ros.binding import topic_message
+from robopolicy.ros.convert import (
     pose_to_action,
     stamp_seconds,
     trajectory_to_arrays,
 )
-from robopolicy.deploy.ros.topic_map import TopicMap, load_topic_map
-from robopolicy.deploy.ros.transport import Transport
-from robopolicy.deploy.runtime import percentiles_ms
-from robopolicy.deploy.sim_robot import SimRobot, SimRobotConfig
+from robopolicy.ros.topic_map import TopicMap, load_topic_map
+from robopolicy.ros.transport import Transport
+from robopolicy.runtime.loop import percentiles_ms
+from robopolicy.robots.sim import SIM_OPTIONS, SimRobot, sim_robot_config
 from robopolicy.progress import progress
 from robopolicy.settings import build_settings, parse_overrides
+from robopolicy.stats import wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -200,19 +201,13 @@ class Operator:
 
 def run_sim_driver(overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The driver node; with episodes=N it runs N operator-driven episodes and returns their results."""
-    from robopolicy.deploy.ros.ros1 import Ros1Transport
-    from robopolicy.envs.report import wilson_interval
+    from robopolicy.ros.ros1 import Ros1Transport
 
     values = parse_overrides(overrides)
-    env = values.pop("env", None)
-    if not env or "name" not in env:
-        raise ValueError("the simulated driver needs its simulator: env.name=robosuite env.task=Lift (and env.*)")
-    injected = {"latency": {k: float(v) for k, v in (values.pop("latency", None) or {}).items()},
-                "actuation_latency": float(values.pop("actuation_latency", 0.0)),
-                "jitter": float(values.pop("jitter", 0.0))}
+    arm = {k: values.pop(k) for k in SIM_OPTIONS if k in values and k != "sensors"}  # the map says the sensors
     options = build_settings(DriverOptions, values, "sim-driver")
     topic_map = load_topic_map(options.map)
-    sim = SimRobotConfig(env=env, sensors=sim_sensors(topic_map), control_hz=options.control_hz, **injected)
+    sim = sim_robot_config(arm, options.control_hz, "the simulated driver", sensors=sim_sensors(topic_map))
     transport = Ros1Transport(options.node)
     results: dict[str, Any] = {"settings": {"sim": asdict(sim), "driver": asdict(options)}, "episodes": []}
     out = Path(options.out or Path("runs") / "sim_driver" / time.strftime("%Y%m%d-%H%M%S"))

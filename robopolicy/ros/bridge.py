@@ -18,27 +18,28 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from robopolicy.deploy.robot import Reading, TimedAction
-from robopolicy.deploy.ros.binding import read_topic
-from robopolicy.deploy.ros.convert import (
+from robopolicy.robots.interface import Reading, TimedAction
+from robopolicy.ros.binding import read_topic
+from robopolicy.ros.convert import (
     action_to_pose,
     joint_trajectory,
     pose_stamped,
     stamp_seconds,
 )
-from robopolicy.deploy.ros.topic_map import (
+from robopolicy.ros.topic_map import (
     CONTROL_TOPICS,
     CommandTopic,
     ObservationTopic,
     TopicMap,
+    load_topic_map,
 )
-from robopolicy.deploy.ros.transport import Transport
-from robopolicy.deploy.safety import EmergencyStop
+from robopolicy.ros.transport import Transport
+from robopolicy.runtime.safety import EmergencyStop
 
 log = logging.getLogger(__name__)
 
@@ -208,3 +209,13 @@ class RosBridge:
     def close(self) -> None:
         for stream in self._streams:
             stream.close()
+
+
+def open_ros_robot(options: MutableMapping[str, Any], robot_options: Mapping[str, Any], control_hz: float,
+                   client: str) -> RosBridge:
+    """robot=ros for a verb that records: the bridge over the topic map robot.map, as ROS node `client`."""
+    from robopolicy.ros.ros1 import Ros1Transport
+
+    if "map" not in robot_options:
+        raise ValueError(f"robot=ros {client}s through the bridge: robot.map=NAME (configs/robot/NAME.yaml)")
+    return RosBridge(load_topic_map(robot_options["map"]), Ros1Transport(f"robopolicy_{client}"))

@@ -1,24 +1,20 @@
 """An exported artifact behind the Policy interface the evaluator uses, so simulation results are
-measured on exactly the program that runs on the robot."""
+measured on exactly the program that runs on the robot: `robopolicy eval ARTIFACT`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from robopolicy.datasets.shape_meta import parse_shape_meta
-from robopolicy.deploy.artifact import NOISE_INPUT, Artifact, load_artifact
+from robopolicy.envs.evaluate import CHECKPOINT_OPTIONS, evaluate_checkpoint, evaluate_in_env
 from robopolicy.policies.act.ensemble import TemporalEnsembler
 from robopolicy.policies.base import PolicyConfig
-
-
-def is_artifact(path: str | Path) -> bool:
-    """Whether `path` is an artifact directory written by `robopolicy export` (not a checkpoint)."""
-    path = Path(path)
-    return (path / "meta.json").is_file() and not (path / "config.yaml").is_file()
+from robopolicy.runtime.artifact import NOISE_INPUT, Artifact, is_artifact, load_artifact
+from robopolicy.settings import parse_overrides
 
 
 class ArtifactPolicy:
@@ -59,3 +55,28 @@ class ArtifactPolicy:
     def reset(self) -> None:
         if self.ensembler is not None:
             self.ensembler.reset()
+
+
+def evaluate_artifact(directory: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Evaluate an artifact in the simulator its meta.json names; writes into <artifact>/eval (or out=).
+
+    Rollout and env.* overrides are those of a checkpoint; out= and threads= too, but not the weights or
+    sampling (the artifact runs on the CPU with what it was exported with)."""
+    directory = Path(directory)
+    options = parse_overrides(overrides)
+    wrong = sorted(set(options) & (set(CHECKPOINT_OPTIONS) - {"out", "threads"}))
+    if wrong:
+        raise ValueError(f"{wrong} apply to checkpoints; the artifact {directory} runs on the CPU with the weights "
+                         "and sampling it was exported with")
+    out, threads = options.pop("out", None), options.pop("threads", None)
+    if threads:
+        torch.set_num_threads(int(threads))
+    policy = ArtifactPolicy.load(directory, threads)
+    meta = policy.artifact.meta
+    return evaluate_in_env(policy, meta.get("task"), meta.get("env"), directory / "meta.json", options,
+                           Path(out or directory / "eval"), directory)
+
+
+def evaluate(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """`robopolicy eval PATH`: an exported artifact (evaluate_artifact) or a checkpoint (evaluate_checkpoint)."""
+    return (evaluate_artifact if is_artifact(path) else evaluate_checkpoint)(path, overrides)

@@ -18,7 +18,7 @@ import msgpack
 import numpy as np
 import zmq
 
-from robopolicy.deploy.artifact import ArtifactBase, load_artifact
+from robopolicy.runtime.artifact import ArtifactBase, load_artifact
 
 log = logging.getLogger(__name__)
 SCHEME = "tcp://"

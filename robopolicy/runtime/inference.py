@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from robopolicy.datasets.layout import policy_layout_array
-from robopolicy.deploy.alignment import DEFAULT_INTERPOLATION, KeySpec
-from robopolicy.deploy.artifact import (
+from robopolicy.runtime.alignment import DEFAULT_INTERPOLATION, KeySpec
+from robopolicy.runtime.artifact import (
     NOISE_INPUT,
     PREFIX_INPUT,
     PREFIX_MASK_INPUT,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robopolicy.deploy.robot import TimedAction
+from robopolicy.robots.interface import TimedAction
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robopolicy.deploy.robot import Reading
+from robopolicy.robots.interface import Reading
 
 INTERPOLATIONS = ("nearest", "linear", "slerp")
 DEFAULT_INTERPOLATION = {"low_dim": "linear"}  # every other obs type: nearest

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from robopolicy.deploy.timing import ActionPlan
+from robopolicy.runtime.timing import ActionPlan
 
 
 @dataclass(frozen=True)

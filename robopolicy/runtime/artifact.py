@@ -100,6 +100,12 @@ class Artifact(ArtifactBase):
             return self._program(*[torch.from_numpy(a) for a in arrays]).numpy()
 
 
+def is_artifact(path: str | Path) -> bool:
+    """Whether `path` is an artifact directory written by `robopolicy export` (not a checkpoint)."""
+    path = Path(path)
+    return (path / "meta.json").is_file() and not (path / "config.yaml").is_file()
+
+
 def load_artifact(directory: str | Path, threads: int | None = None) -> Artifact:
     """Open an artifact directory written by `robopolicy export` (`threads`: see Artifact)."""
     directory = Path(directory)

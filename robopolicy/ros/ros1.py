@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from robopolicy.deploy.ros.convert import KINDS, MessageTypes
+from robopolicy.ros.convert import KINDS, MessageTypes
 
 
 def ros1_types() -> MessageTypes:

@@ -15,6 +15,8 @@ from typing import Any, Protocol, TextIO
 
 import numpy as np
 
+from robopolicy.registry import Registry
+
 VERDICTS = ("keep", "discard", "redo")
 OPEN, CLOSED = -1.0, 1.0
 
@@ -179,9 +181,10 @@ class SpaceMouseTeleop(_Target):
         return "keep"
 
 
+TELEOPS = Registry("teleop device", {"scripted": f"{__name__}:ScriptedTeleop", "keyboard": f"{__name__}:KeyboardTeleop",
+                                     "spacemouse": f"{__name__}:SpaceMouseTeleop"})
+
+
 def make_teleop(name: str, options: dict[str, Any]) -> Teleop:
     """teleop=scripted | keyboard | spacemouse, with its options."""
-    sources = {"scripted": ScriptedTeleop, "keyboard": KeyboardTeleop, "spacemouse": SpaceMouseTeleop}
-    if name not in sources:
-        raise ValueError(f"teleop={name!r} is not known; use one of {sorted(sources)}")
-    return sources[name](**options)
+    return TELEOPS.load(name)(**options)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from robopolicy.deploy.ros.convert import (
+from robopolicy.ros.convert import (
     MessageTypes,
     action_to_pose,
     array_to_compressed_image,
@@ -26,7 +26,7 @@ from robopolicy.deploy.ros.convert import (
     pose_part,
     pose_stamped,
 )
-from robopolicy.deploy.ros.topic_map import ObservationTopic
+from robopolicy.ros.topic_map import ObservationTopic
 
 
 def read_binding(binding: ObservationTopic, msg: Any) -> np.ndarray:

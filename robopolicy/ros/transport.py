@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from robopolicy.deploy.ros.convert import MessageTypes
+from robopolicy.ros.convert import MessageTypes
 
 
 class Publisher(Protocol):

@@ -13,7 +13,7 @@ from collections import deque
 
 import numpy as np
 
-from robopolicy.deploy.timing import ActionPlan
+from robopolicy.runtime.timing import ActionPlan
 
 RULES = ("replace", "crossfade", "ensemble")
 

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from robopolicy.atomic import write_json_atomic
-from robopolicy.deploy.artifact import ArtifactBase
-from robopolicy.deploy.ros.bridge import RosBridge
-from robopolicy.deploy.ros.topic_map import load_topic_map
-from robopolicy.deploy.ros.transport import Transport
-from robopolicy.deploy.runtime import RunStats, Runtime, RuntimeConfig, percentiles_ms
-from robopolicy.deploy.session import RunLog
+from robopolicy.runtime.artifact import ArtifactBase
+from robopolicy.ros.bridge import RosBridge
+from robopolicy.ros.topic_map import load_topic_map
+from robopolicy.ros.transport import Transport
+from robopolicy.runtime.loop import RunStats, Runtime, RuntimeConfig, percentiles_ms
+from robopolicy.runtime.run_log import RunLog
 from robopolicy.settings import build_settings
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def serve_bridge(artifact: ArtifactBase, config: RuntimeConfig, options: BridgeO
     topic_map.check_artifact(artifact.meta, f"{artifact.directory} against topic map {options.map}")
     run_log = RunLog(out / "run_log.zarr", {"artifact": str(artifact.directory), "robot": "ros", "map": options.map})
     if transport is None:
-        from robopolicy.deploy.ros.ros1 import Ros1Transport
+        from robopolicy.ros.ros1 import Ros1Transport
 
         transport = Ros1Transport(options.node)
     bridge = RosBridge(topic_map, transport, max_clock_skew=options.max_clock_skew)

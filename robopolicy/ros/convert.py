@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from robopolicy.envs.rotations import (
+from robopolicy.geometry import (
     matrix_to_rot6d,
     quat_xyzw_to_matrix,
     rot6d_to_matrix,
