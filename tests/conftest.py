@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,33 @@ import torch
 
 import robopolicy.envs  # noqa: F401  (picks the off-screen GL backend before any test imports MuJoCo)
 from robopolicy.datasets.store import EpisodeStore
+from tests.needs import NEEDS, in_ci
 from tests.tiny_runs import TWO_STEP_UNET
 
 # Tests use tiny networks: one intra-op thread is as fast, deterministic, and does not stall when
 # DataLoader workers or other processes share the two cores.
 torch.set_num_threads(1)
+
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked `ros` or `sim` whose needs are missing skips here (and fails in CI, below)."""
+    for marker, (modules, how) in NEEDS.items():
+        missing = [m for m in modules if item.get_closest_marker(marker) and importlib.util.find_spec(m) is None]
+        if missing:
+            pytest.skip(f"marked {marker!r}, needs {missing}: {how}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """In CI a skipped `ros` or `sim` test is a failure: it must run where setup installed what it needs."""
+    outcome = yield
+    report = outcome.get_result()
+    marked = [m for m in NEEDS if item.get_closest_marker(m)]
+    if in_ci() and report.skipped and marked and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"{item.nodeid} is marked {marked} and skipped in CI ({report.longrepr}); it must run there"
+
 
 PUSHT_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pusht" / "pusht_cchi_v7_replay.zarr"
 

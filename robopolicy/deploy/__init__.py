@@ -1,2 +1,2 @@
-"""Export (`export.py`, which runs where the checkpoint is and uses the policy code) and the real-time
-runtime (everything else), which imports nothing from training or policies, and no torch for remote inference."""
+"""Deployment verbs: export (a checkpoint -> an artifact, using the policy code), evaluating an artifact in its
+simulator, and running an artifact on a robot (the runtime with the simulated arm or the ROS bridge)."""

@@ -8,11 +8,13 @@ import sys
 
 import pytest
 
-pytest.importorskip("rospy", reason="ROS 1 from Debian is not installed (bash scripts/setup.sh installs it)")
+from tests.needs import require
+
+require("ros")
 
 from tests.ros_master import running_roscore  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ros]
 
 PUBLISHER = """
 import numpy as np, rospy

@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("metaworld")
+from tests.needs import require
+
+require("sim")
+pytestmark = pytest.mark.sim
 
 from robopolicy.datasets.pointcloud import depth_to_points
 from robopolicy.datasets.shape_meta import parse_shape_meta

@@ -11,6 +11,8 @@ from robopolicy.envs.registry import make_env
 from robopolicy.envs.runner import ObsAdapter
 from robopolicy.settings import CONFIG_DIR
 
+pytestmark = pytest.mark.sim
+
 TASKS = sorted(p.stem for p in (CONFIG_DIR / "task").glob("*.yaml") if "env" in yaml.safe_load(p.read_text()))
 
 

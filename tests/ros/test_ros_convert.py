@@ -7,7 +7,10 @@ import io
 import numpy as np
 import pytest
 
-pytest.importorskip("rospy", reason="ROS 1 from Debian is not installed (bash scripts/setup.sh installs it)")
+from tests.needs import require
+
+require("ros")
+pytestmark = pytest.mark.ros
 
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402

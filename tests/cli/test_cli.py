@@ -14,7 +14,7 @@ from robopolicy.cli import main
 from robopolicy.datasets.store import EpisodeStore
 from tests.conftest import synthetic_episode
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_info_on_pusht(pusht_path, capsys):

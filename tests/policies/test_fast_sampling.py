@@ -15,7 +15,7 @@ from robopolicy.policies.denoising import Prefix
 from robopolicy.policies.flow.model import FlowPolicy
 from robopolicy.policies.registry import make_policy
 from robopolicy.policies.schedulers import sampling_scheduler
-from tests.test_policies import ENCODER, SHAPE_METAS, TINY_UNET, build, synthetic_store
+from tests.policies.test_policies import ENCODER, SHAPE_METAS, TINY_UNET, build, synthetic_store
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from robopolicy.training.run import train
 from robopolicy.training.trainer import Trainer
 from tests.network import free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["policy.settings.backbone.unet.down_dims=[16,32,64]", "policy.settings.backbone.unet.step_embed_dim=16",
         "training.batch_size=8", "training.num_workers=0", "training.log_every=1", "training.val_every=3",
         "training.checkpoint_every=3", "training.val_batches=1", "training.action_error_windows=4",

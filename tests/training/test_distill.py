@@ -16,7 +16,7 @@ from robopolicy.policies.registry import make_config
 from robopolicy.policies.checkpoint import init_from_checkpoint, load_policy, read_meta
 from robopolicy.training.distill import distill
 from robopolicy.training.run import train
-from tests.test_policies import SHAPE_METAS, build, synthetic_store
+from tests.policies.test_policies import SHAPE_METAS, build, synthetic_store
 
 TINY = ["policy.settings.backbone.unet.down_dims=[16,32,64]", "policy.settings.backbone.unet.step_embed_dim=16",
         "training.num_workers=0", "training.val_batches=1", "training.action_error_windows=4",

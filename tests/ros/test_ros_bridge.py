@@ -17,13 +17,15 @@ import numpy as np
 import pytest
 import yaml
 
-pytest.importorskip("rospy", reason="ROS 1 from Debian is not installed (bash scripts/setup.sh installs it)")
+from tests.needs import require
+
+require("ros")
 
 from robopolicy.settings import CONFIG_DIR  # noqa: E402
 from tests.ros_master import running_roscore, wait_for_topic  # noqa: E402
 
-pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.ros, pytest.mark.sim]
+ROOT = Path(__file__).resolve().parents[2]
 DT = 0.05
 CAMERA_LATENCY = 0.125  # 2.5 periods: camera stamps fall half a period off the arm's
 ACTUATION = 0.05

@@ -10,7 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("rospy", reason="ROS 1 from Debian is not installed (bash scripts/setup.sh installs it)")
+from tests.needs import require
+
+require("ros")
+pytestmark = pytest.mark.ros
 
 from robopolicy.robots.interface import TimedAction  # noqa: E402
 from robopolicy.ros.bridge import RosBridge  # noqa: E402

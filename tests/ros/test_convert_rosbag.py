@@ -194,8 +194,8 @@ time.sleep(0.5)
 
 
 @pytest.mark.slow
+@pytest.mark.ros
 def test_a_ros1_bag_recorded_with_rosbag_record_converts(tmp_path, topic_map):
-    pytest.importorskip("rospy", reason="ROS 1 from Debian is not installed (bash scripts/setup.sh installs it)")
     from tests.ros_master import running_roscore
 
     topics = ["/arm/eef_pose", "/arm/joint_states", "/camera/front", "/arm/target_pose", "/gripper/command"]

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-pytest.importorskip("robosuite")
+from tests.needs import require
+
+require("sim")
+pytestmark = pytest.mark.sim
 
 import robopolicy
 from robopolicy.datasets.shape_meta import parse_shape_meta

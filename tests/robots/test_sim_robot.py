@@ -17,7 +17,7 @@ from robopolicy.runtime.loop import Runtime, RuntimeConfig
 from robopolicy.robots.sim import SimRobot, SimRobotConfig
 from robopolicy.runtime.timing import ActionPlan
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.sim]
 LATENCY = {"camera": 0.15}
 ACTUATION = 0.1
 

@@ -84,6 +84,7 @@ def test_keys_are_resampled_to_the_control_ticks_by_capture_time():
 
 
 @pytest.mark.slow
+@pytest.mark.sim
 def test_recording_the_simulated_arm_survives_a_kill_and_resumes(tmp_path):
     out = tmp_path / "demos.zarr"
     command = [sys.executable, "-m", "robopolicy.cli", "record", f"out={out}", "episodes=3",

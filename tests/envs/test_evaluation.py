@@ -19,6 +19,8 @@ from robopolicy.stats import mean_interval, wilson_interval
 from robopolicy.settings import parse_overrides
 from robopolicy.training.run import train
 
+pytestmark = pytest.mark.sim
+
 LIFT = {"name": "robosuite", "task": "Lift", "obs_type": "lowdim", "controller": "absolute"}
 TINY = ["policy.settings.backbone.unet.down_dims=[16,32,64]", "policy.settings.backbone.unet.step_embed_dim=16",
         "training.batch_size=8", "training.num_workers=0", "training.log_every=1", "training.val_every=3",

@@ -15,7 +15,7 @@ from robopolicy.datasets.inspect import validate
 from robopolicy.datasets.store import EpisodeStore
 from tests.conftest import synthetic_episode
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EPISODE_LENGTH = 120
 WRITER = """
 import sys

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from robopolicy.datasets.shape_meta import parse_shape_meta
 from robopolicy.envs.pusht import (
@@ -12,6 +13,8 @@ from robopolicy.envs.pusht import (
     make_env,
 )
 from robopolicy.envs.runner import ObsAdapter
+
+pytestmark = pytest.mark.sim
 
 
 def _set_exact_state(env, state: np.ndarray) -> None:
