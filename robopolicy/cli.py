@@ -156,9 +156,9 @@ def cmd_demos_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
-    from robopolicy.quickstart import QuickstartSettings, run_quickstart
+    from robopolicy.quickstart import QuickstartConfig, run_quickstart
 
-    settings = QuickstartSettings(args.demos, args.train_steps, args.train_minutes, args.eval_episodes, args.n_envs)
+    settings = QuickstartConfig(args.demos, args.train_steps, args.train_minutes, args.eval_episodes, args.n_envs)
     summary = run_quickstart(Path(args.out), settings)
     print(json.dumps(summary, indent=2))
     print(f"\nLift success rate {summary['success_rate']:.2f} over {len(summary['eval_seeds'])} seeds "
@@ -259,11 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "(controller=delta image_size=96 n_points=1024 ...)")
     generate.set_defaults(func=cmd_demos_generate)
 
-    from robopolicy.quickstart import QuickstartSettings
+    from robopolicy.quickstart import QuickstartConfig
 
     quick = commands.add_parser("quickstart", help="the README's main job: Lift demos -> training -> evaluation")
     quick.add_argument("--out", default="runs/quickstart", help="output directory")
-    defaults = QuickstartSettings()
+    defaults = QuickstartConfig()
     quick.add_argument("--demos", type=int, default=defaults.n_demos, help="scripted Lift demos to record")
     quick.add_argument("--train-steps", type=int, default=defaults.train_steps, help="optimizer steps")
     quick.add_argument("--train-minutes", type=float, default=defaults.train_minutes, help="training time cap (minutes)")

@@ -21,7 +21,7 @@ SMALL_POLICY = ["policy.settings.backbone.unet.down_dims=[64,128,256]"]
 
 
 @dataclass
-class QuickstartSettings:
+class QuickstartConfig:
     """The main job's sizes: measured to finish in about 10 minutes on 2 cores and lift the cube."""
 
     n_demos: int = 100
@@ -31,7 +31,7 @@ class QuickstartSettings:
     n_envs: int = 2
 
 
-def run_quickstart(out_dir: Path, settings: QuickstartSettings | None = None) -> dict[str, Any]:
+def run_quickstart(out_dir: Path, settings: QuickstartConfig | None = None) -> dict[str, Any]:
     """Demos, training and evaluation under out_dir (replacing an earlier quickstart's); returns a summary."""
     from robopolicy.datasets.inspect import describe, validate
     from robopolicy.datasets.store import EpisodeStore
@@ -39,7 +39,7 @@ def run_quickstart(out_dir: Path, settings: QuickstartSettings | None = None) ->
     from robopolicy.envs.evaluate import evaluate_checkpoint
     from robopolicy.training.run import train
 
-    settings = settings or QuickstartSettings()
+    settings = settings or QuickstartConfig()
     out_dir = Path(out_dir)
     for owned in ("train", "eval"):  # a rerun starts over; the demo store is overwritten below
         shutil.rmtree(out_dir / owned, ignore_errors=True)

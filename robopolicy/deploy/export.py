@@ -25,6 +25,7 @@ from torch import nn
 
 from robopolicy.datasets.layout import obs_offsets
 from robopolicy.datasets.shape_meta import ShapeMeta
+from robopolicy.datasets.task import TaskConfig
 from robopolicy.runtime.artifact import (
     ARTIFACT_VERSION,
     FORMATS,
@@ -35,8 +36,6 @@ from robopolicy.runtime.artifact import (
 )
 from robopolicy.latency import call_seconds
 from robopolicy.policies.base import Policy
-from robopolicy.policies.diffusion.model import DiffusionPolicy
-from robopolicy.policies.flow.model import FlowPolicy
 from robopolicy.settings import parse_overrides
 from robopolicy.policies.checkpoint import load_policy, read_config, read_meta
 
@@ -79,42 +78,21 @@ def input_specs(shape_meta: ShapeMeta, n_obs_steps: int, action_dim: int, horizo
     return specs
 
 
-def fixed_sampling(policy: Policy, sampler: str | None, num_inference_steps: int | None) -> dict[str, Any]:
-    """The sampling arguments baked into the artifact; refuses samplers whose steps draw fresh noise."""
-    if isinstance(policy, DiffusionPolicy):
-        sampler = sampler or policy.config.sampler
-        if sampler == "ddpm":
-            raise ValueError("DDPM draws fresh noise at every step, which a traced artifact would freeze: "
-                             "export with sampler=ddim or sampler=dpmsolver++ (num_inference_steps=N)")
-        return {"sampler": sampler, "num_inference_steps": num_inference_steps or policy.config.num_inference_steps}
-    if sampler is not None:
-        raise ValueError(f"sampler= applies to diffusion policies only, not {type(policy).__name__}")
-    if isinstance(policy, FlowPolicy):
-        if policy.variance_head is not None and num_inference_steps is None:
-            raise ValueError("adaptive flow sampling picks its step count per observation, which a traced artifact "
-                             "cannot: export with a fixed num_inference_steps=N")
-        return {"num_inference_steps": num_inference_steps or policy.config.num_inference_steps}
-    if num_inference_steps is not None:
-        raise ValueError(f"num_inference_steps= applies to diffusion and flow policies, not {type(policy).__name__}")
-    return {}
-
-
-def control_rate(config: Mapping[str, Any], given: float | None) -> float:
+def control_rate(task: TaskConfig, given: float | None) -> float:
     """Control rate in Hz: given, else the training store's `fps` attribute, else the task env's rate."""
     if given is not None:
         return float(given)
-    task = config.get("task", {})
-    path = Path(str(task.get("dataset", {}).get("path", "")))
+    path = Path(str(task.dataset.path))
     if path.name and path.exists():
         from robopolicy.datasets.store import EpisodeStore
 
         fps = EpisodeStore.open(path).attrs.get("fps")
         if fps:
             return float(fps)
-    if task.get("env"):
+    if task.env:
         from robopolicy.envs.registry import make_env
 
-        env = make_env(task["env"])
+        env = make_env(task.env)
         try:
             return float(env.metadata["render_fps"])
         finally:
@@ -124,19 +102,17 @@ def control_rate(config: Mapping[str, Any], given: float | None) -> float:
 
 
 def build_meta(policy: Policy, checkpoint: Path, fmt: str, sampling: Mapping[str, Any], control_hz: float,
-               config: Mapping[str, Any]) -> dict[str, Any]:
+               task: TaskConfig) -> dict[str, Any]:
     """meta.json: what the runtime needs to feed the program and time its actions."""
     meta = read_meta(checkpoint)
     settings = policy.config
-    task = config.get("task", {})
-    dataset = task.get("dataset", {})
     return {
         "artifact_version": ARTIFACT_VERSION,
         "format": fmt,
         "file": MODEL_FILES.get(fmt),  # format=auto: set when the faster format is known
         "policy": meta["policy"],
-        "task": task.get("name"),
-        "env": task.get("env"),  # the simulator `robopolicy eval ARTIFACT` rolls it out in
+        "task": task.name,
+        "env": task.env,  # the simulator `robopolicy eval ARTIFACT` rolls it out in
         "shape_meta": meta["shape_meta"],
         "inputs": input_specs(policy.shape_meta, settings.n_obs_steps, policy.action_dim, settings.horizon,
                               policy.takes_noise),
@@ -147,9 +123,8 @@ def build_meta(policy: Policy, checkpoint: Path, fmt: str, sampling: Mapping[str
         "action_start": settings.action_start,
         "control_hz": control_hz,
         "sampling": dict(sampling),
-        "temporal_ensemble_coeff": getattr(settings, "ensemble_coeff", None)
-        if getattr(settings, "temporal_ensemble", False) else None,
-        "latency": {"n_latency_steps": int(dataset.get("n_latency_steps", 0))},
+        **policy.artifact_meta(),
+        "latency": {"n_latency_steps": task.dataset.n_latency_steps},
         "source": {"checkpoint": str(checkpoint.resolve()), "step": meta.get("step"), "versions": meta.get("versions")},
     }
 
@@ -230,11 +205,10 @@ def export_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> 
     if out.exists() and not options.get("overwrite", False):
         raise FileExistsError(f"{out} exists; pass overwrite=true to replace it")
     policy = load_policy(checkpoint, use_ema=bool(options.get("use_ema", True)))
-    if getattr(policy, "ensembler", None) is not None:
-        policy.ensembler = None  # the artifact returns whole chunks; the runtime blends them
-    sampling = fixed_sampling(policy, options.get("sampler"), options.get("num_inference_steps"))
-    config = read_config(checkpoint)
-    meta = build_meta(policy, checkpoint, fmt, sampling, control_rate(config, options.get("control_hz")), config)
+    policy.prepare_export()
+    sampling = policy.export_sampling(options.get("sampler"), options.get("num_inference_steps"))
+    task = TaskConfig.from_dict(read_config(checkpoint)["task"])
+    meta = build_meta(policy, checkpoint, fmt, sampling, control_rate(task, options.get("control_hz")), task)
     program = ChunkProgram(policy, list(policy.shape_meta.obs), sampling).eval()
     tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

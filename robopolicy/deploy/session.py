@@ -28,7 +28,7 @@ from robopolicy.atomic import write_json_atomic
 from robopolicy.progress import progress
 from robopolicy.robots.kinds import split_robot
 from robopolicy.robots.sim import SIM_OPTIONS, SimRobot, SimRobotConfig, sim_robot_config
-from robopolicy.ros.node import bridge_options, serve_bridge
+from robopolicy.ros.node import bridge_config, serve_bridge
 from robopolicy.runtime.artifact import ArtifactBase
 from robopolicy.runtime.loop import Runtime, RuntimeConfig, percentiles_ms
 from robopolicy.runtime.remote import SCHEME, open_artifact
@@ -85,7 +85,7 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
     out.mkdir(parents=True, exist_ok=True)
     max_seconds = float(session.get("max_seconds", 3600.0))
     if sim is None:
-        results = serve_bridge(artifact, config, bridge_options(robot_options), out, max_seconds)
+        results = serve_bridge(artifact, config, bridge_config(robot_options), out, max_seconds)
         return {**results, "results": str(out / "results.json")}
     return deploy_sim(artifact, str(artifact_dir), config, sim, session, out, max_seconds)
 

@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
+from robopolicy.datasets.task import TaskConfig
 from robopolicy.envs.report import summarize, write_report
-from robopolicy.envs.runner import EvalSettings, EvaluatedPolicy, rollout
+from robopolicy.envs.runner import EvalConfig, EvaluatedPolicy, rollout
 from robopolicy.policies.base import Policy
 from robopolicy.policies.checkpoint import load_policy, read_config
 from robopolicy.settings import build_settings, parse_overrides
@@ -38,7 +39,7 @@ def with_sampling(policy: Policy, sampling: Mapping[str, Any], where: Path) -> P
     return policy
 
 
-def evaluate_policy(policy: EvaluatedPolicy, env_cfg: Mapping[str, Any], settings: EvalSettings,
+def evaluate_policy(policy: EvaluatedPolicy, env_cfg: Mapping[str, Any], settings: EvalConfig,
                     out_dir: Path | None, title: str = "") -> dict[str, Any]:
     """Roll out, summarize, and (with out_dir) write eval.json, per_seed.png and videos/."""
     device = policy.device
@@ -55,12 +56,12 @@ def default_n_envs(n_episodes: int) -> int:
     return max(1, min(n_episodes, os.cpu_count() or 1))
 
 
-def eval_settings(options: Mapping[str, Any]) -> EvalSettings:
-    """EvalSettings from a mapping; n_envs missing or null means one env per CPU core."""
+def eval_settings(options: Mapping[str, Any]) -> EvalConfig:
+    """EvalConfig from a mapping; n_envs missing or null means one env per CPU core."""
     options = dict(options)
     if options.get("n_envs") is None:
-        options["n_envs"] = default_n_envs(options.get("n_episodes", EvalSettings.n_episodes))
-    return build_settings(EvalSettings, options, "eval")
+        options["n_envs"] = default_n_envs(options.get("n_episodes", EvalConfig.n_episodes))
+    return build_settings(EvalConfig, options, "eval")
 
 
 def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -73,12 +74,12 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -
     extra = {k: options.pop(k) for k in CHECKPOINT_OPTIONS if k in options}
     if extra.get("threads"):
         torch.set_num_threads(int(extra["threads"]))
-    task_config = read_config(checkpoint).get("task", {})
+    task = TaskConfig.from_dict(read_config(checkpoint)["task"])
     device = extra.get("device", "cuda" if torch.cuda.is_available() else "cpu")
     policy = with_sampling(load_policy(checkpoint, use_ema=extra.get("use_ema", True), device=device),
                            {k: extra[k] for k in SAMPLING_OPTIONS if k in extra}, checkpoint)
     out_dir = Path(extra.get("out") or checkpoint.parent.parent / "eval" / checkpoint.resolve().name)
-    return evaluate_in_env(policy, task_config.get("name"), task_config.get("env"), checkpoint / "config.yaml",
+    return evaluate_in_env(policy, task.name, task.env, checkpoint / "config.yaml",
                            options, out_dir, checkpoint)
 
 
@@ -96,9 +97,10 @@ def evaluate_in_env(policy: EvaluatedPolicy, task: str | None, env: Mapping[str,
 
 def make_eval_hook(raw_config: Mapping[str, Any]) -> Callable[[Policy, int], dict[str, float]]:
     """The trainer's periodic-eval hook: the same rollouts, with the run config's `eval:` settings."""
-    env_cfg = raw_config["task"].get("env")
+    task = TaskConfig.from_dict(raw_config["task"])
+    env_cfg = task.env
     if env_cfg is None:
-        raise ValueError(f"training.eval_every_epochs is set but task {raw_config['task']['name']!r} has no env "
+        raise ValueError(f"training.eval_every_epochs is set but task {task.name!r} has no env "
                          "section to evaluate in; set training.eval_every_epochs=0 or add task.env")
     settings = eval_settings(raw_config.get("eval") or {})
     root = Path(raw_config["run_dir"]) / "eval"

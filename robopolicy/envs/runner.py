@@ -48,7 +48,7 @@ class EvaluatedPolicy(Protocol):
 
 
 @dataclass
-class EvalSettings:
+class EvalConfig:
     """What to roll out: how many episodes, in how many parallel envs, from which seed."""
 
     n_episodes: int = 50
@@ -90,7 +90,7 @@ class Rollouts:
     wall_s: float = 0.0
 
 
-def make_vector_env(env_cfg: Mapping[str, Any], history: int, settings: EvalSettings) -> gym.vector.VectorEnv:
+def make_vector_env(env_cfg: Mapping[str, Any], history: int, settings: EvalConfig) -> gym.vector.VectorEnv:
     """`n_envs` rollout envs: subprocesses (spawned, so no GL context or thread pool is forked) or in-process.
 
     settings.max_steps, when set, becomes the env's own horizon (longer or shorter than its default).
@@ -158,7 +158,7 @@ class EpisodeNoise:
         return {"noise": noise.to(self.device)}
 
 
-def rollout(policy: EvaluatedPolicy, env_cfg: Mapping[str, Any], settings: EvalSettings,
+def rollout(policy: EvaluatedPolicy, env_cfg: Mapping[str, Any], settings: EvalConfig,
             video_dir: Path | None = None, device: str | torch.device = "cpu") -> Rollouts:
     """Run settings.n_episodes episodes of `policy` in the env described by `env_cfg`."""
     config = policy.config

@@ -110,3 +110,33 @@ class Policy(nn.Module):
 
     def reset(self) -> None:
         """Forget state carried across calls (e.g. temporal ensembling); no-op by default."""
+
+    # What the trainer and export ask of a policy, so that neither branches on its class.
+    def encoder_module(self) -> nn.Module | None:
+        """The observation encoder, trained at its own learning rate; None if the policy has none."""
+        return None
+
+    def parameter_groups(self, lr: float, encoder_lr_scale: float) -> list[dict[str, Any]]:
+        """Optimizer groups: the observation encoder at lr x encoder_lr_scale, everything else at lr."""
+        encoder = self.encoder_module()
+        encoder_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+        groups = [{"params": [p for p in self.parameters() if id(p) not in encoder_ids], "lr": lr}]
+        if encoder_ids:
+            groups.append({"params": list(encoder.parameters()), "lr": lr * encoder_lr_scale})
+        return groups
+
+    def export_sampling(self, sampler: str | None, num_inference_steps: int | None) -> dict[str, Any]:
+        """The sampling arguments an exported artifact bakes in; refuses what a traced program cannot fix.
+        A policy that samples in one pass takes neither."""
+        if sampler is not None:
+            raise ValueError(f"sampler= applies to diffusion policies only, not {type(self).__name__}")
+        if num_inference_steps is not None:
+            raise ValueError(f"num_inference_steps= applies to diffusion and flow policies, not {type(self).__name__}")
+        return {}
+
+    def artifact_meta(self) -> dict[str, Any]:
+        """What an artifact's meta.json must record for the runtime to use its chunks as this policy would."""
+        return {"temporal_ensemble_coeff": None}
+
+    def prepare_export(self) -> None:
+        """Drop what blends chunks across calls: an artifact returns whole chunks, and the runtime blends them."""

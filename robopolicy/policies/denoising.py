@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from robopolicy.datasets.shape_meta import ShapeMeta
 from robopolicy.policies.base import Policy, PolicyConfig
@@ -41,6 +42,9 @@ class DenoisingPolicy(Policy):
         self.obs_encoder = ObsEncoder(self.shape_meta, config.encoder, config.n_obs_steps)
         self.backbone = make_backbone(backbone, self.action_dim, config.horizon, self.obs_encoder.feature_dims,
                                       self.obs_encoder.steps)
+
+    def encoder_module(self) -> nn.Module:
+        return self.obs_encoder
 
     def encode(self, obs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Raw obs -> encoder features {key: (B, T_k, F_k)}."""

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class CalibrationSettings:
+class CalibrationConfig:
     """Which readings give the pose, how to build an action from it, and the excitation."""
 
     position_key: str  # store key of the measured position, e.g. robot0_eef_pos
@@ -75,7 +75,7 @@ def estimate_lag(command_times: np.ndarray, commands: np.ndarray, measured_times
     return float(lags[best] * resolution), scores[best]
 
 
-def calibrate_actuation(robot: RobotInterface, settings: CalibrationSettings) -> dict[str, float]:
+def calibrate_actuation(robot: RobotInterface, settings: CalibrationConfig) -> dict[str, float]:
     """Drive the excitation, record the response, and estimate the command-to-motion latency."""
     dt = 1.0 / settings.control_hz
     pose = _first_values(robot, settings.action_keys + (settings.position_key,), timeout=10.0)
@@ -121,20 +121,20 @@ def calibrate(overrides: Sequence[str] = ()) -> dict[str, Any]:
     """`robopolicy robot calibrate env.name=robosuite env.task=Lift actuation_latency=0.1 ...`.
 
     The simulated arm gets the injected latencies (actuation_latency, jitter, latency.<sensor>);
-    the estimate comes from its motion alone. CalibrationSettings fields are options too; for
+    the estimate comes from its motion alone. CalibrationConfig fields are options too; for
     robosuite's absolute controller the pose keys default to the grip site's.
     """
     options = parse_overrides(overrides)
     if options.pop("robot", "sim") != "sim":
         raise ValueError("calibration runs on robot=sim here (a ROS robot is calibrated through its bridge)")
-    sim = sim_robot_config(options, float(options.get("control_hz", CalibrationSettings.control_hz)), "calibrate",
+    sim = sim_robot_config(options, float(options.get("control_hz", CalibrationConfig.control_hz)), "calibrate",
                            env_base={"max_steps": 10**6})
     robosuite_absolute = sim.env["name"] == "robosuite" and sim.env.get("controller", "absolute") == "absolute"
     values = {**(ROBOSUITE_CALIBRATION if robosuite_absolute else {}), **options}
     for key in ("action_keys", "action_tail"):
         if key in values:
             values[key] = tuple(values[key])
-    settings = build_settings(CalibrationSettings, values, "calibrate")
+    settings = build_settings(CalibrationConfig, values, "calibrate")
     injected = {"actuation_latency": sim.actuation_latency, "jitter": sim.jitter, "latency": sim.latency}
     with SimRobot(sim) as robot:
         robot.reset(settings.seed)

@@ -36,7 +36,7 @@ RECORD_ATTR = "record"
 
 
 @dataclass
-class RecordOptions:
+class RecordConfig:
     """What to record and how."""
 
     out: str = ""
@@ -72,7 +72,7 @@ def _pose(robot: RobotInterface, latency: Mapping[str, float], streams: Streams,
     return np.concatenate([streams[k][-1][1] for k in keys])
 
 
-def record_episode(robot: RobotInterface, teleop: Teleop, options: RecordOptions, latency: Mapping[str, float],
+def record_episode(robot: RobotInterface, teleop: Teleop, options: RecordConfig, latency: Mapping[str, float],
                    task_done: Callable[[], bool]) -> tuple[Streams, np.ndarray, np.ndarray]:
     """Drive the robot from the teleop source: (readings by key, tick times, actions)."""
     dt = 1.0 / options.control_hz
@@ -116,7 +116,7 @@ def resample(streams: Streams, ticks: np.ndarray, actions: np.ndarray) -> tuple[
     return data, timestamps
 
 
-def _open_store(options: RecordOptions, settings: dict[str, Any]) -> tuple[EpisodeStore, int]:
+def _open_store(options: RecordConfig, settings: dict[str, Any]) -> tuple[EpisodeStore, int]:
     """The store to record into and the next seed: a new one, or an earlier recording to resume."""
     out = Path(options.out)
     if out.exists():
@@ -134,8 +134,8 @@ def record(overrides: Sequence[str] = ()) -> dict[str, Any]:
     values = {**parse_overrides(rest), "robot": kind}
     teleop_options = values.pop("teleop_options", None) or {}
     latency = {k: float(v) for k, v in (values.pop("latency", None) or {}).items()}
-    options = build_settings(RecordOptions, {k: values.pop(k) for k in list(values)
-                                             if k in RecordOptions.__dataclass_fields__}, "record")
+    options = build_settings(RecordConfig, {k: values.pop(k) for k in list(values)
+                                             if k in RecordConfig.__dataclass_fields__}, "record")
     if not options.out:
         raise ValueError("record needs out=DIR: the episode store to write (or to resume)")
     teleop = make_teleop(options.teleop, teleop_options)
@@ -155,7 +155,7 @@ def record(overrides: Sequence[str] = ()) -> dict[str, Any]:
             robot.transport.shutdown("robopolicy record done")
 
 
-def _record_episodes(robot: Any, teleop: Teleop, options: RecordOptions, latency: dict[str, float]) -> dict:
+def _record_episodes(robot: Any, teleop: Teleop, options: RecordConfig, latency: dict[str, float]) -> dict:
     """Episodes until the store holds `options.episodes`; the store's attrs carry the next seed."""
     store, seed = _open_store(options, {**asdict(options), "latency": latency})
     simulated = hasattr(robot, "reset")

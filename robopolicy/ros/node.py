@@ -33,7 +33,7 @@ OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
 
 
 @dataclass
-class BridgeOptions:
+class BridgeConfig:
     """The `robot.*` options of robot=ros."""
 
     map: str = ""
@@ -85,14 +85,14 @@ class Diagnostics:
         self._publisher.publish(msg)
 
 
-def bridge_options(values: Mapping[str, Any]) -> BridgeOptions:
-    options = build_settings(BridgeOptions, dict(values), "robot")
+def bridge_config(values: Mapping[str, Any]) -> BridgeConfig:
+    options = build_settings(BridgeConfig, dict(values), "robot")
     if not options.map:
         raise ValueError("robot=ros needs its topic map: robot.map=NAME (configs/robot/NAME.yaml) or robot.map=PATH")
     return options
 
 
-def serve_bridge(artifact: ArtifactBase, config: RuntimeConfig, options: BridgeOptions, out: Path,
+def serve_bridge(artifact: ArtifactBase, config: RuntimeConfig, options: BridgeConfig, out: Path,
                  max_seconds: float, transport: Transport | None = None) -> dict[str, Any]:
     """Run the bridge node until `options.runs` runs are done or ROS shuts down; returns the results."""
     topic_map = load_topic_map(options.map)

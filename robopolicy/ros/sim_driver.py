@@ -11,7 +11,7 @@ current episode began are ignored.
 With episodes=N the node also plays the operator: per seed it resets the scene, starts the
 bridge (<prefix>/start), waits for the task to end, stops it, and writes episodes.json.
 `robopolicy deploy sim-driver map=sim_lift env.name=robosuite env.task=Lift ...`; options:
-DriverOptions fields, env.*, latency.<sensor>, actuation_latency, jitter.
+DriverConfig fields, env.*, latency.<sensor>, actuation_latency, jitter.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class DriverOptions:
+class DriverConfig:
     """The simulated driver node's own options."""
 
     map: str = "sim_lift"
@@ -205,7 +205,7 @@ def run_sim_driver(overrides: Sequence[str] = ()) -> dict[str, Any]:
 
     values = parse_overrides(overrides)
     arm = {k: values.pop(k) for k in SIM_OPTIONS if k in values and k != "sensors"}  # the map says the sensors
-    options = build_settings(DriverOptions, values, "sim-driver")
+    options = build_settings(DriverConfig, values, "sim-driver")
     topic_map = load_topic_map(options.map)
     sim = sim_robot_config(arm, options.control_hz, "the simulated driver", sensors=sim_sensors(topic_map))
     transport = Ros1Transport(options.node)

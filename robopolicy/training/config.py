@@ -14,6 +14,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from robopolicy.datasets.task import TaskConfig
 from robopolicy.policies.presets import merged_settings
 from robopolicy.settings import CONFIG_DIR, build_settings
 
@@ -26,7 +27,7 @@ def compose_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR)
 
 
 @dataclass
-class TrainingSettings:
+class TrainingConfig:
     """The `training:` block of train.yaml (each field is documented there)."""
 
     max_steps: int = 100000
@@ -64,7 +65,7 @@ class TrainingSettings:
 
 
 @dataclass
-class OptimSettings:
+class OptimConfig:
     """The `optim:` group: AdamW and its learning-rate schedule."""
 
     lr: float = 1e-4
@@ -77,7 +78,7 @@ class OptimSettings:
 
 
 @dataclass
-class EMASettings:
+class EMAConfig:
     """The `ema:` block: Diffusion Policy's power-law EMA."""
 
     enabled: bool = True
@@ -88,7 +89,7 @@ class EMASettings:
 
 
 @dataclass
-class LoggingSettings:
+class LoggingConfig:
     tensorboard: bool = True
     wandb: bool = False
     wandb_project: str = "robopolicy"
@@ -99,23 +100,21 @@ class RunConfig:
     """A composed, resolved train.yaml split into its checked parts."""
 
     raw: dict[str, Any]
-    training: TrainingSettings
-    optim: OptimSettings
-    ema: EMASettings
-    logging: LoggingSettings
+    task: TaskConfig
+    training: TrainingConfig
+    optim: OptimConfig
+    ema: EMAConfig
+    logging: LoggingConfig
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:
         for key in ("task", "policy", "encoder", "run_dir", "seed"):
             if key not in raw:
                 raise ValueError(f"the config has no {key!r}; compose it from robopolicy/configs/train.yaml")
-        for key in ("name", "dataset", "shape_meta"):
-            if key not in raw["task"]:
-                raise ValueError(f"task config lacks {key!r}")
-        return cls(dict(raw), build_settings(TrainingSettings, raw.get("training"), "training"),
-                   build_settings(OptimSettings, raw.get("optim"), "optim"),
-                   build_settings(EMASettings, raw.get("ema"), "ema"),
-                   build_settings(LoggingSettings, raw.get("logging"), "logging"))
+        return cls(dict(raw), TaskConfig.from_dict(raw["task"]), build_settings(TrainingConfig, raw.get("training"), "training"),
+                   build_settings(OptimConfig, raw.get("optim"), "optim"),
+                   build_settings(EMAConfig, raw.get("ema"), "ema"),
+                   build_settings(LoggingConfig, raw.get("logging"), "logging"))
 
     @property
     def policy_name(self) -> str:
@@ -125,10 +124,6 @@ class RunConfig:
     def policy_settings(self) -> dict[str, Any]:
         """The family's settings with the encoder group merged in."""
         return merged_settings(self.raw["policy"], self.raw["encoder"])
-
-    @property
-    def task(self) -> dict[str, Any]:
-        return self.raw["task"]
 
     @property
     def run_dir(self) -> Path:

@@ -114,9 +114,9 @@ class Trainer:
             torch.set_num_threads(self.settings.threads)
         torch.manual_seed(config.seed)  # the same initial weights on every rank
         self.store = self._open_store()
-        self.policy = make_policy(config.policy_name, config.task["shape_meta"], config.policy_settings).to(self.device)
+        self.policy = make_policy(config.policy_name, config.task.shape_meta, config.policy_settings).to(self.device)
         self.train_set, self.val_set = self._datasets()
-        self.policy.set_normalizer(Normalizer.fit(self.store, config.task["shape_meta"], config.task.get("normalizer"),
+        self.policy.set_normalizer(Normalizer.fit(self.store, config.task.shape_meta, config.task.normalizer,
                                                   episode_mask=self.train_set.episode_mask).to(self.device))
         if config.raw.get("init_from") and not config.raw.get("resume"):
             untouched = init_from_checkpoint(self.policy, config.raw["init_from"])
@@ -148,20 +148,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _open_store(self) -> EpisodeStore:
-        dataset = self.config.task["dataset"]
-        store = EpisodeStore.open(dataset["path"])
+        dataset = self.config.task.dataset
+        store = EpisodeStore.open(dataset.path)
         if self.settings.in_memory:
-            keys = {spec.get("source", key) for key, spec in self.config.task["shape_meta"]["obs"].items()}
-            keys.add(self.config.task["shape_meta"]["action"].get("source", "action"))
+            keys = {spec.get("source", key) for key, spec in self.config.task.shape_meta["obs"].items()}
+            keys.add(self.config.task.shape_meta["action"].get("source", "action"))
             store = store.load(sorted(keys & set(store.keys)))
         return store
 
     def _datasets(self) -> tuple[SequenceDataset, SequenceDataset]:
-        dataset, policy = self.config.task["dataset"], self.policy.config
-        train = SequenceDataset(self.store, self.config.task["shape_meta"], policy.horizon, policy.n_obs_steps,
-                                policy.n_action_steps, n_latency_steps=dataset.get("n_latency_steps", 0),
-                                val_ratio=dataset.get("val_ratio", 0.0), seed=dataset.get("split_seed", 42),
-                                max_train_episodes=dataset.get("max_train_episodes"))
+        dataset, policy = self.config.task.dataset, self.policy.config
+        train = SequenceDataset(self.store, self.config.task.shape_meta, policy.horizon, policy.n_obs_steps,
+                                policy.n_action_steps, n_latency_steps=dataset.n_latency_steps,
+                                val_ratio=dataset.val_ratio, seed=dataset.split_seed,
+                                max_train_episodes=dataset.max_train_episodes)
         if len(train) == 0:
             raise DataError(self.store.path, f"the train split has no windows ({int(train.episode_mask.sum())} episodes "
                             f"of {self.store.n_episodes}, horizon {policy.horizon})", key="task.dataset",
@@ -171,11 +171,7 @@ class Trainer:
     def _optimizer(self) -> torch.optim.Optimizer:
         """AdamW with the observation encoder in its own group (lr scaled by optim.encoder_lr_scale)."""
         optim = self.config.optim
-        encoder = getattr(self.policy, "obs_encoder", None)
-        encoder_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
-        groups = [{"params": [p for p in self.policy.parameters() if id(p) not in encoder_ids], "lr": optim.lr}]
-        if encoder_ids:
-            groups.append({"params": list(encoder.parameters()), "lr": optim.lr * optim.encoder_lr_scale})
+        groups = self.policy.parameter_groups(optim.lr, optim.encoder_lr_scale)
         return torch.optim.AdamW(groups, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps,
                                  weight_decay=optim.weight_decay)
 
@@ -315,8 +311,8 @@ class Trainer:
 
     def _meta(self, metrics: Mapping[str, float]) -> dict[str, Any]:
         return {"policy": self.config.policy_name, "policy_settings": self.config.policy_settings,
-                "shape_meta": self.config.task["shape_meta"], "task": self.config.task["name"], "step": self.step,
-                "metrics": dict(metrics), "dataset": {"path": str(self.config.task["dataset"]["path"]),
+                "shape_meta": self.config.task.shape_meta, "task": self.config.task.name, "step": self.step,
+                "metrics": dict(metrics), "dataset": {"path": str(self.config.task.dataset.path),
                                                       "fingerprint": store_fingerprint(self.store)}}
 
     def _train_state(self) -> dict[str, Any]:
@@ -337,11 +333,11 @@ class Trainer:
         if meta["policy"] != self.config.policy_name or meta["policy_settings"] != self.config.policy_settings:
             raise ValueError(f"{last} was trained with policy {meta['policy']!r} and other settings; resume needs the "
                              f"same policy config as the run (got {self.config.policy_name!r})")
-        if meta["shape_meta"] != self.config.task["shape_meta"]:
+        if meta["shape_meta"] != self.config.task.shape_meta:
             raise ValueError(f"{last} was trained on another shape_meta; resume needs the same task")
         if meta["dataset"]["fingerprint"] != store_fingerprint(self.store):
             raise ValueError(f"{last} was trained on a store with other keys, shapes or episodes than "
-                             f"{self.config.task['dataset']['path']}; resume needs the same data")
+                             f"{self.config.task.dataset.path}; resume needs the same data")
         changed = changed_settings(read_config(last), self.config.raw)
         if changed:
             raise ValueError(f"resuming {last} with changed settings {changed} would not continue the same run; "

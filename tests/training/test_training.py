@@ -119,7 +119,7 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path, p
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=lambda m: f"{key}: {m}")
     config = RunConfig.from_dict(compose_config(common))
     torch.manual_seed(config.seed)  # as the trainer does before building the policy
-    initial = make_policy(config.policy_name, config.task["shape_meta"], config.policy_settings).state_dict()
+    initial = make_policy(config.policy_name, config.task.shape_meta, config.policy_settings).state_dict()
     moved = [k for k in initial if not torch.allclose(initial[k], a[k])]
     assert moved, "training should have changed the weights"
 
@@ -200,7 +200,7 @@ def test_each_policy_config_names_its_own_run_directory():
 def test_every_shipped_task_and_policy_config_builds(task, policy):
     raw = compose_config([f"task={task}", f"policy={policy}"])
     config = RunConfig.from_dict(raw)
-    built = make_policy(config.policy_name, config.task["shape_meta"], config.policy_settings)
+    built = make_policy(config.policy_name, config.task.shape_meta, config.policy_settings)
     assert built.config.horizon == raw["policy"]["settings"]["horizon"]
     assert (CONFIG_DIR / "task" / f"{task}.yaml").is_file()
 

@@ -89,6 +89,16 @@ class ACTPolicy(Policy):
         self.head = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, self.action_dim))
         self.ensembler = TemporalEnsembler(config.ensemble_coeff) if config.temporal_ensemble else None
 
+    def encoder_module(self) -> nn.Module:
+        return self.obs_encoder
+
+    def artifact_meta(self) -> dict[str, Any]:
+        """The runtime's ensemble blending applies the coefficient the policy would (when it ensembles)."""
+        return {"temporal_ensemble_coeff": self.config.ensemble_coeff if self.config.temporal_ensemble else None}
+
+    def prepare_export(self) -> None:
+        self.ensembler = None
+
     def decode(self, obs: Mapping[str, torch.Tensor], latent: torch.Tensor) -> torch.Tensor:
         """Normalized obs {key: (B, To_k, ...)} and z (B, latent_dim) -> normalized chunk (B, horizon, Da)."""
         obs_tokens = self.obs_tokens(self.obs_encoder(obs))

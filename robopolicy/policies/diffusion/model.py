@@ -45,6 +45,14 @@ class DiffusionPolicy(DenoisingPolicy):
         target = noise if self.config.noise.prediction_type == "epsilon" else action
         return F.mse_loss(predicted, target)
 
+    def export_sampling(self, sampler: str | None, num_inference_steps: int | None) -> dict[str, Any]:
+        """A deterministic sampler (DDIM, DPM-Solver++) and its step count, fixed in the artifact."""
+        sampler = sampler or self.config.sampler
+        if sampler == "ddpm":
+            raise ValueError("DDPM draws fresh noise at every step, which a traced artifact would freeze: "
+                             "export with sampler=ddim or sampler=dpmsolver++ (num_inference_steps=N)")
+        return {"sampler": sampler, "num_inference_steps": num_inference_steps or self.config.num_inference_steps}
+
     def solver_plan(self, sampler: str, num_inference_steps: int) -> list[SolverStep]:
         """The coefficient table of one sampler and step count (planned once, then cached)."""
         key = (sampler, num_inference_steps)

@@ -66,6 +66,15 @@ class FlowPolicy(DenoisingPolicy):
             self.variance_head = VarianceHead(config.horizon * self.action_dim, self.obs_encoder.output_dim,
                                               config.variance_hidden_dim, config.time_embed_scale)
 
+    def export_sampling(self, sampler: str | None, num_inference_steps: int | None) -> dict[str, Any]:
+        """The Euler step count, fixed in the artifact (an adaptive flow must be given one)."""
+        if sampler is not None:
+            raise ValueError(f"sampler= applies to diffusion policies only, not {type(self).__name__}")
+        if self.variance_head is not None and num_inference_steps is None:
+            raise ValueError("adaptive flow sampling picks its step count per observation, which a traced artifact "
+                             "cannot: export with a fixed num_inference_steps=N")
+        return {"num_inference_steps": num_inference_steps or self.config.num_inference_steps}
+
     def velocity(self, sample: torch.Tensor, t: torch.Tensor, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Backbone velocity at times t (B,) in [0, 1]."""
         return self.backbone(sample, t * self.config.time_embed_scale, features)

@@ -1,0 +1,49 @@
+"""The `task:` section of a run config (configs/task/*.yaml): which store to train on, how to split it, what the
+policy sees (shape_meta) and the simulator that evaluates it. Built once, defaults here and nowhere else."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from robopolicy.settings import build_settings
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """`task.dataset`: the episode store and the split of its episodes."""
+
+    path: str  # episode store: a zarr directory, .zarr.zip or fsspec URL
+    val_ratio: float = 0.0  # fraction of episodes held out for validation
+    max_train_episodes: int | None = None  # at most this many training episodes (None: all of the split)
+    split_seed: int = 42  # seeds which episodes are held out
+    n_latency_steps: int = 0  # actions are taken this many steps after their observations (latency in steps)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_ratio < 1.0:
+            raise ValueError(f"task.dataset.val_ratio must be in [0, 1), got {self.val_ratio}")
+        if self.n_latency_steps < 0:
+            raise ValueError(f"task.dataset.n_latency_steps must be >= 0, got {self.n_latency_steps}")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """`task:`: its name, the dataset, shape_meta (ARCHITECTURE.md), per-key normalizer modes and the env."""
+
+    name: str
+    dataset: DatasetConfig
+    shape_meta: dict[str, Any]
+    normalizer: dict[str, Any] = field(default_factory=dict)  # normalizer mode per key (default: limits)
+    env: dict[str, Any] | None = None  # the simulator `robopolicy eval` uses, as envs.registry names it
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> TaskConfig:
+        """Checked construction; a missing or unknown key is named with the known ones."""
+        values = dict(raw)
+        for key in ("name", "dataset", "shape_meta"):
+            if key not in values:
+                raise ValueError(f"the task config lacks {key!r} (see robopolicy/configs/task/*.yaml)")
+        values["dataset"] = build_settings(DatasetConfig, values["dataset"], "task.dataset")
+        values["normalizer"] = dict(values.get("normalizer") or {})
+        return build_settings(cls, values, "task")
