@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for latency in 0 0.05 0.1 0.2; do
-  .venv/bin/robopolicy deploy calibrate env.name=robosuite env.task=Lift actuation_latency=$latency jitter=0.005 \
+  .venv/bin/robopolicy robot calibrate env.name=robosuite env.task=Lift actuation_latency=$latency jitter=0.005 \
       seconds=8 2> /dev/null | python3 -c "import json, sys; d=json.load(sys.stdin); \
 print(json.dumps({'injected_ms': round(1000 * d['injected']['actuation_latency']), \
 'estimated_ms': round(1000 * d['actuation_latency']), 'correlation': round(d['correlation'], 3)}))"

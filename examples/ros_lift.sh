@@ -32,7 +32,7 @@ for _ in range(300):
         time.sleep(0.1)
 "
 latency=(latency.camera=0.15 actuation_latency=0.1)
-.venv/bin/robopolicy deploy sim-driver map=sim_lift env.name=robosuite env.task=Lift env.obs_type=lowdim \
+.venv/bin/robopolicy robot sim-driver map=sim_lift env.name=robosuite env.task=Lift env.obs_type=lowdim \
   env.controller=absolute "${latency[@]}" jitter=0.005 episodes="$episodes" out=$out/driver \
   > /dev/null 2> $out/driver.log &
 driver_pid=$!

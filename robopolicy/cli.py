@@ -102,20 +102,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_deploy(args: argparse.Namespace) -> int:
-    from robopolicy.deploy.session import deploy
+def cmd_robot_calibrate(args: argparse.Namespace) -> int:
     from robopolicy.robots.calibrate import calibrate
 
-    if args.artifact == "calibrate":
-        print(json.dumps(calibrate(args.options), indent=2))
-        return 0
-    if args.artifact == "sim-driver":
-        from robopolicy.ros.sim_driver import run_sim_driver
+    print(json.dumps(calibrate(args.options), indent=2))
+    return 0
 
-        results = run_sim_driver(args.options)
-        print(json.dumps({k: results[k] for k in ("success_rate", "success_rate_ci95", "results") if k in results},
-                         indent=2))
-        return 0
+
+def cmd_robot_sim_driver(args: argparse.Namespace) -> int:
+    from robopolicy.ros.sim_driver import run_sim_driver
+
+    results = run_sim_driver(args.options)
+    print(json.dumps({k: results[k] for k in ("success_rate", "success_rate_ci95", "results") if k in results},
+                     indent=2))
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from robopolicy.deploy.session import deploy
+
     results = deploy(args.artifact, args.options)
     print(json.dumps({k: results[k] for k in ("artifact", "episodes", "success_rate", "success_rate_ci95",
                                               "results", "run_log") if k in results}, indent=2))
@@ -123,20 +128,18 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from robopolicy.runtime.remote import serve
-    from robopolicy.settings import parse_overrides
+    from robopolicy.runtime.remote import ServeConfig, serve
+    from robopolicy.settings import build_settings, parse_overrides
 
-    options = parse_overrides(args.options)
-    unknown = sorted(set(options) - {"host", "port", "threads"})
-    if unknown:
-        raise ValueError(f"unknown serve options {unknown}; known: ['host', 'port', 'threads']")
-    serve(args.artifact, str(options.get("host", "127.0.0.1")), int(options.get("port", 5555)),
-          threads=options.get("threads"))
+    options = build_settings(ServeConfig, parse_overrides(args.options), "serve")
+    serve(args.artifact, options.host, options.port, threads=options.threads)
     return 0
 
 
 DEMO_OPTIONS = {"env": "lift", "obs": None, "task": None, "n": 100, "out": None, "seed": 0, "keep_failed": False,
                 "max_attempts": None, "resume": False, "overwrite": False}
+SIM_HELP = ("env.name=robosuite|pusht|metaworld env.<key>=... latency.<sensor>=SECONDS actuation_latency=0.0 "
+            "jitter=0.0 sensors.<sensor>=[keys]")
 
 
 def cmd_demos_generate(args: argparse.Namespace) -> int:
@@ -169,7 +172,23 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="robopolicy", description="Robot imitation learning toolkit.")
+    """Every verb takes `key=value` options (robopolicy.settings.parse_overrides); the option lists in the help
+    come from the dataclasses that check them."""
+    from robopolicy.datasets.convert.formats import FORMAT_OPTIONS
+    from robopolicy.deploy.export import ExportConfig
+    from robopolicy.envs.evaluate import CHECKPOINT_OPTIONS
+    from robopolicy.envs.runner import EvalConfig
+    from robopolicy.quickstart import QuickstartConfig
+    from robopolicy.robots.calibrate import CalibrationConfig
+    from robopolicy.robots.record import RecordConfig
+    from robopolicy.ros.node import BridgeConfig
+    from robopolicy.ros.sim_driver import DriverConfig
+    from robopolicy.runtime.loop import RuntimeConfig
+    from robopolicy.runtime.remote import ServeConfig
+    from robopolicy.settings import options_help
+
+    parser = argparse.ArgumentParser(prog="robopolicy", description="Robot imitation learning toolkit. Every verb "
+                                     "takes key=value options; dotted keys nest (env.max_steps=400).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -184,27 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_dataset_validate)
     convert = dataset_cmds.add_parser("convert", help="demonstrations from another format -> an episode store "
                                                       "(resumable: converted episodes are not redone)")
-    convert.add_argument("--from", dest="source_format", required=True, help="robomimic | lerobot | video | rosbag")
+    convert.add_argument("--from", dest="source_format", required=True, help=" | ".join(FORMAT_OPTIONS))
     convert.add_argument("src", help="robomimic .hdf5 file, LeRobot dataset directory (v2.x or v3.0), directory of "
                                      "<name>.mp4 + <name>.csv|npz, or ROS bag (.bag, ROS 2 bag directory, or a "
                                      "directory of bags)")
     convert.add_argument("out", help="episode store to write (zarr directory)")
-    convert.add_argument("options", nargs="*", help="overwrite=true zarr_format=3 image_codec=blosc|none|jpegxl|jpeg "
-                                                   "image_quality=90; robomimic: keys=[...]; "
-                                                   "lerobot: resize=[H,W] tolerance_s=0.003; video: rate=10 "
-                                                   "actions=absolute|relative resize=[H,W]; rosbag: map=NAME|PATH "
-                                                   "rate=10 reference=/topic max_age=0.1 split_topic=/topic")
+    convert.add_argument("options", nargs="*", help="overwrite=false zarr_format=3 image_codec=blosc|none|jpegxl|jpeg "
+                         "image_quality=90; " + "; ".join(f"{name}: {' '.join(f'{k}=...' for k in keys)}"
+                                                         for name, keys in FORMAT_OPTIONS.items()))
     convert.set_defaults(func=cmd_dataset_convert)
 
     recording = commands.add_parser("record", help="teleoperated demonstrations from a robot into an episode store")
-    recording.add_argument("options", nargs="*",
-                           help="out=DIR episodes=N robot=sim|ros teleop=scripted|keyboard|spacemouse control_hz=20 "
-                                "max_seconds=60 teleop_options.<key>=...; sim: env.name=robosuite env.task=Lift "
-                                "latency.<sensor>=s sensors.<sensor>=[keys]; ros: robot.map=NAME")
+    recording.add_argument("options", nargs="*", help=f"{options_help(RecordConfig)} teleop_options.<key>=... "
+                           f"latency.<sensor>=SECONDS; robot=sim: {SIM_HELP}; robot=ros: robot.map=NAME")
     recording.set_defaults(func=cmd_record)
 
     train = commands.add_parser("train", help="train a policy: robopolicy train task=pusht_image policy=diffusion_unet")
-    train.add_argument("overrides", nargs="*", help="hydra overrides, e.g. policy=flow training.max_steps=2000")
+    train.add_argument("overrides", nargs="*", help="task=NAME policy=NAME encoder=NAME optim=NAME pick files of "
+                       "robopolicy/configs; every other key sets a value of train.yaml, e.g. training.max_steps=2000 "
+                       "policy.settings.horizon=16 optim.lr=1e-4")
     train.set_defaults(func=cmd_train)
 
     distilling = commands.add_parser("distill", help="a one-step consistency student from a trained diffusion or "
@@ -216,50 +233,54 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "run_dir=DIR")
     distilling.set_defaults(func=cmd_distill)
 
-    evaluate = commands.add_parser("eval", help="roll out a checkpoint in its simulator: success rate, videos, plot")
-    evaluate.add_argument("checkpoint", help="checkpoint directory, e.g. runs/lift_lowdim/diffusion_unet/checkpoints/last")
-    evaluate.add_argument("overrides", nargs="*",
-                          help="n_episodes=50 n_envs=4 seed_start=100000 n_videos=4 max_steps=... out=DIR "
-                               "use_ema=true device=cpu threads=N env.<key>=value; checkpoints: sampler=ddim|ddpm|dpmsolver++ "
-                               "num_inference_steps=N")
+    evaluate = commands.add_parser("eval", help="roll out a checkpoint or an exported artifact in its simulator: "
+                                                "success rate, videos, plot")
+    evaluate.add_argument("checkpoint", help="checkpoint directory (e.g. runs/lift_lowdim/diffusion_unet/checkpoints/"
+                                             "last) or artifact directory")
+    evaluate.add_argument("overrides", nargs="*", help=f"{options_help(EvalConfig)} env.<key>=value; "
+                          f"{' '.join(f'{k}=...' for k in CHECKPOINT_OPTIONS)} (an artifact takes out and threads)")
     evaluate.set_defaults(func=cmd_eval)
 
     export = commands.add_parser("export", help="a checkpoint -> a self-contained artifact for the runtime")
     export.add_argument("checkpoint", help="checkpoint directory, e.g. runs/lift_lowdim/diffusion_unet/checkpoints/last")
-    export.add_argument("options", nargs="*",
-                        help="out=DIR (required) format=torchscript|onnx|auto sampler=ddim|dpmsolver++ num_inference_steps=N "
-                             "control_hz=HZ use_ema=true overwrite=false")
+    export.add_argument("options", nargs="*", help=options_help(ExportConfig))
     export.set_defaults(func=cmd_export)
 
     deploy = commands.add_parser("deploy", help="run an exported artifact on a robot (robot=sim: the simulated arm; "
                                                 "robot=ros: a ROS robot through the bridge node)")
-    deploy.add_argument("artifact", help="artifact directory written by `robopolicy export`, `calibrate` to "
-                                         "estimate a robot's actuation latency (env.name=... actuation_latency=...), "
-                                         "or `sim-driver` for the simulated arm as a ROS driver node "
-                                         "(map=sim_lift env.name=... episodes=N)")
-    deploy.add_argument("options", nargs="*",
-                        help="robot=sim episodes=20 seed_start=100000 latency.camera=0.15 actuation_latency=0.1 "
-                             "jitter=0.005 sensors.camera=[object] match_latency=true inference=async|sync "
-                             "blending=replace|crossfade|ensemble|inpaint safety.max_obs_age=0.5 env.<key>=value threads=N out=DIR; "
-                             "robot=ros robot.map=sim_lift robot.runs=N max_seconds=S")
+    deploy.add_argument("artifact", help="artifact directory written by `robopolicy export`, or tcp://HOST:PORT of "
+                                         "`robopolicy serve`")
+    deploy.add_argument("options", nargs="*", help=f"robot=sim|ros out=DIR max_seconds=3600 threads=N "
+                        f"latency.<sensor>=SECONDS actuation_latency=0.0; runtime: "
+                        f"{options_help(RuntimeConfig, skip=('sensor_latency', 'actuation_latency'))}; "
+                        f"robot=sim: episodes=20 seed_start=100000 {SIM_HELP}; robot=ros: robot.<key> for "
+                        f"{options_help(BridgeConfig)} (robot.map=NAME is required)")
     deploy.set_defaults(func=cmd_deploy)
+
+    robot = commands.add_parser("robot", help="the robot side: latency calibration, the simulated arm as a ROS driver")
+    robot_cmds = robot.add_subparsers(dest="robot_command", required=True)
+    calibration = robot_cmds.add_parser("calibrate", help="estimate a robot's actuation latency from its motion "
+                                                          "(the simulated arm, with injected latencies)")
+    calibration.add_argument("options", nargs="*", help=f"{SIM_HELP} {options_help(CalibrationConfig)}")
+    calibration.set_defaults(func=cmd_robot_calibrate)
+    driver = robot_cmds.add_parser("sim-driver", help="the simulated arm as a ROS driver node (with episodes=N it "
+                                                      "also plays the operator)")
+    driver.add_argument("options", nargs="*", help=f"{options_help(DriverConfig)} {SIM_HELP.replace(' sensors.<sensor>=[keys]', '')}")
+    driver.set_defaults(func=cmd_robot_sim_driver)
 
     serving = commands.add_parser("serve", help="answer inference requests for an artifact over the network")
     serving.add_argument("artifact", help="artifact directory written by `robopolicy export`")
-    serving.add_argument("options", nargs="*", help="host=127.0.0.1 port=5555 threads=N (host=0.0.0.0 to accept other "
-                                                       "machines; threads: CPU threads for inference)")
+    serving.add_argument("options", nargs="*", help=f"{options_help(ServeConfig)} (host=0.0.0.0 to accept other "
+                                                    "machines; threads: CPU threads for inference)")
     serving.set_defaults(func=cmd_serve)
 
     demos = commands.add_parser("demos", help="scripted demonstrations in simulation")
     demos_cmds = demos.add_subparsers(dest="demos_command", required=True)
     generate = demos_cmds.add_parser("generate", help="record expert demos into an episode store")
-    generate.add_argument("options", nargs="*",
-                          help="env=lift|can|square|metaworld|pusht task=... obs=lowdim|image|depth|pointcloud n=100 "
-                               "out=PATH.zarr seed=0 keep_failed=false resume=false overwrite=false, and any env option "
-                               "(controller=delta image_size=96 n_points=1024 ...)")
+    generate.add_argument("options", nargs="*", help=f"{options_help(**DEMO_OPTIONS)}, and any env option "
+                          "(controller=delta image_size=96 n_points=1024 ...); env=lift|can|square|metaworld|pusht "
+                          "obs=lowdim|image|depth|pointcloud")
     generate.set_defaults(func=cmd_demos_generate)
-
-    from robopolicy.quickstart import QuickstartConfig
 
     quick = commands.add_parser("quickstart", help="the README's main job: Lift demos -> training -> evaluation")
     quick.add_argument("--out", default="runs/quickstart", help="output directory")

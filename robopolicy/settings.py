@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,18 +25,60 @@ def build_settings(cls: type[T], values: Mapping[str, Any] | None, where: str) -
     return cls(**values)
 
 
+def parse_value(text: str) -> Any:
+    """A value as YAML reads it, except that 1e-4 is a number (YAML 1.1 reads it as a string)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        return float(value)
+    return value
+
+
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
-    """["n_episodes=50", "env.max_steps=400"] -> nested dict with YAML-typed values."""
+    """The one option grammar of every verb: ["n_episodes=50", "env.max_steps=400"] -> a nested dict of
+    YAML-typed values (dotted keys nest)."""
     parsed: dict[str, Any] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r} is not key=value (e.g. n_episodes=50 or env.max_steps=400)")
+        if key[0] in "+~":
+            raise ValueError(f"override {item!r}: write the key without {key[0]!r} (key=value sets a value whether or "
+                             "not the config has it)")
         node = parsed
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {item!r}: {part!r} is already set to a value, not a group of settings")
-        node[leaf] = yaml.safe_load(value)
+        if isinstance(node.get(leaf), dict):
+            raise ValueError(f"override {item!r}: {key!r} is a group of settings, already given as {key}.<name>=...")
+        node[leaf] = parse_value(value)
     return parsed
+
+
+def options_help(*classes: type, skip: Sequence[str] = (), **extra: Any) -> str:
+    """`key=default ...` for the fields of settings dataclasses (and `extra` keys): the option list a verb's
+    help shows, generated from the classes that check the options, so the two cannot drift apart. Fields named
+    in `skip` are set through other options."""
+    items = []
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.name in skip:
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = "..."
+            items.append(f"{f.name}={_shown(default)}")
+    items += [f"{k}={_shown(v)}" for k, v in extra.items()]
+    return " ".join(items)
+
+
+def _shown(value: Any) -> str:
+    if dataclasses.is_dataclass(value):
+        return "..."
+    if isinstance(value, (dict, list, tuple)) and not value:
+        return "[]" if not isinstance(value, dict) else "{}"
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value).replace(" ", "")

@@ -15,6 +15,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,31 @@ from robopolicy.runtime.artifact import (
 )
 from robopolicy.latency import call_seconds
 from robopolicy.policies.base import Policy
-from robopolicy.settings import parse_overrides
+from robopolicy.settings import build_settings, parse_overrides
 from robopolicy.policies.checkpoint import load_policy, read_config, read_meta
 
 log = logging.getLogger(__name__)
-EXPORT_OPTIONS = ("out", "format", "sampler", "num_inference_steps", "control_hz", "use_ema", "overwrite")
 PARITY_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """`robopolicy export CHECKPOINT key=value ...`."""
+
+    out: str = ""  # the artifact directory to write (required)
+    format: str = "torchscript"  # torchscript | onnx | auto (writes both, keeps the faster at batch 1, measured)
+    sampler: str | None = None  # diffusion: ddim | dpmsolver++ (default: the checkpoint's)
+    num_inference_steps: int | None = None  # diffusion and flow: steps baked in (default: the checkpoint's)
+    control_hz: float | None = None  # default: the training store's fps, else the task env's rate
+    use_ema: bool = True  # export the EMA weights
+    overwrite: bool = False  # replace an existing artifact directory
+
+    def __post_init__(self) -> None:
+        if not self.out:
+            raise ValueError("export needs out=DIR, the artifact directory to write")
+        if self.format not in (*FORMATS, "auto"):
+            raise ValueError(f"format must be one of {FORMATS} or auto (the faster of the two, measured), "
+                             f"got {self.format!r}")
 
 
 class ChunkProgram(nn.Module):
@@ -192,23 +212,16 @@ def check_parity(program: ChunkProgram, artifact_dir: Path, batch_size: int = 2,
 
 def export_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Export a checkpoint per `key=value` overrides (out=DIR required); returns meta.json with the parity error."""
-    options = parse_overrides(overrides)
-    unknown = sorted(set(options) - set(EXPORT_OPTIONS))
-    if unknown:
-        raise ValueError(f"unknown export options {unknown}; known: {list(EXPORT_OPTIONS)}")
-    if "out" not in options:
-        raise ValueError("export needs out=DIR, the artifact directory to write")
-    fmt = str(options.get("format", "torchscript"))
-    if fmt not in (*FORMATS, "auto"):
-        raise ValueError(f"format must be one of {FORMATS} or auto (the faster of the two, measured), got {fmt!r}")
-    checkpoint, out = Path(checkpoint), Path(str(options["out"]))
-    if out.exists() and not options.get("overwrite", False):
+    options = build_settings(ExportConfig, parse_overrides(overrides), "export")
+    fmt = options.format
+    checkpoint, out = Path(checkpoint), Path(str(options.out))
+    if out.exists() and not options.overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=true to replace it")
-    policy = load_policy(checkpoint, use_ema=bool(options.get("use_ema", True)))
+    policy = load_policy(checkpoint, use_ema=options.use_ema)
     policy.prepare_export()
-    sampling = policy.export_sampling(options.get("sampler"), options.get("num_inference_steps"))
+    sampling = policy.export_sampling(options.sampler, options.num_inference_steps)
     task = TaskConfig.from_dict(read_config(checkpoint)["task"])
-    meta = build_meta(policy, checkpoint, fmt, sampling, control_rate(task, options.get("control_hz")), task)
+    meta = build_meta(policy, checkpoint, fmt, sampling, control_rate(task, options.control_hz), task)
     program = ChunkProgram(policy, list(policy.shape_meta.obs), sampling).eval()
     tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

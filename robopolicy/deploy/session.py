@@ -1,5 +1,5 @@
 """`robopolicy deploy ARTIFACT robot=sim|ros ...`: the runtime driving the simulated arm for a set of
-episodes, or a ROS robot through the bridge node (robot=ros robot.map=NAME; see deploy.ros.node).
+episodes, or a ROS robot through the bridge node (robot=ros robot.map=NAME; see robopolicy.ros.node).
 
 ARTIFACT is an artifact directory, or tcp://HOST:PORT of `robopolicy serve` (remote inference).
 

@@ -10,7 +10,7 @@ current episode began are ignored.
 
 With episodes=N the node also plays the operator: per seed it resets the scene, starts the
 bridge (<prefix>/start), waits for the task to end, stops it, and writes episodes.json.
-`robopolicy deploy sim-driver map=sim_lift env.name=robosuite env.task=Lift ...`; options:
+`robopolicy robot sim-driver map=sim_lift env.name=robosuite env.task=Lift ...`; options:
 DriverConfig fields, env.*, latency.<sensor>, actuation_latency, jitter.
 """
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,15 @@ def pack_array(array: np.ndarray) -> dict[str, Any]:
 
 def unpack_array(message: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(message["data"], dtype="<f4").reshape(message["shape"])
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """`robopolicy serve ARTIFACT key=value ...`."""
+
+    host: str = "127.0.0.1"  # 0.0.0.0 accepts other machines
+    port: int = 5555
+    threads: int | None = None  # CPU threads for inference (None: torch's or onnxruntime's default)
 
 
 def serve(artifact_dir: str | Path, host: str = "127.0.0.1", port: int = 5555, max_requests: int | None = None,

@@ -1,4 +1,5 @@
-"""Training configuration: hydra composition of the shipped YAML, then checked dataclasses.
+"""Training configuration: hydra composition of the shipped YAML groups, `key=value` values merged over it, then
+checked dataclasses.
 
 Configs are plain YAML composed by hydra; interpolations are OmegaConf's own (no `eval`
 resolver), and the resolved config is what a run saves and what a resume compares against.
@@ -16,14 +17,33 @@ from omegaconf import DictConfig, OmegaConf
 
 from robopolicy.datasets.task import TaskConfig
 from robopolicy.policies.presets import merged_settings
-from robopolicy.settings import CONFIG_DIR, build_settings
+from robopolicy.settings import CONFIG_DIR, build_settings, parse_overrides
+
+
+GROUPS = ("task", "policy", "encoder", "optim")  # config groups: `task=pusht_image` picks configs/task/pusht_image.yaml
+TOP_LEVEL = (*GROUPS, "seed", "run_dir", "resume", "init_from", "device", "training", "eval", "ema", "logging")
 
 
 def compose_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
-    """train.yaml with hydra overrides applied, resolved into plain dicts and lists."""
+    """train.yaml with `key=value` overrides (the grammar of every verb, robopolicy.settings.parse_overrides):
+    a key naming a config group picks that group's YAML file, every other key sets a value. Resolved into plain
+    dicts and lists."""
+    groups = [item for item in overrides if item.partition("=")[0] in GROUPS]
+    values = parse_overrides([item for item in overrides if item not in groups])
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name="robopolicy"):
-        cfg: DictConfig = compose(config_name="train", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+        cfg: DictConfig = compose(config_name="train", overrides=groups)
+    return merge_values(cfg, values)
+
+
+def merge_values(config: Mapping[str, Any] | DictConfig, values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` (parsed overrides) over `config`, interpolations resolved after the merge; unknown top-level keys
+    are refused with the known ones (keys below them are checked by their dataclasses)."""
+    unknown = sorted(set(values) - set(TOP_LEVEL))
+    if unknown:
+        raise ValueError(f"unknown run settings {unknown}; known: {list(TOP_LEVEL)}")
+    merged = OmegaConf.create(config if isinstance(config, DictConfig) else dict(config))
+    OmegaConf.set_struct(merged, False)
+    return OmegaConf.to_container(OmegaConf.merge(merged, OmegaConf.create(dict(values))), resolve=True)
 
 
 @dataclass

@@ -13,10 +13,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from robopolicy.policies.registry import make_config
 from robopolicy.policies.checkpoint import read_config, read_meta
+from robopolicy.settings import parse_overrides
+from robopolicy.training.config import merge_values
 from robopolicy.training.run import train_config
 
 TEACHER_FAMILIES = ("diffusion_unet", "diffusion_transformer", "flow")
@@ -47,8 +47,7 @@ def distill_config(checkpoint: str | Path, overrides: Sequence[str] = ()) -> dic
     raw = {**config, "policy": {"name": "consistency", "label": label, "settings": settings},
            "init_from": str(checkpoint.resolve()), "resume": False,
            "run_dir": str(Path(config["run_dir"]).parent / label)}
-    merged = OmegaConf.merge(OmegaConf.create(raw), DISTILL_DEFAULTS, OmegaConf.from_dotlist(list(overrides)))
-    return OmegaConf.to_container(merged, resolve=True)
+    return merge_values(merge_values(raw, DISTILL_DEFAULTS), parse_overrides(overrides))
 
 
 def distill(checkpoint: str | Path, overrides: Sequence[str] = ()) -> dict[str, float]:

@@ -38,7 +38,7 @@ def driver_node(root: Path, topic: str, *options: str) -> Iterator[dict]:
     """roscore and a simulated Lift driver node (no jitter) serving until the block ends; waits for `topic`."""
     log = root / "driver.log"
     with running_roscore() as env, log.open("w") as stderr:
-        driver = subprocess.Popen([*ROBOPOLICY, "deploy", "sim-driver", *options, "env.max_steps=100000",
+        driver = subprocess.Popen([*ROBOPOLICY, "robot", "sim-driver", *options, "env.max_steps=100000",
                                    f"latency.camera={CAMERA_LATENCY}", f"actuation_latency={ACTUATION}",
                                    f"out={root / 'driver'}"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                   stderr=stderr)
@@ -202,7 +202,7 @@ def test_deploy_robot_ros_runs_what_the_operator_starts_and_logs_each_run(lift_a
     latency = [f"latency.camera={CAMERA_LATENCY}", f"actuation_latency={ACTUATION}"]
     with running_roscore() as env, (tmp_path / "driver.log").open("w") as stderr:
         # the simulated driver plays the operator: per seed it resets the scene, starts a run, stops it after 3 s
-        driver = subprocess.Popen([*ROBOPOLICY, "deploy", "sim-driver", "map=sim_lift", *LIFT, *latency,
+        driver = subprocess.Popen([*ROBOPOLICY, "robot", "sim-driver", "map=sim_lift", *LIFT, *latency,
                                    "episodes=2", "max_seconds=3", f"out={tmp_path / 'driver'}"], env=env, cwd=ROOT,
                                   stdout=subprocess.DEVNULL, stderr=stderr)
         try:

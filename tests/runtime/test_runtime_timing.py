@@ -194,7 +194,7 @@ def test_lag_estimate_finds_the_pure_delay_of_a_slow_second_order_arm():
 @pytest.mark.slow
 @pytest.mark.sim
 def test_calibration_recovers_an_injected_actuation_latency_on_the_simulated_arm(capsys):
-    assert main(["deploy", "calibrate", "env.name=robosuite", "env.task=Lift", "actuation_latency=0.1",
+    assert main(["robot", "calibrate", "env.name=robosuite", "env.task=Lift", "actuation_latency=0.1",
                  "jitter=0.005", "seconds=5"]) == 0
     estimate = json.loads(capsys.readouterr().out)
     assert abs(estimate["actuation_latency"] - 0.1) < 0.05  # within one 20 Hz control period

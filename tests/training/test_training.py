@@ -126,13 +126,13 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path, p
 
 def test_bad_inputs_fail_before_training(tmp_path, pusht_path):
     with pytest.raises(DataError, match=r"\[data/gripper\]: obs.gripper key not in the store"):
-        Trainer(tiny_config(tmp_path, pusht_path, "+task.shape_meta.obs.gripper={shape: [1]}"))
+        Trainer(tiny_config(tmp_path, pusht_path, "task.shape_meta.obs.gripper={shape: [1]}"))
     with pytest.raises(DataError, match=r"\[data/keypoint\]: rows have shape \(9, 2\), shape_meta says \[9, 3\]"):
         Trainer(tiny_config(tmp_path, pusht_path, "task.shape_meta.obs.keypoint.shape=[9,3]"))
     with pytest.raises(DataError, match="the train split has no windows"):
         Trainer(tiny_config(tmp_path, pusht_path, "task.dataset.max_train_episodes=0"))
     with pytest.raises(ValueError, match=r"unknown training settings \['max_step'\]"):
-        tiny_config(tmp_path, pusht_path, "+training.max_step=3")
+        tiny_config(tmp_path, pusht_path, "training.max_step=3")
     with pytest.raises(ValueError, match="batch_size 8 must be divisible by ranks x grad_accum = 3"):
         Trainer(tiny_config(tmp_path, pusht_path, "training.grad_accum=3")).fit()
     with pytest.raises(FileNotFoundError, match="resume=true but"):
