@@ -4,7 +4,7 @@ Success: the task's own check holds at some step within the horizon (the episode
 so `mean_steps` is the steps to first success over all episodes, failures counting the horizon).
 `held_at_end` additionally steps HOLD_STEPS more after success and checks it still holds.
 Steps/s: whole env steps (physics, observation, rendering) with the Lift expert acting.
-Run: MUJOCO_GL=egl OMP_NUM_THREADS=1 .venv/bin/python bench/experts.py [--seeds 100]
+Run: MUJOCO_GL=egl OMP_NUM_THREADS=1 .venv/bin/python -m bench.experts [--seeds 100]
 """
 
 from __future__ import annotations

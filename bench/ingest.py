@@ -9,7 +9,7 @@ side in one run, for each image codec of the converted store:
   frame_error       mean absolute pixel error against the decoded mp4 frames
 and the same random windows decoded from the mp4s on the fly (seek + decode, as a loader that
 reads videos directly does).
-Run: .venv/bin/python bench/ingest.py [--episodes 4 --seconds 4 --windows 200]
+Run: .venv/bin/python -m bench.ingest [--episodes 4 --seconds 4 --windows 200]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Success: the task's own flag is set at some step within the env's horizon (DP3's
 DP3's evaluator counts it; length: steps to the first success. Speed: env steps (with the
 expert's action) per second on one thread, for low-dim and for each rendered obs_type.
 
-Run: MUJOCO_GL=egl OMP_NUM_THREADS=1 .venv/bin/python bench/metaworld_experts.py [--tasks reach-v3 push-v3]
+Run: MUJOCO_GL=egl OMP_NUM_THREADS=1 .venv/bin/python -m bench.metaworld_experts [--tasks reach-v3 push-v3]
 """
 
 import argparse

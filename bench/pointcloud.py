@@ -1,6 +1,6 @@
 """Times farthest point sampling against open3d and depth back-projection; prints one JSON object.
 
-Run: .venv/bin/python bench/pointcloud.py
+Run: .venv/bin/python -m bench.pointcloud
 """
 
 import json
@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import open3d as o3d
-from timing import percentiles_ms
+from bench.timing import percentiles_ms
 
 from robopolicy.datasets.pointcloud import depth_to_points, farthest_point_sample
 

@@ -11,7 +11,7 @@ rule (async, inference 50%, replanning with 10 actions left so that chunks overl
 position from the last old action through the first new ones (the circle itself steps about 7 px).
 Inpainting needs a real model (the stand-in would only copy the held rows): see examples/deploy_latency.sh. Every run is on the real
 Push-T simulator in its own process with 50 ms sensor and 50 ms actuation latency.
-Run: .venv/bin/python bench/runtime.py [--seconds 12]; prints one JSON object.
+Run: .venv/bin/python -m bench.runtime [--seconds 12]; prints one JSON object.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ image task draws them. Measured side by side in one run:
               tensors (no padding, no index bookkeeping): the floor for `memory`
   memory_batched  SequenceDataset.get_batch of 64 windows in the main process
   dataloader  make_dataloader, batch 64, 2 workers
-Run: .venv/bin/python bench/sampler.py [--store PATH]
+Run: .venv/bin/python -m bench.sampler [--store PATH]
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ with --eval-episodes N, the Push-T score of the checkpoint with that row's sampl
 kept in --eval-dir/<task>/<row>/eval.json and reused, so an interrupted run loses nothing.
 Latencies of all rows are measured in one process, one row after another, on the same machine.
 
-Run: .venv/bin/python bench/speed.py --keypoint diffusion=CKPT flow=CKPT ... [--threads 1] [--calls 50]
+Run: .venv/bin/python -m bench.speed --keypoint diffusion=CKPT flow=CKPT ... [--threads 1] [--calls 50]
      [--eval-episodes 50] [--out docs/results/speed]
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from timing import percentiles_ms
+from bench.timing import percentiles_ms
 
 from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.datasets.store import EpisodeStore

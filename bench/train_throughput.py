@@ -5,7 +5,7 @@ Our default DP-CNN (policy=diffusion_unet) and Diffusion Policy's published size
 `robopolicy train` runs them. Also the share of step time spent waiting for batches.
 Diffusion Policy's own code does 5.2 samples/s with its preset on this machine (12.3 s per
 step at batch 64); that figure is quoted, not re-measured here.
-Run: .venv/bin/python bench/train_throughput.py [--steps 5]; prints one JSON object.
+Run: .venv/bin/python -m bench.train_throughput [--steps 5]; prints one JSON object.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ common=(task=pusht_keypoint training.batch_size=256 training.max_steps=4000 trai
     training.time_budget_min=45 training.val_every=250 training.checkpoint_every=250 \
     policy.settings.teacher_steps=16 run_dir=$out/consistency > $out/consistency.log 2>&1
 wait
-.venv/bin/python bench/speed.py --threads 1 --calls 50 --eval-episodes 50 --eval-dir runs/speed_eval \
+.venv/bin/python -m bench.speed --threads 1 --calls 50 --eval-episodes 50 --eval-dir runs/speed_eval \
     --keypoint diffusion=$teachers/diffusion_unet/checkpoints/last flow=$teachers/flow/checkpoints/last \
     flow_adaptive=$out/flow_adaptive/checkpoints/last consistency=$out/consistency/checkpoints/last \
     act=$out/act/checkpoints/last --out docs/results/speed

@@ -51,12 +51,12 @@ class EvaluatedPolicy(Protocol):
 class EvalConfig:
     """What to roll out: how many episodes, in how many parallel envs, from which seed."""
 
-    n_episodes: int = 50
-    n_envs: int = 1
+    n_episodes: int = 50  # seeds seed_start .. seed_start + n_episodes - 1
+    n_envs: int = 1  # parallel env subprocesses (`robopolicy eval` and train.yaml's null: one per CPU core)
     seed_start: int = 100000
     max_steps: int | None = None  # env steps per episode (None: the task's own horizon)
     n_videos: int = 4  # mp4s of the first episodes (needs a video_dir)
-    stop_on_success: bool = True
+    stop_on_success: bool = True  # an episode ends when the task succeeds
 
     def __post_init__(self) -> None:
         if self.n_episodes < 1 or self.n_envs < 1 or self.n_videos < 0:

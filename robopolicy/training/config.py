@@ -48,26 +48,28 @@ def merge_values(config: Mapping[str, Any] | DictConfig, values: Mapping[str, An
 
 @dataclass
 class TrainingConfig:
-    """The `training:` block of train.yaml (each field is documented there)."""
+    """The `training:` block of train.yaml: how long, how big, how often to validate and save."""
 
-    max_steps: int = 100000
-    time_budget_min: float = 0.0
-    batch_size: int = 64
-    grad_accum: int = 1
-    grad_clip: float = 1.0
-    bf16: bool = False
-    num_workers: int = 2
-    in_memory: bool = True
-    threads: int = 0
-    log_every: int = 50
-    val_every: int = 1000
-    checkpoint_every: int = 1000
-    eval_every_epochs: int = 0
-    top_k: int = 3
-    monitor: str = "val_loss"
-    monitor_mode: str = "min"
-    action_error_windows: int = 64
-    val_batches: int = 8
+    max_steps: int = 100000  # optimizer steps (the learning-rate schedule spans them)
+    time_budget_min: float = 0.0  # stop after this many minutes with a final checkpoint (0 = off); the lr schedule
+    # still spans max_steps, so set max_steps to about what fits in the budget
+    batch_size: int = 64  # global batch per optimizer step, split over ranks and accumulation
+    grad_accum: int = 1  # micro-batches per optimizer step on each rank
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    bf16: bool = False  # autocast the forward pass to bfloat16
+    num_workers: int = 2  # DataLoader worker processes
+    in_memory: bool = True  # load the store into memory before training
+    threads: int = 0  # torch intra-op threads per process (0 = leave torch's default)
+    log_every: int = 50  # steps between log lines
+    val_every: int = 1000  # steps between validations (loss on held-out episodes, action error)
+    checkpoint_every: int = 1000  # steps between checkpoints (a last checkpoint is always written at the end)
+    eval_every_epochs: int = 0  # epochs between simulation evaluations with the `eval:` settings (0 = off)
+    top_k: int = 3  # checkpoints kept by the monitored metric, besides last
+    monitor: str = "val_loss"  # val_loss, action_error, sim_success_rate or sim_mean_score (with monitor_mode max)
+    monitor_mode: str = "min"  # min or max
+    action_error_windows: int = 64  # action_error = MSE, in raw action units, of sampled chunks (whole horizon)
+    # against the demos on this many fixed training windows
+    val_batches: int = 8  # validation batches per validation (0 = the whole validation set)
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "log_every", "val_every", "checkpoint_every"):
@@ -92,26 +94,28 @@ class OptimConfig:
     weight_decay: float = 1e-6
     betas: tuple[float, float] = (0.95, 0.999)
     eps: float = 1e-8
-    encoder_lr_scale: float = 1.0
-    scheduler: str = "cosine"
+    encoder_lr_scale: float = 1.0  # lr multiplier for the observation encoder (e.g. 0.1 with pretrained weights)
+    scheduler: str = "cosine"  # any name diffusers' get_scheduler knows (cosine, linear, constant_with_warmup, ...)
     warmup_steps: int = 500
 
 
 @dataclass
 class EMAConfig:
-    """The `ema:` block: Diffusion Policy's power-law EMA."""
+    """The `ema:` block: Diffusion Policy's power-law EMA (robopolicy.policies.ema)."""
 
-    enabled: bool = True
-    power: float = 0.75
+    enabled: bool = True  # keep an EMA copy of the weights; checkpoints' ema.safetensors is what eval uses
+    power: float = 0.75  # decay = 1 - (1 + step / inv_gamma) ** -power, clipped to max_value
     inv_gamma: float = 1.0
     max_value: float = 0.9999
-    update_after_step: int = 0
+    update_after_step: int = 0  # the EMA copies the weights until this step
 
 
 @dataclass
 class LoggingConfig:
+    """The `logging:` block: where metrics go besides train_log.jsonl."""
+
     tensorboard: bool = True
-    wandb: bool = False
+    wandb: bool = False  # needs `pip install wandb` and a login
     wandb_project: str = "robopolicy"
 
 
