@@ -65,3 +65,28 @@ def test_quickstart_runs_demos_training_and_evaluation_end_to_end(tmp_path):
     assert "Lift success rate" in result.stderr and summary["eval_json"] in result.stderr
     store = EpisodeStore.open(tmp_path / "lift_lowdim.zarr")
     assert store.n_episodes == 4 and store.read("action").shape[1] == 10
+
+
+def test_option_help_comes_from_the_dataclasses_that_check_the_options(capsys):
+    from dataclasses import fields
+
+    from robopolicy.deploy.export import ExportConfig
+    from robopolicy.robots.calibrate import CalibrationConfig
+
+    for argv, config in ((["export", "--help"], ExportConfig), (["robot", "calibrate", "--help"], CalibrationConfig)):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(f"{f.name}=" in text for f in fields(config)), (argv, text)
+    assert "position_key=... action_keys=... action_tail=[] control_hz=20.0" in text  # the defaults, as typed
+
+
+def test_robot_subcommands_and_their_errors(tmp_path, capsys):
+    assert main(["robot", "calibrate", "actuation_latency=0.1"]) == 2
+    assert "calibrate needs its simulator: env.name=robosuite" in capsys.readouterr().err
+    assert main(["robot", "sim-driver", "map=sim_lift"]) == 2
+    assert "the simulated driver needs its simulator" in capsys.readouterr().err
+    assert main(["export", str(tmp_path), "format=onnx"]) == 2
+    assert "export needs out=DIR" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path), "prot=5555"]) == 2
+    assert "unknown serve settings ['prot']; known: ['host', 'port', 'threads']" in capsys.readouterr().err
