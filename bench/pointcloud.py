@@ -8,8 +8,8 @@ import os
 
 import numpy as np
 import open3d as o3d
-from bench.timing import percentiles_ms
 
+from bench.timing import percentiles_ms
 from robopolicy.datasets.pointcloud import depth_to_points, farthest_point_sample
 
 REPEATS = 20

@@ -22,9 +22,9 @@ import time
 
 import numpy as np
 
+from robopolicy.robots.sim import SimRobot, sim_robot_config
 from robopolicy.runtime.artifact import ArtifactBase
 from robopolicy.runtime.loop import Runtime, RuntimeConfig, percentiles_ms
-from robopolicy.robots.sim import SimRobot, sim_robot_config
 
 CONTROL_HZ = 10.0
 HORIZON, N_OBS, N_ACTION = 16, 2, 8
@@ -90,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     chunk_s = N_ACTION / CONTROL_HZ
     sim = sim_robot_config({"env": {"name": "pusht", "obs_type": "keypoint", "max_steps": 100000}, "latency": LATENCY,
-                            "actuation_latency": ACTUATION}, CONTROL_HZ, "bench/runtime.py")
+                            "actuation_latency": ACTUATION}, CONTROL_HZ, "the runtime benchmark")
     with SimRobot(sim) as robot:
         deadlines = [measure(robot, args.seconds, fraction * chunk_s, mode)
                      for fraction in (0.5, 0.8, 1.2) for mode in ("sync", "async")]

@@ -32,11 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from bench.timing import percentiles_ms
 
+from bench.timing import percentiles_ms
 from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.datasets.store import EpisodeStore
-from robopolicy.runtime.artifact import ARTIFACT_VERSION, MODEL_FILES, load_artifact
 from robopolicy.deploy.export import (
     ChunkProgram,
     check_parity,
@@ -46,10 +45,11 @@ from robopolicy.deploy.export import (
 )
 from robopolicy.envs.pusht import PUSHT_IMAGE_SHAPE_META
 from robopolicy.policies.base import Policy
+from robopolicy.policies.checkpoint import load_policy
 from robopolicy.policies.presets import merged_settings
 from robopolicy.policies.registry import make_policy
+from robopolicy.runtime.artifact import ARTIFACT_VERSION, MODEL_FILES, load_artifact
 from robopolicy.settings import CONFIG_DIR
-from robopolicy.policies.checkpoint import load_policy
 
 log = logging.getLogger("bench.speed")
 FAMILIES = ("diffusion", "flow", "flow_adaptive", "consistency", "act")

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from robopolicy.datasets.errors import DataError
@@ -138,8 +139,85 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 DEMO_OPTIONS = {"env": "lift", "obs": None, "task": None, "n": 100, "out": None, "seed": 0, "keep_failed": False,
                 "max_attempts": None, "resume": False, "overwrite": False}
-SIM_HELP = ("env.name=robosuite|pusht|metaworld env.<key>=... latency.<sensor>=SECONDS actuation_latency=0.0 "
-            "jitter=0.0 sensors.<sensor>=[keys]")
+SIM_HELP = "env.name=robosuite|pusht|metaworld env.<key>=... jitter=0.0 sensors.<sensor>=[keys]"
+LATENCY_HELP = "latency.<sensor>=SECONDS actuation_latency=0.0"
+
+
+def _eval_help() -> str:
+    from robopolicy.envs.evaluate import CHECKPOINT_OPTIONS
+    from robopolicy.envs.runner import EvalConfig
+    from robopolicy.settings import options_help
+
+    shown = {"out": "DIR", "use_ema": "true", "device": "cpu|cuda", "threads": "N", "sampler": "ddim|ddpm|dpmsolver++",
+             "num_inference_steps": "N"}
+    return (f"{options_help(EvalConfig, n_envs='<one per CPU core>')} env.<key>=value; "
+            f"{' '.join(f'{k}={shown[k]}' for k in CHECKPOINT_OPTIONS)} (an artifact takes out and threads only)")
+
+
+def _export_help() -> str:
+    from robopolicy.deploy.export import ExportConfig
+    from robopolicy.settings import options_help
+
+    return options_help(ExportConfig, out="DIR(required)", format="torchscript|onnx|auto",
+                        sampler="ddim|dpmsolver++")
+
+
+def _deploy_help() -> str:
+    from robopolicy.ros.node import BridgeConfig
+    from robopolicy.runtime.loop import RuntimeConfig
+    from robopolicy.runtime.safety import SafetyConfig
+    from robopolicy.settings import options_help
+
+    runtime = options_help(RuntimeConfig, skip=("sensor_latency", "actuation_latency", "safety", "interpolation"),
+                           inference="async|sync", blending="replace|crossfade|ensemble|inpaint")
+    safety = " ".join(f"safety.{item}" for item in options_help(SafetyConfig).split())
+    return (f"robot=sim|ros out=DIR max_seconds=3600 threads=N {LATENCY_HELP}; runtime: {runtime} "
+            f"interpolation.<key>=nearest|linear|slerp {safety}; robot=sim: episodes=20 seed_start=100000 {SIM_HELP}; "
+            f"robot=ros: robot.<key> for {options_help(BridgeConfig, map='NAME|PATH(required)')}")
+
+
+def _record_help() -> str:
+    from robopolicy.robots.record import RecordConfig
+    from robopolicy.settings import options_help
+
+    return (f"{options_help(RecordConfig, robot='sim|ros', teleop='scripted|keyboard|spacemouse', out='DIR')} "
+            f"teleop_options.<key>=... {LATENCY_HELP}; robot=sim: {SIM_HELP}; robot=ros: robot.map=NAME|PATH")
+
+
+def _calibrate_help() -> str:
+    from robopolicy.robots.calibrate import CalibrationConfig
+    from robopolicy.settings import options_help
+
+    return f"{SIM_HELP} {LATENCY_HELP} {options_help(CalibrationConfig)}"
+
+
+def _sim_driver_help() -> str:
+    from robopolicy.ros.sim_driver import DriverConfig
+    from robopolicy.settings import options_help
+
+    return f"{options_help(DriverConfig)} {SIM_HELP.replace(' sensors.<sensor>=[keys]', '')} {LATENCY_HELP}"
+
+
+def _serve_help() -> str:
+    from robopolicy.runtime.remote import ServeConfig
+    from robopolicy.settings import options_help
+
+    return f"{options_help(ServeConfig)} (host=0.0.0.0 to accept other machines; threads: CPU threads for inference)"
+
+
+def _convert_help() -> str:
+    from robopolicy.datasets.convert.formats import FORMAT_OPTIONS
+
+    return ("overwrite=false zarr_format=3 image_codec=blosc|none|jpegxl|jpeg image_quality=90; "
+            + "; ".join(f"{name}: {' '.join(f'{k}={v}' for k, v in keys.items())}"
+                        for name, keys in FORMAT_OPTIONS.items()))
+
+
+# verb -> its option list, generated from the dataclasses that check the options; computed only for --help, so that
+# running a verb imports nothing it does not use (`deploy tcp://...` on a robot computer without torch)
+OPTION_HELP = {"eval": _eval_help, "export": _export_help, "deploy": _deploy_help, "record": _record_help,
+               "robot calibrate": _calibrate_help, "robot sim-driver": _sim_driver_help, "serve": _serve_help,
+               "dataset convert": _convert_help}
 
 
 def cmd_demos_generate(args: argparse.Namespace) -> int:
@@ -171,21 +249,15 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Every verb takes `key=value` options (robopolicy.settings.parse_overrides); the option lists in the help
-    come from the dataclasses that check them."""
-    from robopolicy.datasets.convert.formats import FORMAT_OPTIONS
-    from robopolicy.deploy.export import ExportConfig
-    from robopolicy.envs.evaluate import CHECKPOINT_OPTIONS
-    from robopolicy.envs.runner import EvalConfig
+def build_parser(help_for: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """Every verb takes `key=value` options (robopolicy.settings.parse_overrides). The option lists of the verbs whose
+    words are in `help_for` (the command line, when it asks for --help) come from the dataclasses that check them."""
     from robopolicy.quickstart import QuickstartConfig
-    from robopolicy.robots.calibrate import CalibrationConfig
-    from robopolicy.robots.record import RecordConfig
-    from robopolicy.ros.node import BridgeConfig
-    from robopolicy.ros.sim_driver import DriverConfig
-    from robopolicy.runtime.loop import RuntimeConfig
-    from robopolicy.runtime.remote import ServeConfig
     from robopolicy.settings import options_help
+
+    def options(verb: str) -> str:
+        wanted = set(verb.split()) <= set(help_for)
+        return OPTION_HELP[verb]() if wanted else f"key=value options (robopolicy {verb} --help lists them)"
 
     parser = argparse.ArgumentParser(prog="robopolicy", description="Robot imitation learning toolkit. Every verb "
                                      "takes key=value options; dotted keys nest (env.max_steps=400).")
@@ -203,19 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_dataset_validate)
     convert = dataset_cmds.add_parser("convert", help="demonstrations from another format -> an episode store "
                                                       "(resumable: converted episodes are not redone)")
-    convert.add_argument("--from", dest="source_format", required=True, help=" | ".join(FORMAT_OPTIONS))
+    convert.add_argument("--from", dest="source_format", required=True, help="robomimic | lerobot | video | rosbag")
     convert.add_argument("src", help="robomimic .hdf5 file, LeRobot dataset directory (v2.x or v3.0), directory of "
                                      "<name>.mp4 + <name>.csv|npz, or ROS bag (.bag, ROS 2 bag directory, or a "
                                      "directory of bags)")
     convert.add_argument("out", help="episode store to write (zarr directory)")
-    convert.add_argument("options", nargs="*", help="overwrite=false zarr_format=3 image_codec=blosc|none|jpegxl|jpeg "
-                         "image_quality=90; " + "; ".join(f"{name}: {' '.join(f'{k}=...' for k in keys)}"
-                                                         for name, keys in FORMAT_OPTIONS.items()))
+    convert.add_argument("options", nargs="*", help=options("dataset convert"))
     convert.set_defaults(func=cmd_dataset_convert)
 
     recording = commands.add_parser("record", help="teleoperated demonstrations from a robot into an episode store")
-    recording.add_argument("options", nargs="*", help=f"{options_help(RecordConfig)} teleop_options.<key>=... "
-                           f"latency.<sensor>=SECONDS; robot=sim: {SIM_HELP}; robot=ros: robot.map=NAME")
+    recording.add_argument("options", nargs="*", help=options("record"))
     recording.set_defaults(func=cmd_record)
 
     train = commands.add_parser("train", help="train a policy: robopolicy train task=pusht_image policy=diffusion_unet")
@@ -237,41 +306,35 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "success rate, videos, plot")
     evaluate.add_argument("checkpoint", help="checkpoint directory (e.g. runs/lift_lowdim/diffusion_unet/checkpoints/"
                                              "last) or artifact directory")
-    evaluate.add_argument("overrides", nargs="*", help=f"{options_help(EvalConfig)} env.<key>=value; "
-                          f"{' '.join(f'{k}=...' for k in CHECKPOINT_OPTIONS)} (an artifact takes out and threads)")
+    evaluate.add_argument("overrides", nargs="*", help=options("eval"))
     evaluate.set_defaults(func=cmd_eval)
 
     export = commands.add_parser("export", help="a checkpoint -> a self-contained artifact for the runtime")
     export.add_argument("checkpoint", help="checkpoint directory, e.g. runs/lift_lowdim/diffusion_unet/checkpoints/last")
-    export.add_argument("options", nargs="*", help=options_help(ExportConfig))
+    export.add_argument("options", nargs="*", help=options("export"))
     export.set_defaults(func=cmd_export)
 
     deploy = commands.add_parser("deploy", help="run an exported artifact on a robot (robot=sim: the simulated arm; "
                                                 "robot=ros: a ROS robot through the bridge node)")
     deploy.add_argument("artifact", help="artifact directory written by `robopolicy export`, or tcp://HOST:PORT of "
                                          "`robopolicy serve`")
-    deploy.add_argument("options", nargs="*", help=f"robot=sim|ros out=DIR max_seconds=3600 threads=N "
-                        f"latency.<sensor>=SECONDS actuation_latency=0.0; runtime: "
-                        f"{options_help(RuntimeConfig, skip=('sensor_latency', 'actuation_latency'))}; "
-                        f"robot=sim: episodes=20 seed_start=100000 {SIM_HELP}; robot=ros: robot.<key> for "
-                        f"{options_help(BridgeConfig)} (robot.map=NAME is required)")
+    deploy.add_argument("options", nargs="*", help=options("deploy"))
     deploy.set_defaults(func=cmd_deploy)
 
     robot = commands.add_parser("robot", help="the robot side: latency calibration, the simulated arm as a ROS driver")
     robot_cmds = robot.add_subparsers(dest="robot_command", required=True)
     calibration = robot_cmds.add_parser("calibrate", help="estimate a robot's actuation latency from its motion "
                                                           "(the simulated arm, with injected latencies)")
-    calibration.add_argument("options", nargs="*", help=f"{SIM_HELP} {options_help(CalibrationConfig)}")
+    calibration.add_argument("options", nargs="*", help=options("robot calibrate"))
     calibration.set_defaults(func=cmd_robot_calibrate)
     driver = robot_cmds.add_parser("sim-driver", help="the simulated arm as a ROS driver node (with episodes=N it "
                                                       "also plays the operator)")
-    driver.add_argument("options", nargs="*", help=f"{options_help(DriverConfig)} {SIM_HELP.replace(' sensors.<sensor>=[keys]', '')}")
+    driver.add_argument("options", nargs="*", help=options("robot sim-driver"))
     driver.set_defaults(func=cmd_robot_sim_driver)
 
     serving = commands.add_parser("serve", help="answer inference requests for an artifact over the network")
     serving.add_argument("artifact", help="artifact directory written by `robopolicy export`")
-    serving.add_argument("options", nargs="*", help=f"{options_help(ServeConfig)} (host=0.0.0.0 to accept other "
-                                                    "machines; threads: CPU threads for inference)")
+    serving.add_argument("options", nargs="*", help=options("serve"))
     serving.set_defaults(func=cmd_serve)
 
     demos = commands.add_parser("demos", help="scripted demonstrations in simulation")
@@ -296,11 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `robopolicy` console script."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(help_for=argv if {"-h", "--help"} & set(argv) else ()).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (DataError, ValueError, FileExistsError, NotImplementedError) as err:
+    except (DataError, ValueError, FileExistsError, FileNotFoundError, NotImplementedError) as err:
         if args.verbose:
             raise
         print(f"error: {err}  (run with -v for the traceback)", file=sys.stderr)

@@ -20,9 +20,10 @@ class UnknownName(KeyError, ValueError):
 class Registry:
     """name -> "package.module" or "package.module:attribute", looked up lazily."""
 
-    def __init__(self, what: str, entries: Mapping[str, str]):
+    def __init__(self, what: str, entries: Mapping[str, str], explain: str = ""):
         self.what = what
         self.entries = dict(entries)
+        self.explain = explain  # what the names mean, appended to the error for an unknown one
 
     def names(self) -> list[str]:
         return sorted(self.entries)
@@ -30,9 +31,11 @@ class Registry:
     def check(self, name: str) -> str:
         """`name` itself, or UnknownName with the closest known names."""
         if name not in self.entries:
+            if name is None:
+                raise UnknownName(f"no {self.what} given; known: {self.names()}{self.explain}")
             close = difflib.get_close_matches(str(name), self.entries, n=3)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-            raise UnknownName(f"unknown {self.what} {name!r}{hint} Known: {self.names()}")
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
+            raise UnknownName(f"unknown {self.what} {name!r}{hint} Known: {self.names()}{self.explain}")
         return name
 
     def load(self, name: str) -> Any:

@@ -42,8 +42,8 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ValueError(f"override {item!r} is not key=value (e.g. n_episodes=50 or env.max_steps=400)")
         if key[0] in "+~":
-            raise ValueError(f"override {item!r}: write the key without {key[0]!r} (key=value sets a value whether or "
-                             "not the config has it)")
+            raise ValueError(f"override {item!r}: write the key without {key[0]!r} (key=value also adds a key the "
+                             "config file lacks; the settings it belongs to check its name)")
         node = parsed
         *parents, leaf = key.split(".")
         for part in parents:
@@ -59,8 +59,8 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
 def options_help(*classes: type, skip: Sequence[str] = (), **extra: Any) -> str:
     """`key=default ...` for the fields of settings dataclasses (and `extra` keys): the option list a verb's
     help shows, generated from the classes that check the options, so the two cannot drift apart. Fields named
-    in `skip` are set through other options."""
-    items = []
+    in `skip` are set through other options; `extra` adds keys or replaces what a field's default shows."""
+    items = {}
     for cls in classes:
         for f in dataclasses.fields(cls):
             if f.name in skip:
@@ -71,14 +71,16 @@ def options_help(*classes: type, skip: Sequence[str] = (), **extra: Any) -> str:
                 default = f.default_factory()
             else:
                 default = "..."
-            items.append(f"{f.name}={_shown(default)}")
-    items += [f"{k}={_shown(v)}" for k, v in extra.items()]
-    return " ".join(items)
+            items[f.name] = default
+    items.update(extra)
+    return " ".join(f"{name}={_shown(value)}" for name, value in items.items())
 
 
 def _shown(value: Any) -> str:
     if dataclasses.is_dataclass(value):
         return "..."
-    if isinstance(value, (dict, list, tuple)) and not value:
-        return "[]" if not isinstance(value, dict) else "{}"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_shown(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_shown(v) for v in value) + "]"
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value).replace(" ", "")

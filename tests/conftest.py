@@ -19,7 +19,6 @@ from tests.tiny_runs import TWO_STEP_UNET
 torch.set_num_threads(1)
 
 
-
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """A test marked `ros` or `sim` whose needs are missing skips here (and fails in CI, below)."""
     for marker, (modules, how) in NEEDS.items():
@@ -40,7 +39,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 PUSHT_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pusht" / "pusht_cchi_v7_replay.zarr"
-
 
 
 @pytest.fixture(scope="session")

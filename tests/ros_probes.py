@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from robopolicy.runtime.artifact import load_artifact
 from robopolicy.robots.interface import TimedAction
 from robopolicy.ros.bridge import RosBridge
 from robopolicy.ros.convert import (
@@ -29,6 +28,7 @@ from robopolicy.ros.convert import (
 from robopolicy.ros.node import Diagnostics
 from robopolicy.ros.ros1 import Ros1Transport
 from robopolicy.ros.topic_map import load_topic_map
+from robopolicy.runtime.artifact import load_artifact
 from robopolicy.runtime.loop import Runtime, RuntimeConfig
 
 DT = 0.05

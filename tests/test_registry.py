@@ -18,6 +18,7 @@ from robopolicy.robots.teleop import make_teleop
     (lambda: open_source("robomimc", "x.hdf5", {}), "unknown --from format 'robomimc'; did you mean 'robomimic'"),
     (lambda: make_teleop("keybaord", {}), "unknown teleop device 'keybaord'; did you mean 'keyboard'"),
     (lambda: split_robot(["robot=rso"]), "unknown robot 'rso'; did you mean 'ros'"),
+    (lambda: make_env({"task": "Lift"}), r"no env name \(the task's env.name\) given; known: \['metaworld'"),
 ])
 def test_a_mistyped_name_gets_the_closest_known_one(call, message):
     with pytest.raises(UnknownName, match=message):
@@ -32,4 +33,4 @@ def test_lookup_imports_on_use_and_errors_read_as_both_key_and_value_errors():
     with pytest.raises(UnknownName) as error:
         registry.load("yaml")
     assert isinstance(error.value, KeyError) and isinstance(error.value, ValueError)  # caught as either
-    assert str(error.value) == "unknown codec 'yaml' Known: ['json', 'math']"  # no quotes around a KeyError's text
+    assert str(error.value) == "unknown codec 'yaml'. Known: ['json', 'math']"  # no quotes around a KeyError's text

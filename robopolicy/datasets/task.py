@@ -3,11 +3,14 @@ policy sees (shape_meta) and the simulator that evaluates it. Built once, defaul
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from robopolicy.settings import build_settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,12 +41,23 @@ class TaskConfig:
     env: dict[str, Any] | None = None  # the simulator `robopolicy eval` uses, as envs.registry names it
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> TaskConfig:
-        """Checked construction; a missing or unknown key is named with the known ones."""
+    def from_dict(cls, raw: Mapping[str, Any], strict: bool = True) -> TaskConfig:
+        """Checked construction; a missing or unknown key is named with the known ones. strict=False (reading a
+        checkpoint's saved config) drops unknown keys with a warning: older runs could add any key."""
         values = dict(raw)
+        if not strict:
+            values = cls._known(values, cls, "task")
+            values["dataset"] = cls._known(dict(values.get("dataset") or {}), DatasetConfig, "task.dataset")
         for key in ("name", "dataset", "shape_meta"):
             if key not in values:
                 raise ValueError(f"the task config lacks {key!r} (see robopolicy/configs/task/*.yaml)")
         values["dataset"] = build_settings(DatasetConfig, values["dataset"], "task.dataset")
         values["normalizer"] = dict(values.get("normalizer") or {})
         return build_settings(cls, values, "task")
+
+    @staticmethod
+    def _known(values: dict[str, Any], config: type, where: str) -> dict[str, Any]:
+        known = {f.name for f in fields(config)}
+        if set(values) - known:
+            log.warning("ignoring %s settings %s that robopolicy does not know", where, sorted(set(values) - known))
+        return {k: v for k, v in values.items() if k in known}

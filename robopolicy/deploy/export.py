@@ -27,6 +27,9 @@ from torch import nn
 from robopolicy.datasets.layout import obs_offsets
 from robopolicy.datasets.shape_meta import ShapeMeta
 from robopolicy.datasets.task import TaskConfig
+from robopolicy.latency import call_seconds
+from robopolicy.policies.base import Policy
+from robopolicy.policies.checkpoint import load_policy, read_config, read_meta
 from robopolicy.runtime.artifact import (
     ARTIFACT_VERSION,
     FORMATS,
@@ -35,10 +38,7 @@ from robopolicy.runtime.artifact import (
     PREFIX_INPUT,
     PREFIX_MASK_INPUT,
 )
-from robopolicy.latency import call_seconds
-from robopolicy.policies.base import Policy
 from robopolicy.settings import build_settings, parse_overrides
-from robopolicy.policies.checkpoint import load_policy, read_config, read_meta
 
 log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-4
@@ -220,7 +220,7 @@ def export_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> 
     policy = load_policy(checkpoint, use_ema=options.use_ema)
     policy.prepare_export()
     sampling = policy.export_sampling(options.sampler, options.num_inference_steps)
-    task = TaskConfig.from_dict(read_config(checkpoint)["task"])
+    task = TaskConfig.from_dict(read_config(checkpoint)["task"], strict=False)
     meta = build_meta(policy, checkpoint, fmt, sampling, control_rate(task, options.control_hz), task)
     program = ChunkProgram(policy, list(policy.shape_meta.obs), sampling).eval()
     tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")

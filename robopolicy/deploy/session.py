@@ -28,7 +28,6 @@ from robopolicy.atomic import write_json_atomic
 from robopolicy.progress import progress
 from robopolicy.robots.kinds import split_robot
 from robopolicy.robots.sim import SIM_OPTIONS, SimRobot, SimRobotConfig, sim_robot_config
-from robopolicy.ros.node import bridge_config, serve_bridge
 from robopolicy.runtime.artifact import ArtifactBase
 from robopolicy.runtime.loop import Runtime, RuntimeConfig, percentiles_ms
 from robopolicy.runtime.remote import SCHEME, open_artifact
@@ -64,6 +63,8 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
 
     results.json is rewritten and the run log appended after every episode (run), so a run that
     dies keeps what it measured."""
+    if str(artifact_dir) in ("calibrate", "sim-driver") and not Path(artifact_dir).exists():
+        raise ValueError(f"`robopolicy deploy {artifact_dir}` is now `robopolicy robot {artifact_dir}` (same options)")
     kind, robot_options, overrides = split_robot(overrides)
     options = parse_overrides(overrides)
     session = {k: options.pop(k) for k in SESSION_OPTIONS if k in options}
@@ -85,6 +86,8 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
     out.mkdir(parents=True, exist_ok=True)
     max_seconds = float(session.get("max_seconds", 3600.0))
     if sim is None:
+        from robopolicy.ros.node import bridge_config, serve_bridge  # only robot=ros loads the ROS side
+
         results = serve_bridge(artifact, config, bridge_config(robot_options), out, max_seconds)
         return {**results, "results": str(out / "results.json")}
     return deploy_sim(artifact, str(artifact_dir), config, sim, session, out, max_seconds)

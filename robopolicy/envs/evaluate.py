@@ -74,7 +74,7 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -
     extra = {k: options.pop(k) for k in CHECKPOINT_OPTIONS if k in options}
     if extra.get("threads"):
         torch.set_num_threads(int(extra["threads"]))
-    task = TaskConfig.from_dict(read_config(checkpoint)["task"])
+    task = TaskConfig.from_dict(read_config(checkpoint)["task"], strict=False)
     device = extra.get("device", "cuda" if torch.cuda.is_available() else "cpu")
     policy = with_sampling(load_policy(checkpoint, use_ema=extra.get("use_ema", True), device=device),
                            {k: extra[k] for k in SAMPLING_OPTIONS if k in extra}, checkpoint)

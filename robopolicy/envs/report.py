@@ -12,6 +12,7 @@ from robopolicy.atomic import write_json_atomic
 from robopolicy.envs.runner import Rollouts
 from robopolicy.stats import mean_interval, wilson_interval
 
+
 def summarize(rollouts: Rollouts) -> dict[str, Any]:
     """The headline numbers of an evaluation, with every episode listed by seed."""
     episodes = rollouts.episodes

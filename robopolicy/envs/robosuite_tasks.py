@@ -19,7 +19,7 @@ Observations, in store layout (float32 unless said):
 
 Actions go through robosuite's OSC_POSE controller:
 - `absolute` (10,): target grip-site position in the world frame (3, clipped to the task's
-  workspace box), target rotation as its matrix's first two columns (6, see envs.rotations),
+  workspace box), target rotation as its matrix's first two columns (6, see robopolicy.geometry),
   gripper (1: -1 open .. 1 closed);
 - `delta` (7,): robosuite's own input, position / axis-angle deltas in [-1, 1] (scaled by
   0.05 m / 0.5 rad) and the gripper.

@@ -11,7 +11,7 @@ previous step's clean estimate and (DDPM only) fresh noise, so a sampler is plan
     next = keep * x + x0 * x0_now + x0_previous * x0_before + eps * eps + fresh_noise * z
 
 Timesteps and sigmas come from the diffusers scheduler itself, so the plan samples the same
-chunk as diffusers' `step` loop for the same noise (tests/test_fast_sampling.py checks it; for
+chunk as diffusers' `step` loop for the same noise (tests/policies/test_fast_sampling.py checks it; for
 DPM-Solver++ with its clean estimates clipped, see _dpm_solver_steps).
 """
 

@@ -11,7 +11,9 @@ from robopolicy.settings import parse_overrides
 
 # kind -> opener(options, robot_options, control_hz, client) -> a RobotInterface with close()
 ROBOT_KINDS = Registry("robot", {"sim": "robopolicy.robots.sim:open_sim_robot",
-                                 "ros": "robopolicy.ros.bridge:open_ros_robot"})
+                                 "ros": "robopolicy.ros.bridge:open_ros_robot"},
+                       explain=" (robot=sim drives the simulated arm, robot=ros a ROS robot through the bridge with "
+                               "robot.map=NAME)")
 
 
 def split_robot(overrides: Sequence[str]) -> tuple[str, dict[str, Any], list[str]]:

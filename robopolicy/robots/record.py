@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from robopolicy.datasets.store import EpisodeStore
-from robopolicy.robots.teleop import KEYBOARD_HELP, VERDICTS, Teleop, make_teleop
+from robopolicy.progress import progress
 from robopolicy.robots.interface import RobotInterface, TimedAction
 from robopolicy.robots.kinds import open_robot, split_robot
-from robopolicy.progress import progress
+from robopolicy.robots.teleop import KEYBOARD_HELP, VERDICTS, Teleop, make_teleop
 from robopolicy.settings import build_settings, parse_overrides
 
 log = logging.getLogger(__name__)

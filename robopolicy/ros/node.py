@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from robopolicy.atomic import write_json_atomic
-from robopolicy.runtime.artifact import ArtifactBase
 from robopolicy.ros.bridge import RosBridge
 from robopolicy.ros.topic_map import load_topic_map
 from robopolicy.ros.transport import Transport
+from robopolicy.runtime.artifact import ArtifactBase
 from robopolicy.runtime.loop import RunStats, Runtime, RuntimeConfig, percentiles_ms
 from robopolicy.runtime.run_log import RunLog
 from robopolicy.settings import build_settings

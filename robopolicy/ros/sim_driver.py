@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from robopolicy.atomic import write_json_atomic
+from robopolicy.progress import progress
 from robopolicy.robots.interface import Reading, TimedAction
+from robopolicy.robots.sim import SIM_OPTIONS, SimRobot, sim_robot_config
 from robopolicy.ros.binding import topic_message
 from robopolicy.ros.convert import (
     pose_to_action,
@@ -39,8 +41,6 @@ from robopolicy.ros.convert import (
 from robopolicy.ros.topic_map import TopicMap, load_topic_map
 from robopolicy.ros.transport import Transport
 from robopolicy.runtime.loop import percentiles_ms
-from robopolicy.robots.sim import SIM_OPTIONS, SimRobot, sim_robot_config
-from robopolicy.progress import progress
 from robopolicy.settings import build_settings, parse_overrides
 from robopolicy.stats import wilson_interval
 

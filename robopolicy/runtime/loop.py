@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from robopolicy.robots.interface import RobotInterface
 from robopolicy.runtime.alignment import ObservationAligner
 from robopolicy.runtime.artifact import ArtifactBase
 from robopolicy.runtime.blending import RULES, ChunkBlender, boundary_jump
@@ -30,9 +31,9 @@ from robopolicy.runtime.inference import (
     key_specs,
     measure_latency,
 )
-from robopolicy.robots.interface import RobotInterface
-from robopolicy.runtime.safety import EmergencyStop, SafetyLimits, Watchdog
+from robopolicy.runtime.safety import EmergencyStop, SafetyConfig, Watchdog
 from robopolicy.runtime.timing import ActionPlan, TimingConfig, chunk_plan, to_send
+from robopolicy.settings import build_settings
 
 log = logging.getLogger(__name__)
 INFERENCE_MODES = ("sync", "async")
@@ -55,7 +56,7 @@ class RuntimeConfig:
     margin: float = 0.005  # seconds: actions due to be sent sooner than this are late
     seed: int = 0
     interpolation: dict[str, str] = field(default_factory=dict)
-    safety: SafetyLimits = field(default_factory=SafetyLimits)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     def __post_init__(self) -> None:
         if self.inference not in INFERENCE_MODES:
@@ -63,7 +64,7 @@ class RuntimeConfig:
         if self.blending not in (*RULES, INPAINT):
             raise ValueError(f"blending must be one of {(*RULES, INPAINT)}, got {self.blending!r}")
         if isinstance(self.safety, Mapping):
-            self.safety = SafetyLimits(**self.safety)
+            self.safety = build_settings(SafetyConfig, self.safety, "safety")
 
 
 def percentiles_ms(seconds: np.ndarray) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """Safety between the policy and the robot: limits on what is sent, a watchdog, an emergency stop.
 
-`SafetyLimits` clamps each planned action into a box (workspace for end-effector positions, joint
+`SafetyConfig` clamps each planned action into a box (workspace for end-effector positions, joint
 limits for joint targets: any slice of the action), then limits the speed and acceleration of
 the clamped dims from one action to the next, starting from the last action sent. The watchdog
 says when the robot must hold: observations older than `max_obs_age`, or `max_missed` inference
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from robopolicy.runtime.timing import ActionPlan
+from robopolicy.settings import build_settings
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Box:
 
 
 @dataclass(frozen=True)
-class SafetyLimits:
+class SafetyConfig:
     """Per-dim bounds and rate limits on a Box's dims (units per second and per second squared)."""
 
     boxes: tuple[Box, ...] = ()
@@ -45,7 +46,8 @@ class SafetyLimits:
     max_missed: int = 2  # consecutive inference deadline misses that make the robot hold
 
     def __post_init__(self) -> None:  # boxes may come from YAML / CLI as mappings
-        object.__setattr__(self, "boxes", tuple(Box(**b) if isinstance(b, Mapping) else b for b in self.boxes))
+        object.__setattr__(self, "boxes", tuple(build_settings(Box, b, "safety.boxes[]") if isinstance(b, Mapping)
+                                                else b for b in self.boxes))
         if not self.boxes and (self.max_velocity is not None or self.max_acceleration is not None):
             raise ValueError("max_velocity and max_acceleration apply to the dims of the first box: give boxes too "
                              "(e.g. safety.boxes=[{start: 0, stop: 3, low: [...], high: [...]}])")
@@ -83,7 +85,7 @@ class SafetyLimits:
 class Watchdog:
     """Decides when the robot must hold; counts the holds by reason."""
 
-    limits: SafetyLimits
+    limits: SafetyConfig
     missed_in_a_row: int = 0
     holds: dict[str, int] = field(default_factory=dict)
     reason: str | None = None  # the latest verdict of reason_to_hold

@@ -1,5 +1,6 @@
-"""Writing checkpoint directories (ARCHITECTURE.md; robopolicy.policies.checkpoint reads them): safetensors weights, YAML/JSON metadata, and a
-train_state.pt of plain tensors and numbers read with weights_only=True. Nothing pickled runs code.
+"""Writing checkpoint directories (docs/ARCHITECTURE.md; robopolicy.policies.checkpoint reads them): safetensors
+weights, YAML/JSON metadata, and a train_state.pt of plain tensors and numbers read with weights_only=True.
+Nothing pickled runs code.
 
 A checkpoint is written into a temporary directory and renamed into place; `last` is a symlink
 swapped atomically, so a crash while saving never leaves a corrupt `last`.
@@ -24,8 +25,6 @@ from torch import nn
 import robopolicy
 from robopolicy.atomic import write_json_atomic
 from robopolicy.policies.base import Policy
-from robopolicy.policies.checkpoint import FILES
-
 
 
 def weights(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -19,7 +19,6 @@ from robopolicy.datasets.task import TaskConfig
 from robopolicy.policies.presets import merged_settings
 from robopolicy.settings import CONFIG_DIR, build_settings, parse_overrides
 
-
 GROUPS = ("task", "policy", "encoder", "optim")  # config groups: `task=pusht_image` picks configs/task/pusht_image.yaml
 TOP_LEVEL = (*GROUPS, "seed", "run_dir", "resume", "init_from", "device", "training", "eval", "ema", "logging")
 
@@ -42,6 +41,10 @@ def merge_values(config: Mapping[str, Any] | DictConfig, values: Mapping[str, An
     if unknown:
         raise ValueError(f"unknown run settings {unknown}; known: {list(TOP_LEVEL)}")
     merged = OmegaConf.create(config if isinstance(config, DictConfig) else dict(config))
+    known_eval = set(merged.get("eval") or {})  # checked by EvalConfig only when training evaluates: check it now
+    unknown = sorted(set(values.get("eval") or {}) - known_eval)
+    if unknown and known_eval:
+        raise ValueError(f"unknown eval settings {unknown}; known: {sorted(known_eval)}")
     OmegaConf.set_struct(merged, False)
     return OmegaConf.to_container(OmegaConf.merge(merged, OmegaConf.create(dict(values))), resolve=True)
 

@@ -13,10 +13,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from robopolicy.policies.registry import make_config
 from robopolicy.policies.checkpoint import read_config, read_meta
+from robopolicy.policies.registry import make_config
 from robopolicy.settings import parse_overrides
-from robopolicy.training.config import merge_values
+from robopolicy.training.config import GROUPS, merge_values
 from robopolicy.training.run import train_config
 
 TEACHER_FAMILIES = ("diffusion_unet", "diffusion_transformer", "flow")
@@ -38,6 +38,10 @@ def student_settings(family: str, teacher: Mapping[str, Any], checkpoint: Path) 
 def distill_config(checkpoint: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The student's resolved run config (see the module docstring)."""
     checkpoint = Path(checkpoint)
+    groups = sorted({item.partition("=")[0] for item in overrides} & set(GROUPS))
+    if groups:
+        raise ValueError(f"distill keeps the teacher's {groups}: set values inside them instead (e.g. "
+                         "task.dataset.path=... or policy.settings.teacher_steps=16)")
     meta, config = read_meta(checkpoint), read_config(checkpoint)
     family = meta["policy"]
     if family not in TEACHER_FAMILIES:

@@ -29,10 +29,10 @@ from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.datasets.sequence import SequenceDataset
 from robopolicy.datasets.store import EpisodeStore
 from robopolicy.policies.base import Policy
+from robopolicy.policies.checkpoint import init_from_checkpoint, load_weights, read_config, read_meta
 from robopolicy.policies.ema import EMA
 from robopolicy.policies.registry import make_policy
 from robopolicy.training.batches import StepBatchSampler
-from robopolicy.policies.checkpoint import init_from_checkpoint, load_weights, read_config, read_meta
 from robopolicy.training.checkpoint import CheckpointContent, CheckpointManager, read_train_state
 from robopolicy.training.config import RunConfig
 from robopolicy.training.distributed import (

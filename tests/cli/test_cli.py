@@ -90,3 +90,14 @@ def test_robot_subcommands_and_their_errors(tmp_path, capsys):
     assert "export needs out=DIR" in capsys.readouterr().err
     assert main(["serve", str(tmp_path), "prot=5555"]) == 2
     assert "unknown serve settings ['prot']; known: ['host', 'port', 'threads']" in capsys.readouterr().err
+    assert main(["deploy", "calibrate", "env.name=robosuite"]) == 2
+    assert "`robopolicy deploy calibrate` is now `robopolicy robot calibrate`" in capsys.readouterr().err
+    assert main(["deploy", str(tmp_path / "missing"), "robot=arm"]) == 2
+    assert "unknown robot 'arm'. Known: ['ros', 'sim'] (robot=sim drives the simulated arm" in capsys.readouterr().err
+
+
+def test_running_a_verb_imports_no_module_its_help_would():
+    code = ("import sys; from robopolicy.cli import build_parser; build_parser().parse_args(['deploy', 'tcp://h:1']); "
+            "print(sorted(m for m in ('torch', 'gymnasium', 'zarr', 'robopolicy.ros.node') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert out.strip() == "[]"

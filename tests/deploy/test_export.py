@@ -14,9 +14,9 @@ import torch
 from robopolicy.cli import main
 from robopolicy.datasets.sequence import SequenceDataset
 from robopolicy.datasets.store import EpisodeStore
-from robopolicy.runtime.artifact import load_artifact
 from robopolicy.deploy.export import export_checkpoint
 from robopolicy.policies.checkpoint import load_policy, read_meta
+from robopolicy.runtime.artifact import load_artifact
 from robopolicy.training.distill import distill
 from robopolicy.training.run import train
 

@@ -11,12 +11,12 @@ import pytest
 
 from robopolicy.cli import main
 from robopolicy.datasets.store import EpisodeStore
-from robopolicy.envs.demos import generate_demos
 from robopolicy.deploy.artifact_policy import evaluate
+from robopolicy.envs.demos import generate_demos
 from robopolicy.envs.evaluate import evaluate_checkpoint
 from robopolicy.envs.registry import make_env
-from robopolicy.stats import mean_interval, wilson_interval
 from robopolicy.settings import parse_overrides
+from robopolicy.stats import mean_interval, wilson_interval
 from robopolicy.training.run import train
 
 pytestmark = pytest.mark.sim

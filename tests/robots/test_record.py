@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from robopolicy.robots.record import resample
 from robopolicy.datasets.store import EpisodeStore
+from robopolicy.robots.record import resample
 from robopolicy.robots.teleop import (
     CLOSED,
     OPEN,

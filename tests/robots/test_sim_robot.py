@@ -13,8 +13,8 @@ import pytest
 from robopolicy.cli import main
 from robopolicy.datasets.store import EpisodeStore
 from robopolicy.robots.interface import Reading, TimedAction
-from robopolicy.runtime.loop import Runtime, RuntimeConfig
 from robopolicy.robots.sim import SimRobot, SimRobotConfig
+from robopolicy.runtime.loop import Runtime, RuntimeConfig
 from robopolicy.runtime.timing import ActionPlan
 
 pytestmark = [pytest.mark.slow, pytest.mark.sim]

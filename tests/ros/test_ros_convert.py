@@ -17,6 +17,7 @@ from PIL import Image as PILImage  # noqa: E402
 from scipy.spatial.transform import Rotation  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, JointState, PointCloud2, PointField  # noqa: E402
 
+from robopolicy.geometry import matrix_to_rot6d  # noqa: E402
 from robopolicy.ros.binding import read_topic, topic_message  # noqa: E402
 from robopolicy.ros.convert import (  # noqa: E402
     action_to_pose,
@@ -39,7 +40,6 @@ from robopolicy.ros.convert import (  # noqa: E402
 )
 from robopolicy.ros.ros1 import ros1_types  # noqa: E402
 from robopolicy.ros.topic_map import load_topic_map  # noqa: E402
-from robopolicy.geometry import matrix_to_rot6d  # noqa: E402
 
 TYPES = ros1_types()
 

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from robopolicy.runtime.artifact import load_artifact
 from robopolicy.deploy.export import export_checkpoint
+from robopolicy.runtime.artifact import load_artifact
 from robopolicy.training.run import train
 from tests.network import free_port
 from tests.tiny_runs import TWO_STEP_UNET

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from robopolicy.cli import main
-from robopolicy.runtime.alignment import KeySpec, ObservationAligner, TimedBuffer, slerp
-from robopolicy.runtime.blending import ChunkBlender, boundary_jump
 from robopolicy.robots.calibrate import estimate_lag, excitation
 from robopolicy.robots.interface import Reading
-from robopolicy.runtime.safety import Box, EmergencyStop, SafetyLimits, Watchdog
+from robopolicy.runtime.alignment import KeySpec, ObservationAligner, TimedBuffer, slerp
+from robopolicy.runtime.blending import ChunkBlender, boundary_jump
+from robopolicy.runtime.safety import Box, EmergencyStop, SafetyConfig, Watchdog
 from robopolicy.runtime.timing import ActionPlan, TimingConfig, chunk_plan, to_send
 
 DT = 0.1
@@ -74,7 +74,7 @@ def test_a_sensor_that_stops_holds_back_the_reference_time_and_shows_as_stale():
         align.add(arm(0.02 + 0.05 * i, 0.05 * i))
     assert align.reference_time() == pytest.approx(0.0)
     assert align.stalest() == ("camera_rgb", pytest.approx(0.0))
-    watchdog = Watchdog(SafetyLimits(max_obs_age=0.3))
+    watchdog = Watchdog(SafetyConfig(max_obs_age=0.3))
     assert watchdog.reason_to_hold(now=1.0, newest_capture=align.reference_time()) == "stale_observation"
     assert watchdog.reason_to_hold(now=0.2, newest_capture=align.reference_time()) is None
 
@@ -141,9 +141,9 @@ def test_crossfade_ramps_over_the_actions_that_can_still_be_sent():
 
 
 def test_safety_clamps_to_the_workspace_and_limits_speed_and_acceleration():
-    limits = SafetyLimits(boxes=(Box(0, 2, [-1.0, -1.0], [1.0, 1.0]),), max_velocity=2.0, max_acceleration=10.0)
+    limits = SafetyConfig(boxes=(Box(0, 2, [-1.0, -1.0], [1.0, 1.0]),), max_velocity=2.0, max_acceleration=10.0)
     plan = ActionPlan(np.array([0.1, 0.2, 0.3]), np.array([[5.0, 0.0, 9.0], [5.0, 0.0, 9.0], [5.0, -5.0, 9.0]]))
-    box_only = SafetyLimits(boxes=limits.boxes).clamp(plan, last=None)
+    box_only = SafetyConfig(boxes=limits.boxes).clamp(plan, last=None)
     np.testing.assert_allclose(box_only.values, [[1, 0, 9], [1, 0, 9], [1, -1, 9]])
     limited = limits.clamp(plan, last=(0.0, np.zeros(3)))
     # from rest: acceleration allows 1 unit/s at 0.1 s (x += 0.1), then 2 (the speed limit): +0.2, +0.2
@@ -152,12 +152,12 @@ def test_safety_clamps_to_the_workspace_and_limits_speed_and_acceleration():
     np.testing.assert_allclose(limited.values[:, 2], 9.0)  # dims outside the boxes pass through
     with pytest.raises(ValueError, match="exceeds"):
         Box(0, 1, [1.0], [0.0])
-    from_cli = SafetyLimits(boxes=[{"start": 2, "stop": 3, "low": [0.0], "high": [1.0]}])  # as YAML gives it
+    from_cli = SafetyConfig(boxes=[{"start": 2, "stop": 3, "low": [0.0], "high": [1.0]}])  # as YAML gives it
     assert from_cli.clamp(plan, last=None).values[:, 2].tolist() == [1.0, 1.0, 1.0]
 
 
 def test_watchdog_holds_after_consecutive_missed_deadlines():
-    watchdog = Watchdog(SafetyLimits(max_missed=2))
+    watchdog = Watchdog(SafetyConfig(max_missed=2))
     for missed in (True, False, True):
         watchdog.deadline(missed)
     assert watchdog.reason_to_hold(1.0, 1.0) is None

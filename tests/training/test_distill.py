@@ -10,10 +10,10 @@ from diffusers import DDIMScheduler
 from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.datasets.sequence import SequenceDataset
 from robopolicy.datasets.store import EpisodeStore
+from robopolicy.policies.checkpoint import init_from_checkpoint, load_policy, read_meta
 from robopolicy.policies.consistency.model import check_same_normalizer, load_teacher
 from robopolicy.policies.consistency.teacher import TeacherODE
 from robopolicy.policies.registry import make_config
-from robopolicy.policies.checkpoint import init_from_checkpoint, load_policy, read_meta
 from robopolicy.training.distill import distill
 from robopolicy.training.run import train
 from tests.policies.test_policies import SHAPE_METAS, build, synthetic_store

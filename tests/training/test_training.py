@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 
 from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.store import EpisodeStore
+from robopolicy.policies.checkpoint import FILES, load_policy, read_meta
 from robopolicy.policies.registry import make_policy
 from robopolicy.training import checkpoint as checkpoint_module
-from robopolicy.policies.checkpoint import FILES, load_policy, read_meta
 from robopolicy.training.config import CONFIG_DIR, RunConfig, compose_config
 from robopolicy.training.run import train
 from robopolicy.training.trainer import Trainer

@@ -16,14 +16,17 @@ FORMATS = Registry("--from format", {
     "video": "robopolicy.datasets.convert.raw_video:RawVideoSource",
     "rosbag": "robopolicy.ros.bag_source:RosbagSource",
 })
-# the options each format takes
-FORMAT_OPTIONS = {"robomimic": ("keys",), "lerobot": ("resize", "tolerance_s"), "video": ("rate", "actions", "resize"),
-                  "rosbag": ("map", "rate", "reference", "max_age", "split_topic")}
+# the options each format takes, with what their values look like
+FORMAT_OPTIONS = {"robomimic": {"keys": "[obs_key,...]"},
+                  "lerobot": {"resize": "[H,W]", "tolerance_s": "0.003"},
+                  "video": {"rate": "HZ", "actions": "absolute|relative", "resize": "[H,W]"},
+                  "rosbag": {"map": "NAME|PATH", "rate": "HZ", "reference": "/topic", "max_age": "SECONDS",
+                             "split_topic": "/topic"}}
 
 
 def open_source(name: str, path: str | Path, options: Mapping[str, Any]) -> Source:
     """The source reader for `name` over `path`, with its options checked by name."""
-    known = FORMAT_OPTIONS[FORMATS.check(name)]
+    known = list(FORMAT_OPTIONS[FORMATS.check(name)])
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"{name} takes the options {list(known)}, not {unknown}")
