@@ -7,6 +7,7 @@ Store layout is what demos record: images (..., H, W, C) uint8 or float 0..255, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,6 +22,30 @@ def obs_offsets(spec: ObsSpec, n_obs_steps: int) -> np.ndarray:
     """Steps of a key's history relative to a window whose step n_obs_steps - 1 is "now"."""
     horizon = spec.horizon or n_obs_steps
     return (n_obs_steps - 1) - spec.down_sample_steps * np.arange(horizon - 1, -1, -1)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The steps a policy is trained on, declared by the policy (PolicyConfig.window) and read by the dataset:
+    `horizon` actions and `n_obs_steps` observations, "now" being the last observation (window step
+    n_obs_steps - 1); the policy executes `n_action_steps` of the actions from now on."""
+
+    horizon: int
+    n_obs_steps: int
+    n_action_steps: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n_obs_steps <= self.horizon or not 1 <= self.n_action_steps <= self.horizon:
+            raise ValueError(f"need 1 <= n_obs_steps ({self.n_obs_steps}) <= horizon ({self.horizon}) and "
+                             f"1 <= n_action_steps ({self.n_action_steps}) <= horizon")
+
+    def obs_offsets(self, spec: ObsSpec) -> np.ndarray:
+        """Window steps of one observation key (its own history length and stride)."""
+        return obs_offsets(spec, self.n_obs_steps)
+
+    def action_offsets(self, n_latency_steps: int = 0) -> np.ndarray:
+        """Window steps of the action chunk: the whole horizon, `n_latency_steps` after the observations."""
+        return n_latency_steps + np.arange(self.horizon)
 
 
 def history_length(specs: dict[str, ObsSpec], n_obs_steps: int) -> int:

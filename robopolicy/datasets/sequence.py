@@ -22,7 +22,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from robopolicy.datasets.layout import obs_offsets, to_policy_layout
+from robopolicy.datasets.layout import Window, to_policy_layout
 from robopolicy.datasets.sampler import SequenceSampler, split_episodes
 from robopolicy.datasets.shape_meta import ObsSpec, ShapeMeta, parse_shape_meta
 from robopolicy.datasets.sources import action_source, obs_source
@@ -101,11 +101,9 @@ class SequenceDataset(Dataset):
         max_train_episodes: int | None = None,
         split: str = "train",
     ):
-        if not 1 <= n_obs_steps <= horizon or not 1 <= n_action_steps <= horizon or n_latency_steps < 0:
-            raise ValueError(
-                f"need 1 <= n_obs_steps ({n_obs_steps}) <= horizon ({horizon}), "
-                f"1 <= n_action_steps ({n_action_steps}) <= horizon and n_latency_steps ({n_latency_steps}) >= 0"
-            )
+        self.window = Window(horizon, n_obs_steps, n_action_steps)
+        if n_latency_steps < 0:
+            raise ValueError(f"need n_latency_steps ({n_latency_steps}) >= 0")
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         self.store = store
@@ -127,12 +125,18 @@ class SequenceDataset(Dataset):
         )
         self.obs_readers = {key: self._obs_reader(spec) for key, spec in self.shape_meta.obs.items()}
         action = action_source(store, self.shape_meta)
-        self.action_offsets = n_latency_steps + np.arange(horizon)
+        self.action_offsets = self.window.action_offsets(n_latency_steps)
         self.action_reader = _KeyReader(action, self.action_offsets, "action", None, 1.0)
+
+    @classmethod
+    def for_window(cls, store: EpisodeStore, shape_meta: Mapping[str, Any] | ShapeMeta, window: Window,
+                   **settings: Any) -> SequenceDataset:
+        """The windows a policy declares (`policy.config.window`); `settings` are the other arguments."""
+        return cls(store, shape_meta, window.horizon, window.n_obs_steps, window.n_action_steps, **settings)
 
     def _obs_reader(self, spec: ObsSpec) -> _KeyReader:
         array = obs_source(self.store, spec)
-        offsets = obs_offsets(spec, self.n_obs_steps)
+        offsets = self.window.obs_offsets(spec)
         image_scale = image_value_scale(array) if spec.type == "rgb" else 1.0
         return _KeyReader(array, offsets, spec.type, spec.dims, image_scale)
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robopolicy.datasets.layout import Window
 from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.datasets.shape_meta import ShapeMeta, parse_shape_meta
 from robopolicy.policies.encoders.config import EncoderConfig
@@ -41,6 +42,11 @@ class PolicyConfig:
                 f"n_action_steps ({self.n_action_steps}) must be in [1, horizon - n_obs_steps + 1 = "
                 f"{self.horizon - self.n_obs_steps + 1}]: the executed actions start at the current step"
             )
+
+    @property
+    def window(self) -> Window:
+        """The steps this policy trains on, which the dataset reads (robopolicy.datasets.layout.Window)."""
+        return Window(self.horizon, self.n_obs_steps, self.n_action_steps)
 
     @property
     def action_start(self) -> int:

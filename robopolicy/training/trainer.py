@@ -158,10 +158,9 @@ class Trainer:
 
     def _datasets(self) -> tuple[SequenceDataset, SequenceDataset]:
         dataset, policy = self.config.task.dataset, self.policy.config
-        train = SequenceDataset(self.store, self.config.task.shape_meta, policy.horizon, policy.n_obs_steps,
-                                policy.n_action_steps, n_latency_steps=dataset.n_latency_steps,
-                                val_ratio=dataset.val_ratio, seed=dataset.split_seed,
-                                max_train_episodes=dataset.max_train_episodes)
+        train = SequenceDataset.for_window(self.store, self.config.task.shape_meta, policy.window,
+                                           n_latency_steps=dataset.n_latency_steps, val_ratio=dataset.val_ratio,
+                                           seed=dataset.split_seed, max_train_episodes=dataset.max_train_episodes)
         if len(train) == 0:
             raise DataError(self.store.path, f"the train split has no windows ({int(train.episode_mask.sum())} episodes "
                             f"of {self.store.n_episodes}, horizon {policy.horizon})", key="task.dataset",

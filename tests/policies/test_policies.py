@@ -71,6 +71,18 @@ def build(family: str, meta_name: str, store: EpisodeStore, **overrides):
     return policy, batch
 
 
+@pytest.mark.parametrize("family", ["diffusion_unet", "flow", "act"])
+def test_the_dataset_reads_the_window_each_policy_declares(family, store):
+    config = make_config(family, {**TINY[family], "horizon": 8, "n_obs_steps": 3, "n_action_steps": 4})
+    windows = SequenceDataset.for_window(store, SHAPE_METAS["low_dim"], config.window, n_latency_steps=1)
+    batch = windows[np.arange(4)]
+    assert batch["action"].shape == (4, 8, 2) and batch["obs"]["keypoint"].shape == (4, 3, 9, 2)
+    assert windows.action_offsets.tolist() == [1, 2, 3, 4, 5, 6, 7, 8]  # one latency step after the observations
+    assert windows.obs_readers["agent_pos"].offsets.tolist() == [0, 1, 2]  # "now" is window step n_obs_steps - 1
+    with pytest.raises(ValueError, match=r"need 1 <= n_obs_steps \(9\) <= horizon \(8\)"):
+        SequenceDataset(store, SHAPE_METAS["low_dim"], horizon=8, n_obs_steps=9, n_action_steps=4)
+
+
 def test_every_family_is_registered():
     assert policy_names() == ["act", "consistency", "diffusion_transformer", "diffusion_unet", "flow"]
 
