@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def train(overrides: Sequence[str] = (), eval_hook: EvalHook | None = None) -> dict[str, float]:
-    """Train with train.yaml plus hydra-style overrides (e.g. ["policy=flow", "training.max_steps=500"]).
+    """Train with train.yaml plus key=value overrides (e.g. ["policy=flow", "training.max_steps=500"]).
 
     With training.eval_every_epochs > 0 and no eval_hook, the task's simulator evaluates the policy
     with the config's `eval:` settings.
