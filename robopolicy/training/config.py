@@ -138,7 +138,8 @@ class RunConfig:
         for key in ("task", "policy", "encoder", "run_dir", "seed"):
             if key not in raw:
                 raise ValueError(f"the config has no {key!r}; compose it from robopolicy/configs/train.yaml")
-        return cls(dict(raw), TaskConfig.from_dict(raw["task"]), build_settings(TrainingConfig, raw.get("training"), "training"),
+        return cls(dict(raw), TaskConfig.from_dict(raw["task"]),
+                   build_settings(TrainingConfig, raw.get("training"), "training"),
                    build_settings(OptimConfig, raw.get("optim"), "optim"),
                    build_settings(EMAConfig, raw.get("ema"), "ema"),
                    build_settings(LoggingConfig, raw.get("logging"), "logging"))
