@@ -150,8 +150,9 @@ def _eval_help() -> str:
 
     shown = {"out": "DIR", "use_ema": "true", "device": "cpu|cuda", "threads": "N", "sampler": "ddim|ddpm|dpmsolver++",
              "num_inference_steps": "N"}
-    return (f"{options_help(EvalConfig, n_envs='<one per CPU core>')} env.<key>=value; "
-            f"{' '.join(f'{k}={shown[k]}' for k in CHECKPOINT_OPTIONS)} (an artifact takes out and threads only)")
+    checkpoint = " ".join(f"{k}={shown.get(k, '...')}" for k in CHECKPOINT_OPTIONS)
+    return (f"{options_help(EvalConfig, n_envs='<one per CPU core>')} env.<key>=value; {checkpoint} "
+            "(an artifact takes out and threads only)")
 
 
 def _export_help() -> str:

@@ -27,7 +27,7 @@ from typing import Any
 from robopolicy.atomic import write_json_atomic
 from robopolicy.progress import progress
 from robopolicy.robots.kinds import split_robot
-from robopolicy.robots.sim import SIM_OPTIONS, SimRobot, SimRobotConfig, sim_robot_config
+from robopolicy.robots.sim import SIM_OPTIONS, SimRobot, SimRobotConfig, sensor_latencies, sim_robot_config
 from robopolicy.runtime.artifact import ArtifactBase
 from robopolicy.runtime.loop import Runtime, RuntimeConfig, percentiles_ms
 from robopolicy.runtime.remote import SCHEME, open_artifact
@@ -76,8 +76,9 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
         raise ValueError(f"robot.{sorted(robot_options)[0]} is an option of robot=ros; robot=sim takes none")
     artifact = open_artifact(artifact_dir, session.get("threads"))
     sim = simulated_arm(artifact, str(artifact_dir), options) if kind == "sim" else None
-    latency = sim.latency if sim else {k: float(v) for k, v in (options.pop("latency", None) or {}).items()}
+    latency = sim.latency if sim else sensor_latencies(options)
     actuation = sim.actuation_latency if sim else float(options.pop("actuation_latency", 0.0))
+    options.pop("latency", None)  # robot=ros: compensated by the runtime only
     config = build_settings(RuntimeConfig, {"sensor_latency": latency, "actuation_latency": actuation, **options},
                             "deploy")
     local = not str(artifact_dir).startswith(SCHEME)

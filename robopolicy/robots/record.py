@@ -28,6 +28,7 @@ from robopolicy.datasets.store import EpisodeStore
 from robopolicy.progress import progress
 from robopolicy.robots.interface import RobotInterface, TimedAction
 from robopolicy.robots.kinds import open_robot, split_robot
+from robopolicy.robots.sim import sensor_latencies
 from robopolicy.robots.teleop import KEYBOARD_HELP, VERDICTS, Teleop, make_teleop
 from robopolicy.settings import build_settings, parse_overrides
 
@@ -133,15 +134,14 @@ def record(overrides: Sequence[str] = ()) -> dict[str, Any]:
     kind, robot_options, rest = split_robot(overrides)
     values = {**parse_overrides(rest), "robot": kind}
     teleop_options = values.pop("teleop_options", None) or {}
-    latency = {k: float(v) for k, v in (values.pop("latency", None) or {}).items()}
+    latency = sensor_latencies(values)  # compensated here, and injected by the simulated arm (which takes them)
     options = build_settings(RecordConfig, {k: values.pop(k) for k in list(values)
                                              if k in RecordConfig.__dataclass_fields__}, "record")
     if not options.out:
         raise ValueError("record needs out=DIR: the episode store to write (or to resume)")
     teleop = make_teleop(options.teleop, teleop_options)
-    values["latency"] = latency  # injected by the simulated arm and compensated here; a ROS robot's is compensated only
     robot = open_robot(kind, values, robot_options, options.control_hz, "record")
-    values.pop("latency", None)
+    values.pop("latency", None)  # a ROS robot's: compensated only
     try:
         if values:
             raise ValueError(f"unknown record options {sorted(values)}")

@@ -47,6 +47,12 @@ class SimRobotConfig:
 SIM_OPTIONS = ("env", "sensors", "latency", "actuation_latency", "jitter")
 
 
+def sensor_latencies(options: Mapping[str, Any]) -> dict[str, float]:
+    """latency.<sensor>=SECONDS of a verb's options, as floats (not removed): what the simulated arm injects and
+    the runtime or a recording compensates."""
+    return {sensor: float(seconds) for sensor, seconds in (options.get("latency") or {}).items()}
+
+
 def sim_robot_config(options: MutableMapping[str, Any], control_hz: float, what: str,
                      env_base: Mapping[str, Any] | None = None,
                      sensors: Mapping[str, list[str]] | None = None) -> SimRobotConfig:
@@ -56,8 +62,9 @@ def sim_robot_config(options: MutableMapping[str, Any], control_hz: float, what:
     env = {**(env_base or {}), **(options.pop("env", None) or {})}
     if "name" not in env:
         raise ValueError(f"{what} needs its simulator: env.name=robosuite env.task=Lift (and env.* options)")
-    return SimRobotConfig(env=env, sensors=dict(options.pop("sensors", None) or sensors or {}),
-                          latency={k: float(v) for k, v in (options.pop("latency", None) or {}).items()},
+    latency = sensor_latencies(options)
+    options.pop("latency", None)
+    return SimRobotConfig(env=env, sensors=dict(options.pop("sensors", None) or sensors or {}), latency=latency,
                           actuation_latency=float(options.pop("actuation_latency", 0.0)),
                           jitter=float(options.pop("jitter", 0.0)), control_hz=float(control_hz))
 
