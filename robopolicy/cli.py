@@ -18,6 +18,9 @@ def _print_info(info: dict) -> None:
     print(f"episodes {info['episodes']}  steps {info['steps']}  "
           f"episode length min/median/max {length['min']}/{length['median']:g}/{length['max']}  "
           f"fps {info['fps'] if info['fps'] is not None else 'not recorded'}")
+    if info.get("tasks"):
+        tasks = info["tasks"]
+        print(f"tasks {tasks['distinct']} distinct, named for {tasks['episodes']} of {info['episodes']} episodes")
     width = max((len(k) for k in info["keys"]), default=3)
     for key, meta in info["keys"].items():
         stamps = "  timestamps" if meta["timestamps"] else ""
@@ -28,7 +31,16 @@ def _print_info(info: dict) -> None:
 def cmd_dataset_info(args: argparse.Namespace) -> int:
     from robopolicy.datasets.inspect import describe
     from robopolicy.datasets.store import EpisodeStore
+    from robopolicy.settings import parse_overrides
 
+    if args.task is not None:
+        from robopolicy.training.config import compose_config, task_yaml
+
+        unknown = sorted(set(parse_overrides(args.task)) - {"obs", "action"})
+        if unknown:
+            raise ValueError(f"dataset info --task takes obs=[...] and action=KEY, not {unknown}")
+        print(task_yaml(compose_config([f"data={args.path}", *args.task])["task"]), end="")
+        return 0
     info = describe(EpisodeStore.open(args.path))
     print(json.dumps(info, indent=2)) if args.json else _print_info(info)
     return 0
@@ -55,7 +67,8 @@ def cmd_dataset_convert(args: argparse.Namespace) -> int:
 
     options = parse_overrides(args.options)
     store = {"overwrite": bool(options.pop("overwrite", False)), "zarr_format": int(options.pop("zarr_format", 3)),
-             "image_codec": options.pop("image_codec", "blosc"), "image_quality": options.pop("image_quality", None)}
+             "image_codec": options.pop("image_codec", None), "image_quality": options.pop("image_quality", None),
+             "fps": options.pop("fps", None)}  # the options every format takes; the rest are the format's own
     summary = convert_source(open_source(args.source_format, args.src, options), args.out, **store)
     print(json.dumps(summary, indent=2))
     return 0
@@ -88,9 +101,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from robopolicy.deploy.artifact_policy import evaluate
 
     summary = evaluate(args.checkpoint, args.overrides)
-    print(json.dumps({k: summary[k] for k in ("checkpoint", "success_rate", "success_rate_ci95", "mean_score",
-                                              "mean_score_ci95", "mean_episode_length", "policy_call_ms",
-                                              "eval_json", "videos")}, indent=2))
+    shown = ("checkpoint", "success_rate", "success_rate_ci95", "mean_score", "mean_score_ci95", "mean_episode_length",
+             "policy_call_ms", "eval_json", "videos")
+    if summary.get("mode") == "offline":
+        shown = ("checkpoint", "data", "n_episodes", "held_out", "n_windows", "mse", "mae", "normalized_mse",
+                 "executed_mse", "executed_normalized_mse", "eval_json", "plots")
+    print(json.dumps({k: summary[k] for k in shown}, indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from robopolicy.deploy.predict import predict_recorded
+
+    print(json.dumps(predict_recorded(args.path, args.options)))
     return 0
 
 
@@ -145,14 +168,24 @@ LATENCY_HELP = "latency.<sensor>=SECONDS actuation_latency=0.0"
 
 def _eval_help() -> str:
     from robopolicy.envs.evaluate import CHECKPOINT_OPTIONS
+    from robopolicy.envs.offline import OfflineEvalConfig
     from robopolicy.envs.runner import EvalConfig
     from robopolicy.settings import options_help
 
     shown = {"out": "DIR", "use_ema": "true", "device": "cpu|cuda", "threads": "N", "sampler": "ddim|ddpm|dpmsolver++",
              "num_inference_steps": "N"}
     checkpoint = " ".join(f"{k}={shown.get(k, '...')}" for k in CHECKPOINT_OPTIONS)
-    return (f"{options_help(EvalConfig, n_envs='<one per CPU core>')} env.<key>=value; {checkpoint} "
-            "(an artifact takes out and threads only)")
+    offline = options_help(OfflineEvalConfig, skip=("out",), offline="true|false", data="STORE",
+                           episodes="[i,...]")
+    return (f"in the simulator: {options_help(EvalConfig, n_envs='<one per CPU core>')} env.<key>=value; offline "
+            f"(the default without a simulator): {offline}; {checkpoint} (an artifact takes out and threads only)")
+
+
+def _predict_help() -> str:
+    from robopolicy.deploy.predict import PredictConfig
+    from robopolicy.settings import options_help
+
+    return options_help(PredictConfig, data="STORE", out="FILE.npz", device="cpu|cuda")
 
 
 def _export_help() -> str:
@@ -209,7 +242,9 @@ def _serve_help() -> str:
 def _convert_help() -> str:
     from robopolicy.datasets.convert.formats import FORMAT_OPTIONS
 
-    return ("overwrite=false zarr_format=3 image_codec=blosc|none|jpegxl|jpeg image_quality=90; "
+    return ("overwrite=false zarr_format=3 fps=HZ (the recording rate; wins over the source's) "
+            "image_codec=blosc|none|jpegxl|jpeg image_quality=90 (default blosc, lossless; jpeg 90 where every "
+            "frame comes from lossy video: lerobot videos, video); "
             + "; ".join(f"{name}: {' '.join(f'{k}={v}' for k, v in keys.items())}"
                         for name, keys in FORMAT_OPTIONS.items()))
 
@@ -218,7 +253,7 @@ def _convert_help() -> str:
 # running a verb imports nothing it does not use (`deploy tcp://...` on a robot computer without torch)
 OPTION_HELP = {"eval": _eval_help, "export": _export_help, "deploy": _deploy_help, "record": _record_help,
                "robot calibrate": _calibrate_help, "robot sim-driver": _sim_driver_help, "serve": _serve_help,
-               "dataset convert": _convert_help}
+               "dataset convert": _convert_help, "predict": _predict_help}
 
 
 def cmd_demos_generate(args: argparse.Namespace) -> int:
@@ -240,11 +275,17 @@ def cmd_demos_generate(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from robopolicy.quickstart import QuickstartConfig, run_quickstart
 
-    settings = QuickstartConfig(args.demos, args.train_steps, args.train_minutes, args.eval_episodes, args.n_envs)
+    settings = QuickstartConfig(args.demos, args.train_steps, args.train_minutes, args.eval_episodes, args.n_envs,
+                                args.train_threads)
     summary = run_quickstart(Path(args.out), settings)
     print(json.dumps(summary, indent=2))
+    training, wall = summary["training"], summary["wall_s"]
+    undertrained = (f"  UNDERTRAINED: the time cap stopped training at step {training['steps']} of "
+                    f"{training['planned_steps']}" if summary["undertrained"] else "")
     print(f"\nLift success rate {summary['success_rate']:.2f} over {len(summary['eval_seeds'])} seeds "
-          f"(95% CI {summary['success_rate_ci95'][0]:.2f}-{summary['success_rate_ci95'][1]:.2f})\n"
+          f"(95% CI {summary['success_rate_ci95'][0]:.2f}-{summary['success_rate_ci95'][1]:.2f}){undertrained}\n"
+          f"training   {training['steps']} of {training['planned_steps']} steps\n"
+          f"wall time  demos {wall['demos']:.0f} s, training {wall['train']:.0f} s, evaluation {wall['eval']:.0f} s\n"
           f"checkpoint {summary['training']['checkpoint']}\nvideos     {' '.join(summary['videos'])}\n"
           f"plot       {summary['plot']}\nreport     {summary['eval_json']}", file=sys.stderr)
     return 0
@@ -270,6 +311,9 @@ def build_parser(help_for: Sequence[str] = ()) -> argparse.ArgumentParser:
     info = dataset_cmds.add_parser("info", help="episodes, steps, keys, codecs, episode lengths, fps")
     info.add_argument("path", help="store directory, .zarr.zip or fsspec URL")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.add_argument("--task", nargs="*", metavar="KEY=VALUE", help="print the task `robopolicy train data=PATH` "
+                      "builds from the store (YAML to edit and pass back with task=FILE); obs=[key,...] action=KEY "
+                      "pick the keys")
     info.set_defaults(func=cmd_dataset_info)
     check = dataset_cmds.add_parser("validate", help="full scan for problems; exit code 1 on errors")
     check.add_argument("path", help="store directory, .zarr.zip or fsspec URL")
@@ -288,10 +332,12 @@ def build_parser(help_for: Sequence[str] = ()) -> argparse.ArgumentParser:
     recording.add_argument("options", nargs="*", help=options("record"))
     recording.set_defaults(func=cmd_record)
 
-    train = commands.add_parser("train", help="train a policy: robopolicy train task=pusht_image policy=diffusion_unet")
-    train.add_argument("overrides", nargs="*", help="task=NAME policy=NAME encoder=NAME optim=NAME pick files of "
-                       "robopolicy/configs; every other key sets a value of train.yaml, e.g. training.max_steps=2000 "
-                       "policy.settings.horizon=16 optim.lr=1e-4")
+    train = commands.add_parser("train", help="train a policy: robopolicy train data=MY_STORE.zarr, or a shipped "
+                                              "task: robopolicy train task=pusht_image policy=diffusion_unet")
+    train.add_argument("overrides", nargs="*", help="data=STORE [obs=[key,...]] [action=KEY] builds the task from "
+                       "the store; task=NAME|FILE.yaml policy=NAME encoder=NAME optim=NAME pick files of "
+                       "robopolicy/configs (or your task file); every other key sets a value of train.yaml, e.g. "
+                       "training.max_steps=2000 policy.settings.horizon=16 optim.lr=1e-4")
     train.set_defaults(func=cmd_train)
 
     distilling = commands.add_parser("distill", help="a one-step consistency student from a trained diffusion or "
@@ -303,12 +349,18 @@ def build_parser(help_for: Sequence[str] = ()) -> argparse.ArgumentParser:
                                                          "run_dir=DIR")
     distilling.set_defaults(func=cmd_distill)
 
-    evaluate = commands.add_parser("eval", help="roll out a checkpoint or an exported artifact in its simulator: "
-                                                "success rate, videos, plot")
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint or an exported artifact: rolled out in its "
+                                                "simulator (success rate, videos, plot), or offline against the "
+                                                "recorded actions of held-out episodes (action errors, plots)")
     evaluate.add_argument("checkpoint", help="checkpoint directory (e.g. runs/lift_lowdim/diffusion_unet/checkpoints/"
                                              "last) or artifact directory")
     evaluate.add_argument("overrides", nargs="*", help=options("eval"))
     evaluate.set_defaults(func=cmd_eval)
+
+    predicting = commands.add_parser("predict", help="a checkpoint's or artifact's action chunks on a recorded episode")
+    predicting.add_argument("path", help="checkpoint or artifact directory")
+    predicting.add_argument("options", nargs="*", help=options("predict"))
+    predicting.set_defaults(func=cmd_predict)
 
     export = commands.add_parser("export", help="a checkpoint -> a self-contained artifact for the runtime")
     export.add_argument("checkpoint", help="checkpoint directory, e.g. runs/lift_lowdim/diffusion_unet/checkpoints/last")
@@ -351,7 +403,9 @@ def build_parser(help_for: Sequence[str] = ()) -> argparse.ArgumentParser:
     defaults = QuickstartConfig()
     quick.add_argument("--demos", type=int, default=defaults.n_demos, help="scripted Lift demos to record")
     quick.add_argument("--train-steps", type=int, default=defaults.train_steps, help="optimizer steps")
-    quick.add_argument("--train-minutes", type=float, default=defaults.train_minutes, help="training time cap (minutes)")
+    quick.add_argument("--train-minutes", type=float, default=defaults.train_minutes,
+                       help="training time cap in minutes (0: none); a capped run is reported as undertrained")
+    quick.add_argument("--train-threads", type=int, default=defaults.train_threads, help="torch threads for training")
     quick.add_argument("--eval-episodes", type=int, default=defaults.eval_episodes, help="evaluation seeds")
     quick.add_argument("--n-envs", type=int, default=defaults.n_envs, help="parallel simulation processes")
     quick.set_defaults(func=cmd_quickstart)

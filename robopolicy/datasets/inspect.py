@@ -12,7 +12,7 @@ from robopolicy.datasets.zarr_io import describe_codec
 
 
 def describe(store: EpisodeStore) -> dict[str, Any]:
-    """Episodes, steps, per-key shape/dtype/codec, episode-length summary and fps."""
+    """Episodes, steps, per-key shape/dtype/codec, episode-length summary, fps and task strings."""
     lengths = store.episode_lengths
     keys = {}
     for key in store.keys:
@@ -35,8 +35,15 @@ def describe(store: EpisodeStore) -> dict[str, Any]:
             "max": int(lengths.max()) if len(lengths) else 0,
         },
         "fps": store.fps,
+        "tasks": _tasks(store),
         "keys": keys,
     }
+
+
+def _tasks(store: EpisodeStore) -> dict[str, int] | None:
+    """How many distinct task strings the episodes carry and how many episodes have one; None when none has."""
+    named = [task for task in store.episode_tasks if task is not None]
+    return {"distinct": len(set(named)), "episodes": len(named)} if named else None
 
 
 @dataclass(frozen=True)

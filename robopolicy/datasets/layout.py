@@ -1,6 +1,7 @@
 """Store layout -> policy layout, shared by the training windows and the simulation evaluator.
 
-Store layout is what demos record: images (..., H, W, C) uint8 or float 0..255, depth
+Store layout is what demos record: images (..., H, W, C) (or channels-first (..., C, H, W) in
+stores written by other tools) uint8 or float 0..255, depth
 (..., H, W) or (..., H, W, 1), low-dim and point clouds as float. Policy layout is what
 `Policy.predict_action` takes: float32 tensors, images float [0, 1] (..., C, H, W).
 """
@@ -53,16 +54,24 @@ def history_length(specs: dict[str, ObsSpec], n_obs_steps: int) -> int:
     return max([n_obs_steps] + [int(n_obs_steps - obs_offsets(s, n_obs_steps).min()) for s in specs.values()])
 
 
+def channels_first(shape: tuple[int, ...]) -> bool:
+    """Frames stored channels-first, (..., C, H, W): a last axis that is no channel count and a third-last that is.
+    Frames are channels-last (H, W, C) otherwise, as robopolicy writes them."""
+    return len(shape) >= 3 and shape[-1] not in (1, 3, 4) and shape[-3] in (1, 3, 4)
+
+
 def policy_layout_array(values: np.ndarray, kind: str, image_scale: float = 255.0,
                         squeeze_channel: bool = False) -> np.ndarray:
     """numpy store layout -> float32 numpy policy layout (images float [0, 1] channels first), always a copy.
 
     Images are converted where they lie and then permuted, so the CHW result is a view with
-    channels-last strides; np.ascontiguousarray it if needed. Needs no torch (the robot computer).
+    channels-last strides; np.ascontiguousarray it if needed. Frames already channels-first stay as
+    they are. Needs no torch (the robot computer).
     """
     values = np.asarray(values)
     if kind == "rgb":
-        return np.moveaxis(np.divide(values, image_scale, dtype=np.float32), -1, -3)
+        scaled = np.divide(values, image_scale, dtype=np.float32)
+        return scaled if channels_first(values.shape) else np.moveaxis(scaled, -1, -3)
     if squeeze_channel:
         values = values[..., 0]
     return np.array(values, dtype=np.float32, copy=True)

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from robopolicy.datasets.errors import DataError
+from robopolicy.datasets.layout import channels_first
 from robopolicy.datasets.shape_meta import ShapeMeta, parse_shape_meta
 from robopolicy.datasets.sources import action_source, obs_source
 from robopolicy.datasets.store import (
@@ -250,7 +251,8 @@ def _stream_stats(store: EpisodeStore, source: str, kind: str, dims: tuple[int, 
     total = sum(stop - start for start, stop in ranges)
     if total == 0:
         raise DataError(store.path, "no rows selected to fit the normalizer on", key=f"data/{source}")
-    per_row = {"rgb": int(np.prod(array.shape[1:-1])), "depth": int(np.prod(array.shape[1:3])),
+    pixels = array.shape[2:] if channels_first(array.shape) else array.shape[1:-1]
+    per_row = {"rgb": int(np.prod(pixels)), "depth": int(np.prod(array.shape[1:3])),
                "point_cloud": array.shape[1] if array.ndim == 3 else 1}.get(kind, 1)
     stats = RunningStats(total * per_row, seed=seed)
     scale = image_value_scale(array) if kind == "rgb" else 1.0
@@ -261,6 +263,8 @@ def _stream_stats(store: EpisodeStore, source: str, kind: str, dims: tuple[int, 
         if not np.isfinite(block).all():
             raise DataError(store.path, f"NaN or inf in rows {pos}..{pos + len(block)}", key=f"data/{source}",
                             fix="drop or repair those episodes before fitting")
+        if kind == "rgb" and channels_first(block.shape):
+            block = np.moveaxis(block, 1, -1)
         if kind in ("rgb", "depth", "point_cloud"):
             block = block.reshape(-1, 1 if kind == "depth" else block.shape[-1])
         for start in range(0, len(block), UPDATE_ROWS):  # bounds the float64 copies of image blocks

@@ -165,6 +165,24 @@ class SequenceDataset(Dataset):
             "action_is_pad": is_pad,
         }
 
+    def window_at(self, rows: Sequence[int] | np.ndarray) -> dict[str, Any]:
+        """Windows whose "now" (window step n_obs_steps - 1) is each store row in `rows`, from any episode and not
+        only the split's windows: obs (B, To_k, ...), action (B, horizon, Da) padded at the episode's edges as
+        training pads them, and action_is_pad (B, horizon) marking steps outside the episode."""
+        windows = []
+        for row in np.asarray(rows, dtype=np.int64):
+            if not 0 <= row < self.store.n_steps:
+                raise IndexError(f"row {row} is outside the store's {self.store.n_steps} steps")
+            span = self.store.episode_slice(self.store.episode_of(int(row)))
+            bounds = (int(row) - (self.n_obs_steps - 1), span.start, span.stop)
+            steps = bounds[0] + self.action_offsets
+            windows.append({"obs": {key: reader.read_one(*bounds) for key, reader in self.obs_readers.items()},
+                            "action": self.action_reader.read_one(*bounds),
+                            "action_is_pad": torch.from_numpy((steps < span.start) | (steps >= span.stop))})
+        return {"obs": {key: torch.stack([w["obs"][key] for w in windows]) for key in self.obs_readers},
+                "action": torch.stack([w["action"] for w in windows]),
+                "action_is_pad": torch.stack([w["action_is_pad"] for w in windows])}
+
     def get_batch(self, windows: np.ndarray) -> dict[str, Any]:
         """A batch of windows: obs (B, To_k, ...), action (B, horizon, Da), action_is_pad (B, horizon)."""
         if len(windows) and (windows.min() < -len(self) or windows.max() >= len(self)):

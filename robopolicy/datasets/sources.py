@@ -12,7 +12,8 @@ from robopolicy.datasets.store import Array, EpisodeStore
 def _source(store: EpisodeStore, key: str, role: str) -> Array:
     if key not in store:
         raise DataError(store.path, f"{role} key not in the store", key=f"data/{key}",
-                        fix=f"set `source:` in shape_meta to one of {store.keys}")
+                        fix=f"the store holds {store.stored_keys}: set `source:` in shape_meta to one of them "
+                            "(or train with data=STORE obs=[...] action=KEY)")
     return store[key]
 
 
@@ -36,9 +37,9 @@ def obs_source(store: EpisodeStore, spec: ObsSpec) -> Array:
     where = f"data/{spec.source}"
     if spec.type == "rgb":
         c, h, w = spec.shape
-        if array.ndim != 4 or tuple(array.shape[1:]) != (h, w, c):
-            raise DataError(store.path, f"images must be (T, H, W, C) = (T, {h}, {w}, {c}) for shape_meta "
-                            f"{list(spec.shape)}, got {tuple(array.shape)}", key=where,
+        if array.ndim != 4 or tuple(array.shape[1:]) not in ((h, w, c), (c, h, w)):
+            raise DataError(store.path, f"images must be (T, H, W, C) = (T, {h}, {w}, {c}) (or channels-first) for "
+                            f"shape_meta {list(spec.shape)}, got {tuple(array.shape)}", key=where,
                             fix="store frames as uint8 HWC, or correct shape_meta")
     elif spec.type == "depth":
         if array.ndim not in (3, 4) or tuple(array.shape[1:3]) != spec.shape or array.shape[3:] not in ((), (1,)):

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 Array = Union[np.ndarray, zarr.Array]
 PENDING_ATTR = "pending_append"
 IMAGE_CODEC_ATTR = "image_codec"  # how image keys created later are compressed (set by create)
+EPISODE_TASKS_ATTR = "episode_tasks"  # one task string (or null) per episode, in episode order (dataset convert)
 # Rows read per block when streaming a key (bounded memory for image keys).
 BLOCK_BYTES = 64 << 20
 
@@ -101,8 +102,10 @@ class EpisodeStore:
         group: zarr.Group | None = None,
         timestamps: Mapping[str, Array] | None = None,
         attrs: Mapping[str, Any] | None = None,
+        stored_keys: Iterable[str] | None = None,
     ):
         self._arrays = dict(arrays)
+        self._stored_keys = sorted(stored_keys) if stored_keys is not None else None
         self._ends = np.asarray(episode_ends, dtype=np.int64)
         self.path = path
         self._group = group
@@ -201,12 +204,18 @@ class EpisodeStore:
         """Names of the data arrays."""
         return sorted(self._arrays)
 
+    @property
+    def stored_keys(self) -> list[str]:
+        """Every data key of the store this one was opened or loaded from (a partial load keeps fewer in `keys`),
+        for error messages that must list what the user's store holds."""
+        return list(self._stored_keys) if self._stored_keys is not None else self.keys
+
     def __contains__(self, key: str) -> bool:
         return key in self._arrays
 
     def __getitem__(self, key: str) -> Array:
         if key not in self._arrays:
-            raise DataError(self.path, "no such key", key=f"data/{key}", fix=f"keys in this store: {self.keys}")
+            raise DataError(self.path, "no such key", key=f"data/{key}", fix=f"keys in this store: {self.stored_keys}")
         return self._arrays[key]
 
     @property
@@ -248,6 +257,13 @@ class EpisodeStore:
             first = np.asarray(stamps[: self.episode_lengths[0]], dtype=np.float64)
             return float(1.0 / np.median(np.diff(first)))
         return None
+
+    @property
+    def episode_tasks(self) -> list[str | None]:
+        """Each episode's task string (the `episode_tasks` attribute), for language conditioning; None where the
+        source named none or the episode was appended by a writer that records no task."""
+        tasks = list(self._attrs.get(EPISODE_TASKS_ATTR) or [])[: self.n_episodes]
+        return tasks + [None] * (self.n_episodes - len(tasks))
 
     @property
     def zarr_format(self) -> int | None:
@@ -311,7 +327,8 @@ class EpisodeStore:
                 for pos, block in iter_blocks(array, 0, self.n_steps, f"load {key}"):
                     arrays[key][pos : pos + len(block)] = block
         timestamps = {k: np.asarray(v[: self.n_steps]) for k, v in self._timestamps.items() if k in keys}
-        return EpisodeStore(arrays, self._ends, self.path, timestamps=timestamps, attrs=self.attrs)
+        return EpisodeStore(arrays, self._ends, self.path, timestamps=timestamps, attrs=self.attrs,
+                            stored_keys=self.stored_keys)
 
     # ------------------------------------------------------------------ writing
     def update_attrs(self, values: Mapping[str, Any]) -> None:

@@ -38,7 +38,11 @@ class TaskConfig:
     dataset: DatasetConfig
     shape_meta: dict[str, Any]
     normalizer: dict[str, Any] = field(default_factory=dict)  # normalizer mode per key (default: limits)
-    env: dict[str, Any] | None = None  # the simulator `robopolicy eval` uses, as envs.registry names it
+    env: dict[str, Any] | None = None  # the simulator `robopolicy eval` uses, as envs.registry names it (None: `eval`
+    # measures action errors on the recorded validation episodes instead)
+    control_hz: float | None = None  # the rate the demos were recorded at (export's default control rate)
+    encoder: dict[str, Any] = field(default_factory=dict)  # encoder settings the data needs (e.g. image.crop_shape
+    # for its frame size), applied over the encoder group; encoder.* on the command line wins
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], strict: bool = True) -> TaskConfig:
@@ -53,6 +57,7 @@ class TaskConfig:
                 raise ValueError(f"the task config lacks {key!r} (see robopolicy/configs/task/*.yaml)")
         values["dataset"] = build_settings(DatasetConfig, values["dataset"], "task.dataset")
         values["normalizer"] = dict(values.get("normalizer") or {})
+        values["encoder"] = dict(values.get("encoder") or {})
         return build_settings(cls, values, "task")
 
     @staticmethod

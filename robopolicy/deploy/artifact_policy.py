@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from robopolicy.datasets.shape_meta import parse_shape_meta
+from robopolicy.datasets.task import TaskConfig
 from robopolicy.envs.evaluate import CHECKPOINT_OPTIONS, evaluate_checkpoint, evaluate_in_env
 from robopolicy.policies.act.ensemble import TemporalEnsembler
 from robopolicy.policies.base import PolicyConfig
@@ -72,9 +73,15 @@ def evaluate_artifact(directory: str | Path, overrides: Sequence[str] = ()) -> d
     if threads:
         torch.set_num_threads(int(threads))
     policy = ArtifactPolicy.load(directory, threads)
-    meta = policy.artifact.meta
-    return evaluate_in_env(policy, meta.get("task"), meta.get("env"), directory / "meta.json", options,
+    return evaluate_in_env(policy, artifact_task(policy.artifact.meta), directory / "meta.json", options,
                            Path(out or directory / "eval"), directory)
+
+
+def artifact_task(meta: Mapping[str, Any]) -> TaskConfig:
+    """The task an artifact's meta.json describes: its env and the store and split it was trained on (artifacts
+    exported before the split was recorded evaluate offline with data=STORE)."""
+    return TaskConfig.from_dict({"name": meta.get("task") or "artifact", "shape_meta": meta["shape_meta"],
+                                 "env": meta.get("env"), "dataset": meta.get("dataset") or {"path": ""}})
 
 
 def evaluate(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ class ExportConfig:
     format: str = "torchscript"  # torchscript | onnx | auto (writes both, keeps the faster at batch 1, measured)
     sampler: str | None = None  # diffusion: ddim | dpmsolver++ (default: the checkpoint's)
     num_inference_steps: int | None = None  # diffusion and flow: steps baked in (default: the checkpoint's)
-    control_hz: float | None = None  # default: the training store's fps, else the task env's rate
+    control_hz: float | None = None  # default: the task's control_hz, the training store's fps, else the env's rate
     use_ema: bool = True  # export the EMA weights
     overwrite: bool = False  # replace an existing artifact directory
 
@@ -99,9 +99,12 @@ def input_specs(shape_meta: ShapeMeta, n_obs_steps: int, action_dim: int, horizo
 
 
 def control_rate(task: TaskConfig, given: float | None) -> float:
-    """Control rate in Hz: given, else the training store's `fps` attribute, else the task env's rate."""
+    """Control rate in Hz: given, else the task's control_hz, else the training store's `fps` attribute, else the
+    task env's rate."""
     if given is not None:
         return float(given)
+    if task.control_hz:
+        return float(task.control_hz)
     path = Path(str(task.dataset.path))
     if path.name and path.exists():
         from robopolicy.datasets.store import EpisodeStore
@@ -133,6 +136,7 @@ def build_meta(policy: Policy, checkpoint: Path, fmt: str, sampling: Mapping[str
         "policy": meta["policy"],
         "task": task.name,
         "env": task.env,  # the simulator `robopolicy eval ARTIFACT` rolls it out in
+        "dataset": asdict(task.dataset),  # the store and split `eval ARTIFACT offline=true` reads
         "shape_meta": meta["shape_meta"],
         "inputs": input_specs(policy.shape_meta, settings.n_obs_steps, policy.action_dim, settings.horizon,
                               policy.takes_noise),

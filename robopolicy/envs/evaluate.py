@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from robopolicy.datasets.task import TaskConfig
+from robopolicy.envs.offline import OfflineEvalConfig, evaluate_offline
 from robopolicy.envs.report import summarize, write_report
 from robopolicy.envs.runner import EvalConfig, EvaluatedPolicy, rollout
 from robopolicy.policies.base import Policy
@@ -79,19 +80,30 @@ def evaluate_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -
     policy = with_sampling(load_policy(checkpoint, use_ema=extra.get("use_ema", True), device=device),
                            {k: extra[k] for k in SAMPLING_OPTIONS if k in extra}, checkpoint)
     out_dir = Path(extra.get("out") or checkpoint.parent.parent / "eval" / checkpoint.resolve().name)
-    return evaluate_in_env(policy, task.name, task.env, checkpoint / "config.yaml",
-                           options, out_dir, checkpoint)
+    return evaluate_in_env(policy, task, checkpoint / "config.yaml", options, out_dir, checkpoint)
 
 
-def evaluate_in_env(policy: EvaluatedPolicy, task: str | None, env: Mapping[str, Any] | None, where: Path,
-                    options: dict[str, Any], out_dir: Path, source: Path) -> dict[str, Any]:
-    """Roll `policy` out in the env its checkpoint or artifact (`source`, described at `where`) names, with the
-    rollout and env.* overrides left in `options`."""
-    if env is None:
-        raise ValueError(f"{where}: task {task!r} has no env section, so there is no simulator to evaluate it in; "
-                         "add task.env (e.g. {name: pusht}) to the training config")
-    env_cfg = {**env, **options.pop("env", {})}
-    summary = evaluate_policy(policy, env_cfg, eval_settings(options), out_dir, title=f"{task} {source.name}")
+def is_offline(task: TaskConfig, options: Mapping[str, Any], where: Path) -> bool:
+    """Offline evaluation when asked for, or when the task has no simulator; online otherwise."""
+    offline = options.get("offline", task.env is None)
+    if not offline and task.env is None:
+        raise ValueError(f"{where}: task {task.name!r} has no env section, so there is no simulator to roll out in; "
+                         "evaluate offline (the default for it) or add task.env (e.g. {name: pusht})")
+    return bool(offline)
+
+
+def evaluate_in_env(policy: EvaluatedPolicy, task: TaskConfig, where: Path, options: dict[str, Any], out_dir: Path,
+                    source: Path) -> dict[str, Any]:
+    """Evaluate `policy` (from the checkpoint or artifact `source`, described at `where`): rolled out in its task's
+    env with the rollout and env.* overrides in `options`, or offline on recorded episodes (offline=true, and
+    for a task without an env) with the OfflineEvalConfig options."""
+    if is_offline(task, options, where):
+        settings = build_settings(OfflineEvalConfig, {**options, "out": str(out_dir)}, "offline eval")
+        summary = evaluate_offline(policy, task.dataset, settings, out_dir, f"{task.name} {source.name}")
+        return {"checkpoint": str(source), **summary}
+    options.pop("offline", None)
+    env_cfg = {**task.env, **options.pop("env", {})}
+    summary = evaluate_policy(policy, env_cfg, eval_settings(options), out_dir, title=f"{task.name} {source.name}")
     return {"checkpoint": str(source), **summary}
 
 

@@ -10,10 +10,15 @@ newest message at or before the tick (by header.stamp, else the time it was logg
 be at most `max_age` old; ticks before every topic has spoken are trimmed, and a later gap drops
 the episode with the topic and time named. Episodes are bags (a directory of bags gives one
 each), or, with `split_topic`, the spans between that topic's messages.
+A bag that recorded no commands (only joint states, say) takes `action_from=KEY`, a low-dim
+observation key of the map: the action of tick t is that key's value at tick t + 1, and the last
+tick's action is its own value (as the raw-video source derives actions from the next pose); the
+map's commands are then not read.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,8 +34,10 @@ from robopolicy.ros.convert import (
     stamp_seconds,
     trajectory_to_arrays,
 )
-from robopolicy.ros.topic_map import CommandTopic, load_topic_map
+from robopolicy.ros.topic_map import CommandTopic, TopicMap, load_topic_map, topic_map_path
 
+log = logging.getLogger(__name__)
+ACTION_FROM_TYPES = ("joint_state", "pose")  # observation types whose values can be actions
 EPSILON = 1e-6  # seconds: a stamp this close after a tick counts as at it (float sums of stamps and durations)
 
 
@@ -56,24 +63,55 @@ def _is_bag(path: Path) -> bool:
     return path.suffix == ".bag" or (path.is_dir() and (path / "metadata.yaml").is_file())
 
 
+def _check_action_source(topic_map: TopicMap, where: str, action_from: str | None) -> None:
+    """Actions come from the map's commands or from an observation key (action_from); refuse neither or a bad key."""
+    low_dim = sorted(k for k, b in topic_map.observations.items() if b.type in ACTION_FROM_TYPES)
+    if action_from is None:
+        if not topic_map.commands:
+            raise DataError(where, "has no commands, so the bag gives no actions", key="commands",
+                            fix="list the topics that carried the robot's targets under commands:, or pass "
+                                "action_from=KEY to take each step's action from the next step's KEY "
+                                f"(one of {low_dim})")
+        return
+    binding = topic_map.observations.get(action_from)
+    if binding is None or binding.type not in ACTION_FROM_TYPES:
+        problem = "binds no such key" if binding is None else f"binds it to a {binding.type}, not a low-dim value"
+        raise DataError(where, f"action_from={action_from!r}: the map {problem}", key=f"observations.{action_from}",
+                        fix=f"give one of its joint_state or pose keys: {low_dim}")
+    if topic_map.commands:
+        log.info("action_from=%s: actions are %s one tick later; the map's commands are not read", action_from,
+                 action_from)
+
+
+def next_step(values: np.ndarray) -> np.ndarray:
+    """(T, D) -> each step's next value as float32 actions; the last step keeps its own."""
+    following = np.minimum(np.arange(len(values)) + 1, len(values) - 1)
+    return np.asarray(values[following], dtype=np.float32)
+
+
 class RosbagSource:
     """Episodes from ROS 1 / ROS 2 bags through a topic map."""
 
     format = "rosbag"
+    lossy_video = False
 
     def __init__(self, path: str | Path, map: str, rate: float | None = None, reference: str | None = None,
-                 max_age: float = 0.1, split_topic: str | None = None):
+                 max_age: float = 0.1, split_topic: str | None = None, action_from: str | None = None):
         self.path = Path(path)
         self.location = str(self.path.resolve())
         self.map = load_topic_map(map)
+        _check_action_source(self.map, str(topic_map_path(map)), action_from)
+        self.action_from = action_from
+        self.commands = () if action_from else self.map.commands
         self.bags = [self.path] if _is_bag(self.path) else sorted(p for p in self.path.glob("*") if _is_bag(p))
         if not self.bags:
             raise DataError(str(self.path), "is not a bag and holds none",
                             fix="give a ROS 1 .bag file, a ROS 2 bag directory (metadata.yaml), or a directory of them")
         self.rate, self.max_age, self.split_topic = rate, max_age, split_topic
         self.reference = reference or next(iter(self.map.by_topic()))
-        self.topics = sorted({*self.map.by_topic(), *(c.topic for c in self.map.commands), self.reference})
-        self.attrs = {"topic_map": asdict(self.map), **({"fps": rate} if rate else {})}
+        self.topics = sorted({*self.map.by_topic(), *(c.topic for c in self.commands), self.reference})
+        self.attrs = {"topic_map": asdict(self.map), **({"fps": rate} if rate else {}),
+                      **({"action_from": action_from} if action_from else {})}
         self.splits: dict[str, list[str]] = {}
         self._spans = {bag.name: self._episode_spans(bag) for bag in self.bags}
         self._ids = [f"{bag.name}#{part}" for bag in self.bags for part in range(len(self._spans[bag.name]))]
@@ -144,7 +182,11 @@ class RosbagSource:
                     data[binding.key] = np.stack([read_binding(binding, msg) for msg in messages])
                 except (AttributeError, KeyError, ValueError) as error:
                     raise SkipEpisode(f"{topic} does not read as a {binding.type} for {binding.key}: {error!r}") from error
-        data["action"] = np.concatenate([self._command(c, streams[c.topic], ticks) for c in self.map.commands], axis=1)
+        if self.action_from:
+            data["action"] = next_step(data[self.action_from])
+        else:
+            parts = [self._command(command, streams[command.topic], ticks) for command in self.commands]
+            data["action"] = np.concatenate(parts, axis=1)
         return Episode(data, {key: ticks for key in data})
 
     def _ticks(self, reference: Stream, start: float, end: float) -> np.ndarray:

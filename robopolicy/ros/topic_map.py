@@ -124,11 +124,15 @@ def _command(index: int, values: Any, where: str) -> CommandTopic:
     return command
 
 
+def topic_map_path(name_or_path: str | Path) -> Path:
+    """The file of a topic map given by config name (configs/robot/<name>.yaml) or by path."""
+    path = Path(name_or_path)
+    return CONFIG_DIR / "robot" / f"{name_or_path}.yaml" if not path.suffix else path
+
+
 def load_topic_map(name_or_path: str | Path) -> TopicMap:
     """A topic map by config name (configs/robot/<name>.yaml) or by path."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = CONFIG_DIR / "robot" / f"{name_or_path}.yaml"
+    path = topic_map_path(name_or_path)
     if not path.is_file():
         shipped = sorted(p.stem for p in (CONFIG_DIR / "robot").glob("*.yaml"))
         raise FileNotFoundError(f"topic map {path} not found; give a YAML path or one of {shipped}")

@@ -7,31 +7,91 @@ resolver), and the resolved config is what a run saves and what a resume compare
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from robopolicy.datasets.infer_task import infer_task
 from robopolicy.datasets.task import TaskConfig
 from robopolicy.policies.presets import merged_settings
 from robopolicy.settings import CONFIG_DIR, build_settings, parse_overrides
 
+log = logging.getLogger(__name__)
+
 GROUPS = ("task", "policy", "encoder", "optim")  # config groups: `task=pusht_image` picks configs/task/pusht_image.yaml
 TOP_LEVEL = (*GROUPS, "seed", "run_dir", "resume", "init_from", "device", "training", "eval", "ema", "logging")
+DATA_KEYS = ("data", "obs", "action")  # data=STORE [obs=[k1,k2]] [action=KEY]: the task built from the store
 
 
 def compose_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR) -> dict[str, Any]:
     """train.yaml with `key=value` overrides (the grammar of every verb, robopolicy.settings.parse_overrides):
-    a key naming a config group picks that group's YAML file, every other key sets a value. Resolved into plain
-    dicts and lists."""
+    a key naming a config group picks that group's YAML file (`task=` may also name a task YAML file),
+    `data=STORE` builds the task from the store, every other key sets a value. Resolved into plain dicts and
+    lists."""
     groups = [item for item in overrides if item.partition("=")[0] in GROUPS]
     values = parse_overrides([item for item in overrides if item not in groups])
+    task_file = next((item.partition("=")[2] for item in groups if item.startswith("task=")
+                      and is_task_file(item.partition("=")[2])), None)
+    groups = [item for item in groups if not (task_file and item.startswith("task="))]
+    task = task_section(task_file, {k: values.pop(k) for k in DATA_KEYS if k in values},
+                        any(item.startswith("task=") for item in groups))
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name="robopolicy"):
         cfg: DictConfig = compose(config_name="train", overrides=groups)
+    if task is not None:
+        OmegaConf.set_struct(cfg, False)
+        cfg.task = task
+    if cfg.task.get("encoder"):
+        cfg.encoder = OmegaConf.merge(cfg.encoder, cfg.task.encoder)
     return merge_values(cfg, values)
+
+
+def is_task_file(value: str) -> bool:
+    """`task=VALUE` names a YAML file (a path or a .yaml name) rather than a shipped task."""
+    return value.endswith((".yaml", ".yml")) or "/" in value or "\\" in value
+
+
+def task_section(task_file: str | None, data: Mapping[str, Any], named_task: bool) -> dict[str, Any] | None:
+    """The task from a YAML file (`task=PATH.yaml`) or built from a store (`data=STORE obs=... action=...`);
+    None when the task is a shipped one."""
+    if data and "data" not in data:
+        raise ValueError(f"{sorted(data)} pick keys of data=STORE; give data= too, or set task.shape_meta")
+    if data and (task_file or named_task):
+        raise ValueError("data=STORE builds the task from the store; give either data= or task=, not both "
+                         "(task.dataset.path=STORE points a task at another store)")
+    if task_file is not None:
+        path = Path(task_file).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"task={task_file}: no such file (a shipped task is named without a path: "
+                                    f"{sorted(p.stem for p in (CONFIG_DIR / 'task').glob('*.yaml'))})")
+        task = yaml.safe_load(path.read_text())
+        if not isinstance(task, dict):
+            raise ValueError(f"{path}: a task file holds the task section (name, dataset, shape_meta, ...)")
+        return task
+    if not data:
+        return None
+    obs = data.get("obs")
+    if obs is not None and (isinstance(obs, str) or not isinstance(obs, Sequence)):
+        obs = [obs]
+    return infer_task(str(data["data"]), obs, data.get("action"))
+
+
+class _TaskDumper(yaml.SafeDumper):
+    """Block mappings with lists on one line (`shape: [3, 96, 96]`), as the shipped task files are written."""
+
+
+_TaskDumper.add_representer(list, lambda dumper, value: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", value, flow_style=True))
+
+
+def task_yaml(task: Mapping[str, Any]) -> str:
+    """The task section as the YAML a user edits and passes back with task=PATH.yaml."""
+    return yaml.dump(dict(task), Dumper=_TaskDumper, sort_keys=False, default_flow_style=False)
 
 
 def merge_values(config: Mapping[str, Any] | DictConfig, values: Mapping[str, Any]) -> dict[str, Any]:

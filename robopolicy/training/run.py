@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from robopolicy.training.config import RunConfig, compose_config
+from robopolicy.training.config import RunConfig, compose_config, task_yaml
 from robopolicy.training.distributed import shutdown_distributed
 from robopolicy.training.trainer import EvalHook, Trainer
 
@@ -20,7 +20,11 @@ def train(overrides: Sequence[str] = (), eval_hook: EvalHook | None = None) -> d
     With training.eval_every_epochs > 0 and no eval_hook, the task's simulator evaluates the policy
     with the config's `eval:` settings.
     """
-    return train_config(compose_config(overrides), eval_hook)
+    raw = compose_config(overrides)
+    if any(item.startswith("data=") for item in overrides):
+        log.info("the task built from the store (saved as task.yaml in %s; edit it and train with task=FILE):\n%s",
+                 raw["run_dir"], task_yaml(raw["task"]))
+    return train_config(raw, eval_hook)
 
 
 def train_config(raw: dict, eval_hook: EvalHook | None = None) -> dict[str, float]:
@@ -35,6 +39,7 @@ def train_config(raw: dict, eval_hook: EvalHook | None = None) -> dict[str, floa
         if trainer.dist.is_main:
             config.run_dir.mkdir(parents=True, exist_ok=True)
             (config.run_dir / "config.yaml").write_text(yaml.safe_dump(config.raw, sort_keys=False))
+            (config.run_dir / "task.yaml").write_text(task_yaml(config.raw["task"]))  # train again with task=PATH
         metrics = trainer.fit()
         if trainer.dist.is_main:
             log.info("finished at step %d: %s (checkpoints in %s)", trainer.step, metrics, trainer.checkpoints.root)

@@ -22,7 +22,6 @@ import torch
 from diffusers.optimization import get_scheduler
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.normalizer import Normalizer
@@ -32,6 +31,7 @@ from robopolicy.policies.base import Policy
 from robopolicy.policies.checkpoint import init_from_checkpoint, load_weights, read_config, read_meta
 from robopolicy.policies.ema import EMA
 from robopolicy.policies.registry import make_policy
+from robopolicy.progress import progress
 from robopolicy.training.batches import StepBatchSampler
 from robopolicy.training.checkpoint import CheckpointContent, CheckpointManager, read_train_state
 from robopolicy.training.config import RunConfig
@@ -211,21 +211,23 @@ class Trainer:
         return total
 
     def fit(self, until_step: int | None = None) -> dict[str, float]:
-        """Train up to training.max_steps (or stop early at `until_step`); returns the last metrics."""
+        """Train up to training.max_steps (or stop early at `until_step`); returns the last metrics, with `step`,
+        `max_steps` and `stopped_by_time_budget` (1.0 when training.time_budget_min ended it early)."""
         sampler, batches = self._loader()
         stop = min(self.settings.max_steps, until_step or self.settings.max_steps)
         deadline = time.monotonic() + 60.0 * self.settings.time_budget_min if self.settings.time_budget_min else None
-        bar = tqdm(total=self.settings.max_steps, initial=self.step, disable=not self.dist.is_main or None,
-                   desc=f"train {self.config.policy_name}")
+        bar = progress(None, f"train {self.config.policy_name}", total=self.settings.max_steps, initial=self.step,
+                       enabled=self.dist.is_main)
+        log_every = min(self.settings.log_every, max(1, self.settings.max_steps // 10))  # at least ~10 lines a run
         window_time, window_loss, window_steps, metrics = 0.0, 0.0, 0, {}
         self.data_wait_s = 0.0
-        while self.step < stop and (deadline is None or time.monotonic() < deadline):
+        while self.step < stop:
             started = time.perf_counter()
             window_loss += self.train_step(sampler, batches)
             window_time += time.perf_counter() - started
             window_steps += 1
             bar.update(1)
-            if self.step % self.settings.log_every == 0 or self.step == stop:
+            if self.step % log_every == 0 or self.step == stop:
                 metrics = {"train_loss": window_loss / window_steps, "lr": self.scheduler.get_last_lr()[0],
                            "samples_per_s": window_steps * self.settings.batch_size / window_time,
                            "data_wait_share": self.data_wait_s / window_time, "epoch": sampler.epoch_of(self.step - 1)}
@@ -235,13 +237,21 @@ class Trainer:
                 self.latest.update(metrics)
                 window_time, window_loss, window_steps, self.data_wait_s = 0.0, 0.0, 0, 0.0
             self._periodic(sampler)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
         bar.close()
         if self.step % self.settings.checkpoint_every and self.checkpoints.saved_step() != self.step:
             final = self.validate()  # the final state is always saved
             self.logger.log(self.step, final)
             self.latest.update(final)
             self._checkpoint()
-        return dict(self.latest)
+        cut = self.step < stop
+        if cut and self.dist.is_main:
+            log.warning("training.time_budget_min=%g stopped training at step %d of %d planned: the policy is "
+                        "undertrained (the lr schedule spans all %d steps); raise the budget or lower max_steps",
+                        self.settings.time_budget_min, self.step, self.settings.max_steps, self.settings.max_steps)
+        return {**self.latest, "step": self.step, "max_steps": self.settings.max_steps,
+                "stopped_by_time_budget": float(cut)}
 
     def _periodic(self, sampler: StepBatchSampler) -> None:
         """Validation, simulation evaluation and checkpoints at their intervals."""

@@ -29,15 +29,22 @@ HEIGHT, WIDTH = 32, 48
 
 
 # ---------------------------------------------------------------- robomimic
-def write_robomimic(path: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Three good demos (demo_0, demo_1, demo_10: numeric order) and a broken one (demo_2)."""
+def write_robomimic(path: Path, control_freq: int | None = 20,
+                    problem_info: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Three good demos (demo_0, demo_1, demo_10: numeric order) and a broken one (demo_2). Demos 0 and 1
+    carry an instruction in `ep_meta` (as RoboCasa writes it); `problem_info` gives the file one (as LIBERO)."""
     rng = np.random.default_rng(0)
     demos = {}
     with h5py.File(path, "w") as f:
         data = f.create_group("data")
-        data.attrs["env_args"] = json.dumps({"env_name": "Lift", "type": 1, "env_kwargs": {"control_freq": 20}})
+        env_kwargs = {"control_freq": control_freq} if control_freq else {}
+        data.attrs["env_args"] = json.dumps({"env_name": "Lift", "type": 1, "env_kwargs": env_kwargs})
+        if problem_info is not None:
+            data.attrs["problem_info"] = json.dumps({"problem_name": "lift", "language_instruction": problem_info})
         for number, length in ((0, 5), (1, 7), (10, 4), (2, 6)):
             demo = data.create_group(f"demo_{number}")
+            if number in (0, 1):
+                demo.attrs["ep_meta"] = json.dumps({"layout_id": 3, "lang": f"lift the cube {number}"})
             values = {"robot0_eef_pos": rng.normal(size=(length, 3)),
                       "agentview_image": rng.integers(0, 255, (length, 8, 8, 3), dtype=np.uint8),
                       "actions": rng.normal(size=(length, 7)).astype(np.float32)}
@@ -61,6 +68,9 @@ def test_robomimic_demos_keep_values_env_args_and_filter_keys(tmp_path):
     store = EpisodeStore.open(tmp_path / "out.zarr")
     assert store.fps == 20 and store.attrs["env_args"]["env_name"] == "Lift"
     assert store.attrs["splits"] == {"train": [0, 2], "valid": [1]}  # demo_10 is the third episode
+    # the env name is no instruction: demo_10 has none; the dropped demo_2 takes no place
+    assert store.episode_tasks == ["lift the cube 0", "lift the cube 1", None]
+    assert store.attrs["episode_tasks"] == store.episode_tasks
     for index, name in enumerate(["demo_0", "demo_1", "demo_10"]):
         episode = store.episode(index)
         np.testing.assert_allclose(episode["robot0_eef_pos"], demos[name]["robot0_eef_pos"])
@@ -74,22 +84,58 @@ def test_an_interrupted_conversion_resumes_without_redoing_or_duplicating(tmp_pa
     saves = []
     real_save = run._save
 
-    def dies_after_the_second_append(store, records):
+    def dies_after_the_second_append(store, records, tasks):
         saves.append(len(records))
         if len(saves) == 2:  # the second episode is in the store but not yet in its record
             raise KeyboardInterrupt
-        real_save(store, records)
+        real_save(store, records, tasks)
 
     monkeypatch.setattr(run, "_save", dies_after_the_second_append)
     with pytest.raises(KeyboardInterrupt):
         convert_source(open_source("robomimic", tmp_path / "lift.hdf5", {}), tmp_path / "out.zarr")
     monkeypatch.setattr(run, "_save", real_save)
-    assert EpisodeStore.open(tmp_path / "out.zarr").n_episodes == 2
+    interrupted = EpisodeStore.open(tmp_path / "out.zarr")
+    assert interrupted.n_episodes == 2 and interrupted.attrs["episode_tasks"] == ["lift the cube 0"]
+    assert interrupted.episode_tasks == ["lift the cube 0", None]  # aligned with the episodes, the task not yet kept
     summary = convert_source(open_source("robomimic", tmp_path / "lift.hdf5", {}), tmp_path / "out.zarr")
     assert summary["resumed_past"] == 2 and summary["converted"] == 1 and summary["episodes"] == 3
     again = convert_source(open_source("robomimic", tmp_path / "lift.hdf5", {}), tmp_path / "out.zarr")
     assert again["converted"] == 0 and again["episodes"] == 3
-    assert EpisodeStore.open(tmp_path / "out.zarr").episode_lengths.tolist() == [5, 7, 4]
+    store = EpisodeStore.open(tmp_path / "out.zarr")
+    assert store.episode_lengths.tolist() == [5, 7, 4]
+    # the recovered episode's task is read again from the source
+    assert store.episode_tasks == store.attrs["episode_tasks"] == ["lift the cube 0", "lift the cube 1", None]
+
+
+def test_fps_option_is_stored_for_any_format_and_wins_over_the_sources(tmp_path, caplog, capsys):
+    write_robomimic(tmp_path / "nofps.hdf5", control_freq=None)
+    with caplog.at_level("WARNING"):
+        summary = convert_source(open_source("robomimic", tmp_path / "nofps.hdf5", {}), tmp_path / "nofps.zarr")
+    assert summary["fps"] is None and EpisodeStore.open(tmp_path / "nofps.zarr").fps is None
+    assert any("no fps recorded" in r.message and "fps=HZ" in r.message for r in caplog.records)
+    assert main(["dataset", "convert", "--from", "robomimic", str(tmp_path / "nofps.hdf5"), str(tmp_path / "cli.zarr"),
+                 "fps=15"]) == 0
+    assert EpisodeStore.open(tmp_path / "cli.zarr").attrs["fps"] == 15.0
+    capsys.readouterr()
+    assert main(["dataset", "info", str(tmp_path / "cli.zarr")]) == 0
+    assert "fps 15.0" in capsys.readouterr().out
+
+    write_robomimic(tmp_path / "lift.hdf5")  # records control_freq 20
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        summary = convert_source(open_source("robomimic", tmp_path / "lift.hdf5", {}), tmp_path / "lift.zarr", fps=10)
+    assert summary["fps"] == 10 and EpisodeStore.open(tmp_path / "lift.zarr").fps == 10
+    assert any("records 20 fps; storing fps=10 as given" in r.message for r in caplog.records)
+    assert not any("no fps recorded" in r.message for r in caplog.records)
+    with pytest.raises(ValueError, match="fps=0"):
+        convert_source(open_source("robomimic", tmp_path / "lift.hdf5", {}), tmp_path / "zero.zarr", fps=0)
+
+
+def test_a_file_wide_instruction_names_the_demos_without_their_own(tmp_path):
+    write_robomimic(tmp_path / "libero.hdf5", problem_info="put the bowl on the plate")
+    convert_source(open_source("robomimic", tmp_path / "libero.hdf5", {}), tmp_path / "out.zarr")
+    tasks = EpisodeStore.open(tmp_path / "out.zarr").episode_tasks
+    assert tasks == ["lift the cube 0", "lift the cube 1", "put the bowl on the plate"]
 
 
 def test_bad_sources_and_outputs_are_refused_naming_the_file(tmp_path):
@@ -150,6 +196,9 @@ FEATURES = {"observation.state": {"dtype": "float32", "shape": [2], "names": ["x
             "timestamp": {"dtype": "float32", "shape": [1], "names": None}}
 
 
+TASKS = ["push the T into its outline", "push the T to the left"]
+
+
 def write_lerobot_v21(root: Path) -> None:
     """Three episodes; the video of episode 2 stops after 8 of its 12 frames."""
     info = {"codebase_version": "v2.1", "robot_type": "test", "fps": FPS, "chunks_size": 1000,
@@ -159,7 +208,9 @@ def write_lerobot_v21(root: Path) -> None:
     (root / "meta").mkdir(parents=True)
     (root / "meta" / "info.json").write_text(json.dumps(info))
     (root / "meta" / "episodes.jsonl").write_text(
-        "".join(json.dumps({"episode_index": e, "tasks": ["push"], "length": LENGTH}) + "\n" for e in range(3)))
+        "".join(json.dumps({"episode_index": e, "tasks": [TASKS[e % 2]], "length": LENGTH}) + "\n" for e in range(3)))
+    (root / "meta" / "tasks.jsonl").write_text("".join(json.dumps({"task_index": i, "task": task}) + "\n"
+                                                       for i, task in enumerate(TASKS)))
     for episode in range(3):
         (root / "data" / "chunk-000").mkdir(parents=True, exist_ok=True)
         pq.write_table(rows(episode, LENGTH * episode), root / f"data/chunk-000/episode_{episode:06d}.parquet")
@@ -179,7 +230,8 @@ def write_lerobot_v30(root: Path) -> None:
     pq.write_table(pa.concat_tables([rows(e, LENGTH * e) for e in range(3)]), root / "data/chunk-000/file-000.parquet")
     write_video(root / "videos/observation.images.front/chunk-000/file-000.mp4", gray_frames(0, 2 * LENGTH))
     key = "videos/observation.images.front"
-    episodes = [{"episode_index": e, "tasks": ["push"], "length": LENGTH, "data/chunk_index": 0,
+    pq.write_table(pa.table({"task_index": range(len(TASKS)), "task": TASKS}), root / "meta/tasks.parquet")
+    episodes = [{"episode_index": e, "tasks": [TASKS[e % 2]], "length": LENGTH, "data/chunk_index": 0,
                  "data/file_index": 0, "dataset_from_index": LENGTH * e, "dataset_to_index": LENGTH * (e + 1),
                  f"{key}/chunk_index": 0, f"{key}/file_index": e // 2,
                  f"{key}/from_timestamp": (e % 2) * LENGTH / FPS, f"{key}/to_timestamp": (e % 2 + 1) * LENGTH / FPS}
@@ -202,7 +254,7 @@ def assert_episode(store: EpisodeStore, index: int, episode: int, first_frame: i
     np.testing.assert_allclose(stamps, np.arange(LENGTH) / FPS, atol=1e-6)
 
 
-def test_lerobot_v21_episodes_convert_and_a_short_video_is_reported(tmp_path):
+def test_lerobot_v21_episodes_convert_and_a_short_video_is_reported(tmp_path, capsys):
     write_lerobot_v21(tmp_path / "v21")
     assert main(["dataset", "convert", "--from", "lerobot", str(tmp_path / "v21"), str(tmp_path / "out.zarr")]) == 0
     store = EpisodeStore.open(tmp_path / "out.zarr")
@@ -213,6 +265,9 @@ def test_lerobot_v21_episodes_convert_and_a_short_video_is_reported(tmp_path):
     assert record[2]["index"] is None and "shorter than its rows" in record[2]["dropped"]
     assert store.attrs["splits"] == {"train": [0, 1], "val": []}
     assert store.attrs["lerobot"]["codebase_version"] == "v2.1"
+    assert store.episode_tasks == TASKS  # per episode from meta/episodes.jsonl; episode 2 was dropped
+    assert main(["dataset", "info", str(tmp_path / "out.zarr")]) == 0
+    assert "tasks 2 distinct, named for 2 of 2 episodes" in capsys.readouterr().out
 
 
 def test_truncated_parquet_and_video_files_drop_their_episodes_with_the_reason(tmp_path):
@@ -221,11 +276,13 @@ def test_truncated_parquet_and_video_files_drop_their_episodes_with_the_reason(t
     parquet.write_bytes(parquet.read_bytes()[:200])
     video = tmp_path / "v21/videos/chunk-000/observation.images.front/episode_000001.mp4"
     video.write_bytes(video.read_bytes()[:300])
-    summary = convert_source(open_source("lerobot", tmp_path / "v21", {}), tmp_path / "out.zarr")
-    reasons = {d["episode"]: d["reason"] for d in summary["dropped"]}
-    assert summary["episodes"] == 0 and set(reasons) == {"0", "1", "2"}
+    with pytest.raises(DataError) as raised:  # no episode left: an error listing every episode's reason
+        convert_source(open_source("lerobot", tmp_path / "v21", {}), tmp_path / "out.zarr")
+    reasons = dict(line.strip().split(": ", 1) for line in raised.value.problem.splitlines()[1:])
+    assert set(reasons) == {"0", "1", "2"}
     assert "episode_000000.parquet cannot be read" in reasons["0"]
-    assert "episode_000001.mp4" in reasons["1"]
+    assert "episode_000001.mp4" in reasons["1"] and "shorter than its rows" in reasons["2"]
+    assert "was removed" in raised.value.fix and not (tmp_path / "out.zarr").exists()
 
 
 def test_lerobot_v30_episodes_are_cut_from_shared_files_at_their_offsets(tmp_path):
@@ -235,6 +292,7 @@ def test_lerobot_v30_episodes_are_cut_from_shared_files_at_their_offsets(tmp_pat
     store = EpisodeStore.open(tmp_path / "out.zarr")
     assert_episode(store, 0, 0, first_frame=0, shape=(16, 24))
     assert_episode(store, 1, 1, first_frame=LENGTH, shape=(16, 24))  # frames 12..23 of the shared video
+    assert store.episode_tasks == TASKS  # from the episodes' `tasks` in meta/episodes/*/*.parquet
 
 
 # ---------------------------------------------------------------- raw video + poses
@@ -315,3 +373,30 @@ def test_image_keys_are_written_with_the_chosen_codec(tmp_path, zarr_format):
     assert 0 < errors["jpegxl", 80] < 20 and 0 < errors["jpeg", 80] < 20
     with pytest.raises(ValueError, match="image_codec must be one of"):
         EpisodeStore.create(tmp_path / "bad.zarr", image_codec="png")
+
+
+def test_frames_from_lossy_video_are_stored_as_jpeg_unless_a_codec_is_named(tmp_path):
+    from robopolicy.datasets.zarr_io import describe_codec
+
+    write_raw_video(tmp_path / "videos")
+    runs = {"default": {}, "blosc": {"image_codec": "blosc"}, "q95": {"image_quality": 95}}
+    for name, options in runs.items():
+        convert_source(open_source("video", tmp_path / "videos", {"rate": 10}), tmp_path / f"{name}.zarr", **options)
+    default = EpisodeStore.open(tmp_path / "default.zarr")
+    assert "jpeg-q90" in describe_codec(default["image"]) and "jpeg" not in describe_codec(default["eef_pos"])
+    assert default.attrs["image_codec"] == {"codec": "jpeg", "quality": 90}
+    assert "jpeg" not in describe_codec(EpisodeStore.open(tmp_path / "blosc.zarr")["image"])  # the user's wins
+    assert "jpeg-q95" in describe_codec(EpisodeStore.open(tmp_path / "q95.zarr")["image"])
+
+    # LeRobot: PNG `image` features are lossless, so a dataset with them stays lossless; videos alone take jpeg
+    write_lerobot_v21(tmp_path / "v21")
+    convert_source(open_source("lerobot", tmp_path / "v21", {}), tmp_path / "mixed.zarr")
+    assert "jpeg" not in describe_codec(EpisodeStore.open(tmp_path / "mixed.zarr")["observation.images.front"])
+    info = json.loads((tmp_path / "v21/meta/info.json").read_text())
+    del info["features"]["observation.images.wrist"]
+    (tmp_path / "v21/meta/info.json").write_text(json.dumps(info))
+    convert_source(open_source("lerobot", tmp_path / "v21", {}), tmp_path / "videos_only.zarr")
+    store = EpisodeStore.open(tmp_path / "videos_only.zarr")
+    assert "jpeg-q90" in describe_codec(store["observation.images.front"])
+    levels = store.episode(0)["observation.images.front"].reshape(LENGTH, -1).mean(axis=1)
+    np.testing.assert_allclose(levels, gray_frames(0, LENGTH)[:, 0, 0, 0], atol=2.0)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from robopolicy.cli import main
 from robopolicy.datasets.convert.formats import open_source
-from robopolicy.datasets.convert.run import convert_source
+from robopolicy.datasets.convert.run import CONVERTED_ATTR, convert_source
+from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.store import EpisodeStore
 
 PERIOD = 0.05
@@ -71,9 +74,10 @@ def assert_ticks_follow_messages(store: EpisodeStore, index: int, first: int, st
 
 
 # ---------------------------------------------------------------- ROS 2, written with rosbags
-def write_ros2_bag(path: Path, n: int, gap: range = range(0), storage: str = "sqlite3") -> None:
+def write_ros2_bag(path: Path, n: int, gap: range = range(0), storage: str = "sqlite3",
+                   only: Sequence[str] | None = None) -> None:
     """n messages per topic from T0; a marker on /episode at message 0 and n // 2; no joint states
-    for the messages in `gap`."""
+    for the messages in `gap`; only the topics in `only` when it is given."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -102,6 +106,7 @@ def write_ros2_bag(path: Path, n: int, gap: range = range(0), storage: str = "sq
                   "/camera/front": "sensor_msgs/msg/Image", "/arm/target_pose": "geometry_msgs/msg/PoseStamped",
                   "/gripper/command": "trajectory_msgs/msg/JointTrajectory", "/episode": "std_msgs/msg/String",
                   "/camera/wrist": "sensor_msgs/msg/CompressedImage"}
+        topics = {topic: kind for topic, kind in topics.items() if only is None or topic in only}
         connections = {topic: writer.add_connection(topic, kind, typestore=store) for topic, kind in topics.items()}
         for k in range(n):
             t = T0 + k * PERIOD
@@ -125,6 +130,8 @@ def write_ros2_bag(path: Path, n: int, gap: range = range(0), storage: str = "sq
             if k in (0, n // 2):
                 messages["/episode"] = types["std_msgs/msg/String"](data="start")
             for topic, msg in messages.items():
+                if topic not in topics:
+                    continue
                 writer.write(connections[topic], int(t * 1e9), store.serialize_cdr(msg, topics[topic]))
 
 
@@ -154,6 +161,53 @@ def test_episodes_split_by_a_topic_and_a_data_gap_drops_its_episode(tmp_path, to
     assert "/arm/joint_states has no message in the 0.12 s before 1001.550 s" in summary["dropped"][0]["reason"]
     # every reference message is a tick when no rate is given
     assert_ticks_follow_messages(EpisodeStore.open(tmp_path / "out.zarr"), 0, first=0, step=1, count=20)
+
+
+JOINTS_ONLY = {"name": "joints_only", "commands": [],
+               "observations": {"robot0_gripper_qpos": {"topic": "/arm/joint_states", "type": "joint_state",
+                                                        "joints": ["finger_left", "finger_right"]},
+                                "front_image": {"topic": "/camera/front", "type": "image"}}}
+
+
+def test_a_bag_of_joint_states_takes_its_actions_from_the_next_step(tmp_path):
+    write_ros2_bag(tmp_path / "demo", n=12, only=["/arm/joint_states", "/camera/front"])
+    path = tmp_path / "joints_only.yaml"
+    path.write_text(yaml.safe_dump(JOINTS_ONLY))
+    with pytest.raises(DataError, match=f"(?s){path}.*has no commands.*action_from=KEY.*robot0_gripper_qpos"):
+        open_source("rosbag", tmp_path / "demo", {"map": str(path)})
+    with pytest.raises(DataError, match="(?s)action_from='front_image'.*not a low-dim value.*robot0_gripper_qpos"):
+        open_source("rosbag", tmp_path / "demo", {"map": str(path), "action_from": "front_image"})
+    source = open_source("rosbag", tmp_path / "demo", {"map": str(path), "action_from": "robot0_gripper_qpos"})
+    summary = convert_source(source, tmp_path / "out.zarr")
+    assert summary["episodes"] == 1 and summary["dropped"] == []
+    store = EpisodeStore.open(tmp_path / "out.zarr")
+    values = store.episode(0)
+    k = np.arange(12)
+    np.testing.assert_allclose(values["robot0_gripper_qpos"], np.stack([k, -k], axis=1))
+    following = np.minimum(k + 1, 11)  # the next tick's joint positions; the last tick keeps its own
+    np.testing.assert_allclose(values["action"], np.stack([following, -following], axis=1))
+    assert values["action"].dtype == np.float32 and store.attrs["action_from"] == "robot0_gripper_qpos"
+
+
+def test_a_conversion_that_keeps_no_episode_fails_naming_each_reason_and_leaves_no_store(tmp_path, capsys):
+    write_ros2_bag(tmp_path / "demo", n=8)
+    absent = {**TOPIC_MAP, "commands": [{**TOPIC_MAP["commands"][0], "topic": "/arm/absent_target"},
+                                        TOPIC_MAP["commands"][1]]}
+    path = tmp_path / "absent.yaml"
+    path.write_text(yaml.safe_dump(absent))
+    code = main(["dataset", "convert", "--from", "rosbag", str(tmp_path / "demo"), str(tmp_path / "out.zarr"),
+                 f"map={path}"])
+    error = capsys.readouterr().err
+    assert code == 2
+    assert "no episode of rosbag" in error and "demo#0: demo has no ['/arm/absent_target']" in error
+    assert not (tmp_path / "out.zarr").exists()  # the empty store this call created is removed
+    # a store that was there before (an earlier run stopped before its first episode) is kept
+    source = open_source("rosbag", tmp_path / "demo", {"map": str(path)})
+    EpisodeStore.create(tmp_path / "kept.zarr", attrs={CONVERTED_ATTR: {"format": "rosbag", "source": source.location,
+                                                                         "episodes": []}})
+    with pytest.raises(DataError, match="(?s)demo#0: demo has no.*absent_target"):
+        convert_source(source, tmp_path / "kept.zarr")
+    assert EpisodeStore.open(tmp_path / "kept.zarr").n_episodes == 0
 
 
 # ---------------------------------------------------------------- ROS 1, recorded with rosbag record

@@ -21,7 +21,7 @@ FORMAT_OPTIONS = {"robomimic": {"keys": "[obs_key,...]"},
                   "lerobot": {"resize": "[H,W]", "tolerance_s": "0.003"},
                   "video": {"rate": "HZ", "actions": "absolute|relative", "resize": "[H,W]"},
                   "rosbag": {"map": "NAME|PATH", "rate": "HZ", "reference": "/topic", "max_age": "SECONDS",
-                             "split_topic": "/topic"}}
+                             "split_topic": "/topic", "action_from": "OBS_KEY"}}
 
 
 def open_source(name: str, path: str | Path, options: Mapping[str, Any]) -> Source:

@@ -10,12 +10,15 @@ bytes in the parquet) likewise; every key gets the parquet `timestamp` as captur
 video frame must lie within `tolerance_s` of its row's time (video start + timestamp); an
 episode whose video is missing, short, or has dropped frames is reported and skipped.
 Feature names are kept as store keys (e.g. `observation.state`); point shape_meta `source:` at them.
+Each episode's task string is the first of its metadata's `tasks` list (v2.x `meta/episodes.jsonl`,
+v3.0 `meta/episodes/*/*.parquet`: the task strings themselves, as `meta/tasks.*` lists them).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from robopolicy.datasets.convert.run import Episode, SkipEpisode
 from robopolicy.datasets.convert.video import decode_at
 from robopolicy.datasets.errors import DataError
 
+log = logging.getLogger(__name__)
 BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 VERSIONS = ("v2.0", "v2.1", "v3.0")
 
@@ -80,6 +84,7 @@ class LeRobotSource:
         self.images = [k for k, f in features.items() if f["dtype"] == "image"]
         self.tabular = {k: f["dtype"] for k, f in features.items()
                         if f["dtype"] not in ("video", "image", "string") and k not in BOOKKEEPING}
+        self.lossy_video = bool(self.videos) and not self.images  # PNG `image` features are lossless
         self.episodes = self._episode_table()
         self._last_table: tuple[Path, Any] | None = None
         self.attrs = {"fps": self.fps, "lerobot": {k: self.info.get(k) for k in
@@ -114,6 +119,14 @@ class LeRobotSource:
 
     def episode_ids(self) -> list[str]:
         return list(self.episodes)
+
+    def _task(self, episode_id: str) -> str | None:
+        """The episode's task string: the first its metadata lists (LeRobot keeps one per episode in practice)."""
+        tasks = self.episodes[episode_id].get("tasks")
+        tasks = [tasks] if isinstance(tasks, str) else [t for t in tasks or [] if isinstance(t, str) and t]
+        if len(tasks) > 1:
+            log.info("lerobot episode %s lists %d tasks; its first, %r, is kept", episode_id, len(tasks), tasks[0])
+        return tasks[0] if tasks else None
 
     def _rows(self, episode_id: str) -> Any:
         """The episode's parquet rows, in frame order."""
@@ -166,4 +179,4 @@ class LeRobotSource:
         for key in self.videos:
             path, start = self._video(episode_id, key)
             data[key] = decode_at(path, start + times, self.tolerance, self.resize)
-        return Episode(data, {key: times for key in data})
+        return Episode(data, {key: times for key in data}, task=self._task(episode_id))

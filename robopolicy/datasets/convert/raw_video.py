@@ -68,6 +68,7 @@ class RawVideoSource:
     """Episodes of a directory of mp4 + pose files."""
 
     format = "video"
+    lossy_video = True
 
     def __init__(self, root: str | Path, rate: float = 10.0, actions: str = "absolute",
                  resize: Sequence[int] | None = None):

@@ -4,6 +4,9 @@ Layout read: `data/demo_N/obs/<key>` (T, ...), `actions` (T, Da), `rewards` and 
 the `env_args` attribute of `data` (JSON: env name, type and kwargs) and `mask/<name>` filter
 keys (lists of demo names). Store keys: the obs keys as named, `action`, `reward`, `done`; the
 store keeps `env_args`, `fps` (the env's control_freq) and the filter keys as `splits`.
+Task strings, where the file has them: a demo's `ep_meta` attribute (JSON, its `lang`: RoboCasa,
+robomimic 0.5), else `data`'s `problem_info` attribute (JSON, its `language_instruction`: LIBERO).
+The env name in `env_args` names a simulator task, not an instruction, and is not used as one.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,10 +26,28 @@ def _demo_number(name: str) -> int:
     return int(name.rpartition("_")[2])
 
 
+def _json_attr(attrs: Any, name: str) -> dict[str, Any]:
+    """An HDF5 attribute holding a JSON object, as a dict (empty when absent or not a JSON object)."""
+    if name not in attrs:
+        return {}
+    raw = attrs[name]
+    try:
+        value = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    """A non-blank string as a task, anything else as none."""
+    return value if isinstance(value, str) and value.strip() else None
+
+
 class RobomimicSource:
     """Demos of one robomimic HDF5 file, in demo-number order."""
 
     format = "robomimic"
+    lossy_video = False
 
     def __init__(self, path: str | Path, keys: Sequence[str] | None = None):
         import h5py
@@ -49,6 +71,7 @@ class RobomimicSource:
         self.splits = {name: sorted((v.decode() if isinstance(v, bytes) else str(v) for v in masks[name][:]),
                                     key=_demo_number) for name in masks}
         self.keys = list(keys) if keys else None
+        self._file_task = _text(_json_attr(data.attrs, "problem_info").get("language_instruction"))
 
     def episode_ids(self) -> list[str]:
         return self._demos
@@ -71,4 +94,4 @@ class RobomimicSource:
         lengths = {key: len(value) for key, value in data.items()}
         if len(set(lengths.values())) != 1:
             raise SkipEpisode(f"arrays of different lengths {lengths}")
-        return Episode(data)
+        return Episode(data, task=_text(_json_attr(demo.attrs, "ep_meta").get("lang")) or self._file_task)
