@@ -77,11 +77,16 @@ def observations(map_name: str) -> dict[str, Any]:
 
 
 def images(map_name: str) -> dict[str, Any]:
-    """Camera readings for 2 s as the bridge gives them, and the raw front-camera messages."""
+    """Camera readings as the bridge gives them (at least 2 s, until 12 frames of each camera or 10 s: rendering
+    speed depends on the machine's load, the checks below do not), and the raw front-camera messages."""
     transport = Ros1Transport("probe_images")
     bridge = RosBridge(load_topic_map(map_name), transport)
     raw = Recorder(transport, "/camera/agentview/image_raw", "image")
     readings = [r for _, r in collect(bridge, 2.0) if r.sensor == "camera"]
+    deadline = time.monotonic() + 8.0
+    while time.monotonic() < deadline and min(sum(key in r.values for r in readings) for key in
+                                              ("agentview_image", "robot0_eye_in_hand_image")) < 12:
+        readings += [r for _, r in collect(bridge, 0.5) if r.sensor == "camera"]
     by_stamp = {stamp_seconds(m.header.stamp): crop_resize(image_to_array(m), (4, 4, 76, 76), (38, 38))
                 for _, m in raw.messages}
     front = [r for r in readings if "agentview_image" in r.values and r.received in by_stamp]
