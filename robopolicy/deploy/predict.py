@@ -17,12 +17,10 @@ import numpy as np
 import torch
 
 from robopolicy.datasets.layout import obs_offsets, policy_layout_array
-from robopolicy.datasets.sequence import SequenceDataset
 from robopolicy.datasets.shape_meta import ObsSpec
-from robopolicy.datasets.store import EpisodeStore
-from robopolicy.datasets.task import DatasetConfig, TaskConfig
+from robopolicy.datasets.task import TaskConfig
 from robopolicy.deploy.artifact_policy import ArtifactPolicy, artifact_task
-from robopolicy.envs.offline import predict_episode
+from robopolicy.envs.offline import predict_episode, recorded_windows
 from robopolicy.envs.runner import EvaluatedPolicy
 from robopolicy.policies.checkpoint import load_policy, read_config
 from robopolicy.runtime.artifact import is_artifact
@@ -118,13 +116,9 @@ def predict_recorded(path: str | Path, overrides: Sequence[str] = ()) -> dict[st
     """The policy's chunks at every stride-th step of a recorded episode: {rows, chunks, recorded}, raw units."""
     options = build_settings(PredictConfig, parse_overrides(overrides), "predict")
     predictor = Predictor.load(path, device=options.device, threads=options.threads)
-    dataset: DatasetConfig = predictor.task.dataset
-    data = options.data or dataset.path
-    if not data:
-        raise ValueError(f"{path}: the artifact does not name its training store; pass data=STORE")
     policy = predictor.policy
-    windows = SequenceDataset.for_window(EpisodeStore.open(data), policy.shape_meta, policy.config.window,
-                                         n_latency_steps=dataset.n_latency_steps)
+    windows = recorded_windows(policy, predictor.task.dataset, options.data)
+    data = windows.store.path
     if not -windows.store.n_episodes <= options.episode < windows.store.n_episodes:
         raise ValueError(f"episode={options.episode}: {data} has {windows.store.n_episodes} episodes")
     result = predict_episode(policy, windows, range(windows.store.n_episodes)[options.episode],

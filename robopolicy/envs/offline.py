@@ -114,6 +114,16 @@ def predict_episode(policy: EvaluatedPolicy, dataset: SequenceDataset, episode: 
                          np.concatenate(valid))
 
 
+def recorded_windows(policy: EvaluatedPolicy, dataset: DatasetConfig, data: str | None) -> SequenceDataset:
+    """The policy's windows over the recorded episodes of `data`, else of the store it was trained on."""
+    path = data or dataset.path
+    if not path:
+        raise ValueError("the recorded episodes are unknown (an artifact exported before it named its training "
+                         "store): pass data=STORE")
+    return SequenceDataset.for_window(EpisodeStore.open(path), policy.shape_meta, policy.config.window,
+                                      n_latency_steps=dataset.n_latency_steps)
+
+
 def action_scale(store: EpisodeStore, key: str) -> np.ndarray:
     """Half the range of each action dimension over the store (1 where it is constant)."""
     values = store.read(key).astype(np.float64)
@@ -124,13 +134,9 @@ def action_scale(store: EpisodeStore, key: str) -> np.ndarray:
 def evaluate_offline(policy: EvaluatedPolicy, dataset: DatasetConfig, settings: OfflineEvalConfig, out_dir: Path,
                      title: str) -> dict[str, Any]:
     """Predict on the recorded episodes, write eval.json and the plots into out_dir, return the summary."""
-    path = settings.data or dataset.path
-    if not path:
-        raise ValueError("offline evaluation needs the recorded episodes: pass data=STORE")
-    store = EpisodeStore.open(path)
+    windows = recorded_windows(policy, dataset, settings.data)
+    store, path = windows.store, windows.store.path
     episodes, held_out = chosen_episodes(store, dataset, settings.episodes)
-    windows = SequenceDataset.for_window(store, policy.shape_meta, policy.config.window,
-                                         n_latency_steps=dataset.n_latency_steps)
     config = policy.config
     stride = settings.stride or config.n_action_steps
     generator = torch.Generator().manual_seed(settings.seed)
