@@ -90,3 +90,19 @@ def lift_artifact(tmp_path_factory):
     train([*TINY_LIFT, f"task.dataset.path={root / 'demos.zarr'}", f"run_dir={root / 'run'}"])
     assert main(["export", str(root / "run" / "checkpoints" / "last"), f"out={root / 'artifact'}"]) == 0
     return load_artifact(root / "artifact")
+
+
+@pytest.fixture(scope="session")
+def state_artifact(tmp_path_factory) -> Path:
+    """An ONNX artifact of a tiny diffusion policy trained 2 steps on a synthetic low-dim store (no simulator, no
+    shared data): for the server and the runtime's plumbing, not skill."""
+    from robopolicy.cli import main
+    from robopolicy.training.run import train
+
+    root = tmp_path_factory.mktemp("state_artifact")
+    store = EpisodeStore.create(root / "demos.zarr", attrs={"fps": 10})
+    for index in range(6):
+        store.append_episode(synthetic_episode(index, 40, image=False))
+    train([f"data={root / 'demos.zarr'}", *TWO_STEP_UNET, f"run_dir={root / 'run'}"])
+    assert main(["export", str(root / "run" / "checkpoints" / "last"), f"out={root / 'artifact'}"]) == 0
+    return root / "artifact"

@@ -35,8 +35,8 @@ class ArtifactPolicy:
         self.ensembler = TemporalEnsembler(coeff) if coeff is not None else None
 
     @classmethod
-    def load(cls, directory: str | Path, threads: int | None = None) -> ArtifactPolicy:
-        return cls(load_artifact(directory, threads))
+    def load(cls, directory: str | Path, threads: int | None = None, trusted: bool = False) -> ArtifactPolicy:
+        return cls(load_artifact(directory, threads, trusted))
 
     def predict_action(self, obs: Mapping[str, torch.Tensor], generator: torch.Generator | None = None,
                        noise: torch.Tensor | None = None, **_: Any) -> dict[str, torch.Tensor]:
@@ -62,17 +62,17 @@ def evaluate_artifact(directory: str | Path, overrides: Sequence[str] = ()) -> d
     """Evaluate an artifact in the simulator its meta.json names; writes into <artifact>/eval (or out=).
 
     Rollout and env.* overrides are those of a checkpoint; out= and threads= too, but not the weights or
-    sampling (the artifact runs on the CPU with what it was exported with)."""
+    sampling (the artifact runs on the CPU with what it was exported with); trusted=true loads TorchScript."""
     directory = Path(directory)
     options = parse_overrides(overrides)
     wrong = sorted(set(options) & (set(CHECKPOINT_OPTIONS) - {"out", "threads"}))
     if wrong:
         raise ValueError(f"{wrong} apply to checkpoints; the artifact {directory} runs on the CPU with the weights "
                          "and sampling it was exported with")
-    out, threads = options.pop("out", None), options.pop("threads", None)
+    out, threads, trusted = options.pop("out", None), options.pop("threads", None), options.pop("trusted", False)
     if threads:
         torch.set_num_threads(int(threads))
-    policy = ArtifactPolicy.load(directory, threads)
+    policy = ArtifactPolicy.load(directory, threads, trusted is True)
     return evaluate_in_env(policy, artifact_task(policy.artifact.meta), directory / "meta.json", options,
                            Path(out or directory / "eval"), directory)
 

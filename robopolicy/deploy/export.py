@@ -3,7 +3,7 @@
 The artifact is a traced program from raw-unit observations (policy layout) and the initial
 noise to the raw-unit action chunk (B, horizon, Da): normalization, encoders and every
 sampling step are inside it, with the step count fixed at export. It is written as
-TorchScript (`policy.pt`) or ONNX (`policy.onnx`) next to `meta.json`; `load_artifact`
+ONNX (`policy.onnx`, the default: loading it runs no code) or TorchScript (`policy.pt`) next to `meta.json`; `load_artifact`
 (robopolicy.runtime.artifact) runs it with torch or onnxruntime only.
 """
 
@@ -49,7 +49,7 @@ class ExportConfig:
     """`robopolicy export CHECKPOINT key=value ...`."""
 
     out: str = ""  # the artifact directory to write (required)
-    format: str = "torchscript"  # torchscript | onnx | auto (writes both, keeps the faster at batch 1, measured)
+    format: str = "onnx"  # onnx | torchscript (runs code when loaded: trusted=true to load) | auto (the faster)
     sampler: str | None = None  # diffusion: ddim | dpmsolver++ (default: the checkpoint's)
     num_inference_steps: int | None = None  # diffusion and flow: steps baked in (default: the checkpoint's)
     control_hz: float | None = None  # default: the task's control_hz, the training store's fps, else the env's rate
@@ -147,10 +147,17 @@ def build_meta(policy: Policy, checkpoint: Path, fmt: str, sampling: Mapping[str
         "action_start": settings.action_start,
         "control_hz": control_hz,
         "sampling": dict(sampling),
+        "action_range": action_range(policy),  # the runtime's default bound on what it sends (safety.range_margin)
         **policy.artifact_meta(),
         "latency": {"n_latency_steps": task.dataset.n_latency_steps},
         "source": {"checkpoint": str(checkpoint.resolve()), "step": meta.get("step"), "versions": meta.get("versions")},
     }
+
+
+def action_range(policy: Policy) -> dict[str, list[float]]:
+    """{low, high}: each action dim's range in the training data, from the policy's normalizer."""
+    action = policy.normalizer["action"]
+    return {"low": action.min.flatten().tolist(), "high": action.max.flatten().tolist()}
 
 
 def write_program(program: ChunkProgram, inputs: tuple[torch.Tensor, ...], names: list[str], fmt: str,
@@ -188,7 +195,7 @@ def write_fastest(program: ChunkProgram, meta: dict[str, Any], directory: Path, 
         candidate.mkdir()
         write_program(program, inputs, names, fmt, candidate / MODEL_FILES[fmt])
         (candidate / "meta.json").write_text(json.dumps({**meta, "format": fmt, "file": MODEL_FILES[fmt]}))
-        artifact = load_artifact(candidate)
+        artifact = load_artifact(candidate, trusted=True)  # written just now by this process
         latency[fmt] = round(1000 * float(np.median(call_seconds(partial(artifact.run, feed), calls, warmup=1))), 3)
     fastest = min(latency, key=latency.get)
     os.replace(directory / fastest / MODEL_FILES[fastest], directory / MODEL_FILES[fastest])
@@ -205,7 +212,7 @@ def check_parity(program: ChunkProgram, artifact_dir: Path, batch_size: int = 2,
     drive actions far out of range)."""
     from robopolicy.runtime.artifact import load_artifact
 
-    artifact = load_artifact(artifact_dir)
+    artifact = load_artifact(artifact_dir, trusted=True)  # written just now by this process
     inputs = example_inputs(artifact.meta["inputs"], batch_size, seed)
     with torch.no_grad():
         expected = program(*inputs).numpy()

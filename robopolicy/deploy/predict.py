@@ -36,13 +36,14 @@ class Predictor:
         self.policy, self.task, self.source = policy, task, source
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu", use_ema: bool = True, threads: int | None = None) -> Predictor:
+    def load(cls, path: str | Path, device: str = "cpu", use_ema: bool = True, threads: int | None = None,
+             trusted: bool = False) -> Predictor:
         """A checkpoint directory (its EMA weights by default) or an artifact directory from `robopolicy export`."""
         path = Path(path)
         if threads:
             torch.set_num_threads(threads)
         if is_artifact(path):
-            policy = ArtifactPolicy.load(path, threads)
+            policy = ArtifactPolicy.load(path, threads, trusted)
             return cls(policy, artifact_task(policy.artifact.meta), path)
         task = TaskConfig.from_dict(read_config(path)["task"], strict=False)
         return cls(load_policy(path, use_ema=use_ema, device=device), task, path)
@@ -110,12 +111,13 @@ class PredictConfig:
     out: str | None = None  # an .npz file for rows, chunks and recorded actions (default: print them as JSON)
     device: str = "cpu"
     threads: int | None = None
+    trusted: bool = False  # allow a TorchScript artifact (it runs code from the file when loaded)
 
 
 def predict_recorded(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The policy's chunks at every stride-th step of a recorded episode: {rows, chunks, recorded}, raw units."""
     options = build_settings(PredictConfig, parse_overrides(overrides), "predict")
-    predictor = Predictor.load(path, device=options.device, threads=options.threads)
+    predictor = Predictor.load(path, device=options.device, threads=options.threads, trusted=options.trusted)
     policy = predictor.policy
     windows = recorded_windows(policy, predictor.task.dataset, options.data)
     data = windows.store.path

@@ -36,7 +36,7 @@ from robopolicy.settings import build_settings, parse_overrides
 from robopolicy.stats import wilson_interval
 
 log = logging.getLogger(__name__)
-SESSION_OPTIONS = ("out", "max_seconds", "threads", "episodes", "seed_start")
+SESSION_OPTIONS = ("out", "max_seconds", "threads", "trusted", "keys", "episodes", "seed_start")
 SIM_ONLY = ("episodes", "seed_start", *(k for k in SIM_OPTIONS if k not in ("latency", "actuation_latency")))
 CAMERA_TYPES = ("rgb", "depth", "point_cloud")
 
@@ -74,7 +74,7 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
                          "latency.<sensor>, actuation_latency, out, max_seconds")
     if kind == "sim" and robot_options:
         raise ValueError(f"robot.{sorted(robot_options)[0]} is an option of robot=ros; robot=sim takes none")
-    artifact = open_artifact(artifact_dir, session.get("threads"))
+    artifact = open_artifact(artifact_dir, session.get("threads"), session.get("trusted") is True, session.get("keys"))
     sim = simulated_arm(artifact, str(artifact_dir), options) if kind == "sim" else None
     latency = sim.latency if sim else sensor_latencies(options)
     actuation = sim.actuation_latency if sim else float(options.pop("actuation_latency", 0.0))

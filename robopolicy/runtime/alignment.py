@@ -102,13 +102,23 @@ class ObservationAligner:
         self.buffers: dict[str, TimedBuffer] = {}
         for key in self.keys:
             self.buffers.setdefault(key.source, TimedBuffer(capacity))
+        self.non_finite: dict[str, int] = {}  # readings refused for NaN or inf, by store key
+        self.unusable: set[str] = set()  # store keys whose latest reading was refused
 
     def add(self, reading: Reading) -> None:
-        """File a reading's values under their store keys at its capture time."""
+        """File a reading's values under their store keys at its capture time; a value with NaN or inf is refused,
+        counted, and marks its key unusable until a finite one comes."""
         captured = reading.received - self.sensor_latency.get(reading.sensor, 0.0)
         for source, value in reading.values.items():
-            if source in self.buffers:
-                self.buffers[source].add(captured, value)
+            if source not in self.buffers:
+                continue
+            value = np.asarray(value)
+            if not np.isfinite(value).all():
+                self.non_finite[source] = self.non_finite.get(source, 0) + 1
+                self.unusable.add(source)
+                continue
+            self.unusable.discard(source)
+            self.buffers[source].add(captured, value)
 
     def reference_time(self) -> float | None:
         """The latest time every key has been captured at (no key extrapolated), or None before that."""

@@ -1,6 +1,8 @@
 """Load and run an exported policy artifact with torch or onnxruntime only (no training or policy code).
 
-An artifact directory holds `meta.json` and one program file. The program maps the inputs
+An artifact directory holds `meta.json` and one program file (ONNX by default, and any external
+data it names), all inside the directory. Loading ONNX runs no code from the file; loading
+TorchScript does (its `__setstate__` methods run at load), so it needs `trusted=True`. The program maps the inputs
 listed in meta["inputs"] (float32, policy layout: per obs key (B, T_k, ...), images in
 [0, 1] channels first; then the initial noise (B, horizon, Da) for diffusion and flow) to the
 raw-unit action chunk (B, horizon, Da) whose row meta["action_start"] is the current step.
@@ -12,7 +14,8 @@ zeros (no row held) when they are not given.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,7 @@ class ArtifactBase:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """{input name: float32 array (B, ...)} -> raw-unit chunk (B, horizon, Da) as float32 numpy."""
-        return self._execute(self.prepare(inputs))
+        return self.execute(self.prepare(inputs))
 
     def prepare(self, inputs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """The inputs in program order as float32 arrays, checked; an absent prefix means none held."""
@@ -63,20 +66,26 @@ class ArtifactBase:
                                  f"got {array.shape}")
         return arrays
 
-    def _execute(self, arrays: list[np.ndarray]) -> np.ndarray:
+    def execute(self, arrays: list[np.ndarray], timeout_s: float | None = None) -> np.ndarray:
+        """The chunk for inputs already `prepare`d; a run longer than `timeout_s` is cut with TimeoutError where the
+        backend can stop it."""
         raise NotImplementedError
 
 
 class Artifact(ArtifactBase):
-    """An artifact run in this process, with torch (TorchScript) or onnxruntime (ONNX).
+    """An artifact run in this process, with onnxruntime (ONNX) or torch (TorchScript, trusted only).
 
     `threads` sets the CPU threads inference uses (torch's intra-op threads, process-wide, or the
     onnxruntime session's); None keeps the library's default (one per core)."""
 
-    def __init__(self, directory: Path, meta: dict[str, Any], threads: int | None = None):
+    def __init__(self, directory: Path, meta: dict[str, Any], threads: int | None = None, trusted: bool = False):
         super().__init__(directory, meta)
-        path = directory / meta["file"]
+        path = file_inside(directory, meta["file"], "file")
         if meta["format"] == "torchscript":
+            if not trusted:
+                raise ValueError(f"{path} is TorchScript, which runs code from the file when it is loaded; load it "
+                                 "only if you made it or trust its source: pass trusted=true, or re-export the "
+                                 "checkpoint with format=onnx (the default), which runs no code on load")
             import torch
 
             if threads:
@@ -88,16 +97,36 @@ class Artifact(ArtifactBase):
 
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads or 0
+            check_external_data(directory, path)
             self._program = None
             self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def _execute(self, arrays: list[np.ndarray]) -> np.ndarray:
+    def execute(self, arrays: list[np.ndarray], timeout_s: float | None = None) -> np.ndarray:
         if self._session is not None:
-            return self._session.run(None, dict(zip(self.input_names, arrays, strict=True)))[0]
+            return self._run_session(dict(zip(self.input_names, arrays, strict=True)), timeout_s)
         import torch
 
         with torch.inference_mode():
             return self._program(*[torch.from_numpy(a) for a in arrays]).numpy()
+
+
+    def _run_session(self, feed: dict[str, np.ndarray], timeout_s: float | None) -> np.ndarray:
+        """onnxruntime's run, terminated from a timer thread after `timeout_s`."""
+        import onnxruntime
+
+        options = onnxruntime.RunOptions()
+        timer = threading.Timer(timeout_s, setattr, (options, "terminate", True)) if timeout_s else None
+        if timer is not None:
+            timer.start()
+        try:
+            return self._session.run(None, feed, options)[0]
+        except Exception as error:
+            if options.terminate:
+                raise TimeoutError(f"inference took longer than {timeout_s} s and was stopped") from error
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
 
 def is_artifact(path: str | Path) -> bool:
@@ -106,8 +135,42 @@ def is_artifact(path: str | Path) -> bool:
     return (path / "meta.json").is_file() and not (path / "config.yaml").is_file()
 
 
-def load_artifact(directory: str | Path, threads: int | None = None) -> Artifact:
-    """Open an artifact directory written by `robopolicy export` (`threads`: see Artifact)."""
+def file_inside(directory: Path, name: Any, key: str) -> Path:
+    """`directory / name` when it lies inside `directory` (links resolved); an artifact names no other file."""
+    root = directory.resolve()
+    path = (directory / str(name)).resolve()
+    if not isinstance(name, str) or not name or not path.is_relative_to(root) or path == root:
+        raise ValueError(f"{directory / 'meta.json'}: {key} {name!r} is not a file inside the artifact directory; "
+                         "an artifact names only its own files: re-export the checkpoint")
+    return path
+
+
+def check_external_data(directory: Path, program: Path) -> None:
+    """Every external-data file an ONNX program names must lie inside the artifact directory."""
+    import onnx
+
+    for tensor in _tensors(onnx.load(str(program), load_external_data=False).graph):
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                file_inside(directory, entry.value, f"external data of tensor {tensor.name!r}")
+
+
+def _tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto of an ONNX graph: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    yield from (sparse.values for sparse in graph.sparse_initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in [*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs]:
+                yield from _tensors(subgraph)
+
+
+def load_artifact(directory: str | Path, threads: int | None = None, trusted: bool = False) -> Artifact:
+    """Open an artifact directory written by `robopolicy export` (`threads`: see Artifact; `trusted`: allow a
+    TorchScript program, which runs code when loaded)."""
     directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
@@ -118,4 +181,4 @@ def load_artifact(directory: str | Path, threads: int | None = None) -> Artifact
                          "re-export the checkpoint with this version of robopolicy")
     if meta.get("format") not in FORMATS:
         raise ValueError(f"{meta_path}: format {meta.get('format')!r} is not one of {FORMATS}")
-    return Artifact(directory, meta, threads)
+    return Artifact(directory, meta, threads, trusted)

@@ -86,6 +86,8 @@ class RunStats:
     holds: dict[str, int] = field(default_factory=dict)  # ticks held, by the watchdog's reason
     skipped_ticks: int = 0
     discarded: int = 0  # finished chunks not used because their observations had gone stale
+    non_finite_actions: int = 0  # actions with NaN or inf, dropped with their chunk (the arm holds)
+    non_finite_observations: dict[str, int] = field(default_factory=dict)  # readings refused, by store key
     stopped: str = ""
 
     def summary(self) -> dict[str, Any]:
@@ -94,7 +96,8 @@ class RunStats:
         work = np.array([t["work"] for t in self.ticks]) if self.ticks else np.zeros(1)
         return {"ticks": len(self.ticks), "sent": self.sent, "dropped": self.dropped, "chunks": self.chunks,
                 "late_chunks": self.late_chunks, "missed_deadlines": self.missed_deadlines, "holds": self.holds,
-                "discarded": self.discarded,
+                "discarded": self.discarded, "non_finite_actions": self.non_finite_actions,
+                "non_finite_observations": self.non_finite_observations,
                 "skipped_ticks": self.skipped_ticks,
                 "tick_jitter_ms": percentiles_ms(jitter), "tick_work_ms": percentiles_ms(work),
                 "inference_ms": percentiles_ms(inference),
@@ -144,6 +147,7 @@ class Runtime:
         self.blender = ChunkBlender("replace" if self.inpaint else config.blending, 0.01 if coeff is None else coeff)
         self.latency_estimate = 0.0
         self.watchdog = Watchdog(config.safety)
+        self.bounds = config.safety.training_bounds(meta.get("action_range"))
         self.worker = InferenceWorker(self.runner, robot.now)
         self.replan_steps = config.replan_steps
 
@@ -238,6 +242,7 @@ class Runtime:
         else:
             self.robot.hold()
         stats.holds = dict(self.watchdog.holds)
+        stats.non_finite_observations = dict(self.aligner.non_finite)
         return stats
 
     def _tick(self, now: float, loop: _LoopState, stats: RunStats) -> float | None:
@@ -252,11 +257,9 @@ class Runtime:
                 self._apply(result, now, loop, stats, loop.deadline)
             else:  # computed from observations that have since gone stale: never send it
                 stats.discarded += 1
-        reason = self.watchdog.reason_to_hold(now, t_ref)
+        reason = self.watchdog.reason_to_hold(now, t_ref, bool(self.aligner.unusable))
         if reason is not None and not loop.holding:
-            self.robot.hold()
-            self.blender.reset()
-            loop.plan, loop.holding = None, True
+            self._hold(loop)
         can_infer = reason in (None, "missed_deadlines") and not busy and t_ref > loop.last_t_obs
         if can_infer and loop.remaining(now + self.timing.actuation_latency) <= self.replan_steps:
             window = self.aligner.window(t_ref)
@@ -271,6 +274,12 @@ class Runtime:
                 result = InferenceResult(self.runner(window, prefix), t_ref, started, self.robot.now(), held_until)
                 self._apply(result, self.robot.now(), loop, stats, deadline=None)
         return t_ref
+
+    def _hold(self, loop: _LoopState) -> None:
+        """Hold the arm where it is and forget the plan."""
+        self.robot.hold()
+        self.blender.reset()
+        loop.plan, loop.holding = None, True
 
     def _prefix(self, plan: ActionPlan | None, t_ref: float,
                 now: float) -> tuple[tuple[np.ndarray, np.ndarray] | None, float | None]:
@@ -302,6 +311,13 @@ class Runtime:
         self.watchdog.deadline(missed)
         if self.estop.triggered:
             return
+        bad = int((~np.isfinite(result.chunk).all(axis=-1)).sum())
+        if bad:  # a policy that outputs NaN or inf has left its domain: none of its chunk is sent
+            log.warning("dropped a chunk with %d non-finite actions; the arm holds", bad)
+            stats.non_finite_actions += bad
+            self.watchdog.count("non_finite_action")
+            self._hold(loop)
+            return
         new = chunk_plan(result.chunk, result.t_obs, self.timing, self.n_action_steps)
         start = now + self.timing.actuation_latency + self.timing.margin  # the earliest time still sendable
         stats.dropped += int((new.times < start).sum())
@@ -312,7 +328,7 @@ class Runtime:
                 self.robot.hold()
                 loop.holding = True
             return
-        safe = self.config.safety.clamp(blended, *rate_reference(previous, blended.times[0]))
+        safe = self.config.safety.clamp(blended, *rate_reference(previous, blended.times[0]), bounds=self.bounds)
         held = result.held_until
         jump = boundary_jump(previous, safe if held is None else safe.after(held))  # held rows are the old plan
         if jump is not None:

@@ -1,10 +1,11 @@
 """Safety between the policy and the robot: limits on what is sent, a watchdog, an emergency stop.
 
-`SafetyConfig` clamps each planned action into a box (workspace for end-effector positions, joint
+`SafetyConfig` drops non-finite actions, keeps every action within the training data's range
+(widened by `range_margin`), clamps it into a box (workspace for end-effector positions, joint
 limits for joint targets: any slice of the action), then limits the speed and acceleration of
 the clamped dims from one action to the next, starting from the last action sent. The watchdog
-says when the robot must hold: observations older than `max_obs_age`, or `max_missed` inference
-deadlines in a row. `EmergencyStop` can be triggered from any thread; the runtime stops the robot.
+says when the robot must hold: observations older than `max_obs_age`, a sensor whose latest
+reading is not finite, or `max_missed` inference deadlines in a row. `EmergencyStop` can be triggered from any thread; the runtime stops the robot.
 """
 
 from __future__ import annotations
@@ -44,24 +45,42 @@ class SafetyConfig:
     max_acceleration: float | None = None
     max_obs_age: float = 0.5  # seconds: older observations make the robot hold
     max_missed: int = 2  # consecutive inference deadline misses that make the robot hold
+    range_margin: float | None = 0.5  # actions stay in the training range widened by this share of it (null: off)
 
     def __post_init__(self) -> None:  # boxes may come from YAML / CLI as mappings
         object.__setattr__(self, "boxes", tuple(build_settings(Box, b, "safety.boxes[]") if isinstance(b, Mapping)
                                                 else b for b in self.boxes))
+        if self.range_margin is not None and self.range_margin < 0:
+            raise ValueError(f"safety.range_margin must be >= 0 (or null to turn the training-range bound off), "
+                             f"got {self.range_margin}")
         if not self.boxes and (self.max_velocity is not None or self.max_acceleration is not None):
             raise ValueError("max_velocity and max_acceleration apply to the dims of the first box: give boxes too "
                              "(e.g. safety.boxes=[{start: 0, stop: 3, low: [...], high: [...]}])")
 
+    def training_bounds(self, action_range: Mapping[str, Sequence[float]] | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(low, high) per action dim: the training data's range (an artifact's meta["action_range"]) widened by
+        range_margin of its span on each side; None when either is absent."""
+        if action_range is None or self.range_margin is None:
+            return None
+        low, high = (np.asarray(action_range[k], dtype=float) for k in ("low", "high"))
+        margin = self.range_margin * (high - low)
+        return low - margin, high + margin
+
     def clamp(self, plan: ActionPlan, last: tuple[float, np.ndarray] | None,
-              last_velocity: np.ndarray | None = None) -> ActionPlan:
-        """The plan with every action inside the boxes and within the rate limits from `last` (time, action)
-        moving at `last_velocity` (full action vectors; None: from rest)."""
-        values = np.array(plan.values, dtype=float, copy=True)
+              last_velocity: np.ndarray | None = None,
+              bounds: tuple[np.ndarray, np.ndarray] | None = None) -> ActionPlan:
+        """The plan's finite actions (a row with NaN or inf is dropped), inside `bounds` (see training_bounds) and
+        the boxes, and within the rate limits from `last` (time, action) moving at `last_velocity` (full action
+        vectors; None: from rest). Never returns a non-finite value."""
+        finite = np.isfinite(plan.values).all(axis=1)
+        times, values = plan.times[finite], np.array(plan.values[finite], dtype=float, copy=True)
+        if bounds is not None:
+            values = np.clip(values, *bounds)
         for box in self.boxes:
             values[:, box.start : box.stop] = np.clip(values[:, box.start : box.stop], box.low, box.high)
         if self.boxes and (self.max_velocity is not None or self.max_acceleration is not None) and last is not None:
-            values = self._rate_limit(plan.times, values, last, last_velocity)
-        return ActionPlan(plan.times, values)
+            values = self._rate_limit(times, values, last, last_velocity)
+        return ActionPlan(times, values)
 
     def _rate_limit(self, times: np.ndarray, values: np.ndarray, last: tuple[float, np.ndarray],
                     last_velocity: np.ndarray | None) -> np.ndarray:
@@ -98,20 +117,27 @@ class Watchdog:
         """Whether observations exist and are younger than max_obs_age (nothing is counted)."""
         return newest_capture is not None and now - newest_capture <= self.limits.max_obs_age
 
-    def reason_to_hold(self, now: float, newest_capture: float | None) -> str | None:
-        """'no_observation', 'stale_observation', 'missed_deadlines' or None."""
+    def reason_to_hold(self, now: float, newest_capture: float | None, non_finite: bool = False) -> str | None:
+        """'no_observation', 'stale_observation', 'non_finite_observation' (a sensor's latest reading holds NaN or
+        inf: `non_finite`), 'missed_deadlines' or None."""
         if newest_capture is None:
             reason = "no_observation"
         elif now - newest_capture > self.limits.max_obs_age:
             reason = "stale_observation"
+        elif non_finite:
+            reason = "non_finite_observation"
         elif self.missed_in_a_row >= self.limits.max_missed:
             reason = "missed_deadlines"
         else:
             reason = None
         if reason is not None:
-            self.holds[reason] = self.holds.get(reason, 0) + 1
+            self.count(reason)
         self.reason = reason
         return reason
+
+    def count(self, reason: str) -> None:
+        """Count one hold for `reason`."""
+        self.holds[reason] = self.holds.get(reason, 0) + 1
 
 
 class EmergencyStop:

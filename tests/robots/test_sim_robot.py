@@ -82,6 +82,68 @@ def test_a_silent_sensor_makes_the_robot_hold(lift_artifact, robot):
     assert applied.max() < robot.now() - 0.5  # and executed nothing in the last half second
 
 
+class NaNCamera(SilentCamera):
+    """The simulated arm whose camera reports NaN in the object pose from `after` for `lasting` seconds; every
+    action sent is recorded."""
+
+    def __init__(self, robot: SimRobot, after: float, lasting: float):
+        super().__init__(robot, after)
+        self.recovers, self.sent = self.until + lasting, []
+
+    def poll(self) -> Sequence[Reading]:
+        readings = list(self.robot.poll())
+        if self.until < self.robot.now() < self.recovers:
+            readings = [Reading(r.sensor, r.received, {**r.values, "object": np.full_like(r.values["object"], np.nan)})
+                        if r.sensor == "camera" else r for r in readings]
+        return readings
+
+    def send(self, actions: Sequence[TimedAction]) -> None:
+        self.sent.extend((a.time, np.asarray(a.value)) for a in actions)
+        self.robot.send(actions)
+
+
+def test_nan_from_a_sensor_holds_the_arm_and_it_resumes_when_readings_are_finite(lift_artifact, robot):
+    robot.reset(6)
+    config = RuntimeConfig(sensor_latency=LATENCY, actuation_latency=ACTUATION)
+    Runtime(lift_artifact, robot, config).warm_up()
+    faulty = NaNCamera(robot, after=1.0, lasting=1.0)
+    stats = Runtime(lift_artifact, faulty, config).run(3.5)
+    assert stats.holds.get("non_finite_observation", 0) >= 5 and stats.non_finite_observations["object"] >= 5, stats.holds
+    sent_times = np.array([t for t, _ in faulty.sent])
+    assert np.isfinite(np.stack([v for _, v in faulty.sent])).all()
+    # nothing planned during the fault (after the actuation lead) and actions again after it
+    assert not ((sent_times > faulty.until + 0.4) & (sent_times < faulty.recovers)).any()
+    assert (sent_times > faulty.recovers).sum() >= 5
+
+
+class NaNArtifact:
+    """The Lift artifact whose every other chunk has NaN in one action (a policy gone out of its domain)."""
+
+    def __init__(self, artifact):
+        self.artifact, self.calls = artifact, 0
+
+    def __getattr__(self, name):
+        return getattr(self.artifact, name)
+
+    def run(self, inputs):
+        chunk = self.artifact.run(inputs)
+        self.calls += 1
+        if self.calls % 2 == 0:
+            chunk[:, 3, 1] = np.nan
+        return chunk
+
+
+def test_non_finite_actions_are_dropped_counted_and_the_arm_holds(lift_artifact, robot):
+    robot.reset(7)
+    recorder = NaNCamera(robot, after=1e9, lasting=0.0)  # no sensor fault: records what is sent
+    runtime = Runtime(NaNArtifact(lift_artifact), recorder, RuntimeConfig(sensor_latency=LATENCY,
+                                                                         actuation_latency=ACTUATION))
+    stats = runtime.run(3.0)
+    assert stats.non_finite_actions >= 2 and stats.holds.get("non_finite_action", 0) >= 2, stats.summary()
+    assert stats.chunks >= 4 and recorder.sent
+    assert np.isfinite(np.stack([v for _, v in recorder.sent])).all()
+
+
 def test_emergency_stop_from_another_thread_stops_the_run_and_the_robot(lift_artifact, robot):
     robot.reset(2)
     runtime = Runtime(lift_artifact, robot, RuntimeConfig(sensor_latency=LATENCY, actuation_latency=ACTUATION))

@@ -156,6 +156,35 @@ def test_safety_clamps_to_the_workspace_and_limits_speed_and_acceleration():
     assert from_cli.clamp(plan, last=None).values[:, 2].tolist() == [1.0, 1.0, 1.0]
 
 
+def test_clamp_drops_non_finite_rows_and_keeps_actions_in_the_widened_training_range():
+    limits = SafetyConfig(boxes=(Box(0, 1, [-1.0], [1.0]),), max_velocity=2.0, range_margin=0.5)
+    bounds = limits.training_bounds({"low": [-1.0, 0.0], "high": [1.0, 2.0]})
+    np.testing.assert_allclose(bounds, [[-2.0, -1.0], [2.0, 3.0]])  # half the span beyond each end
+    values = np.array([[0.1, 1e30], [np.nan, 0.0], [0.3, -np.inf], [0.5, 1.0]])
+    safe = limits.clamp(ActionPlan(np.array([0.1, 0.2, 0.3, 0.4]), values), last=(0.0, np.zeros(2)), bounds=bounds)
+    assert np.isfinite(safe.values).all(), safe.values
+    # the NaN row is gone (its time too), -inf is a row too: rate limits run over the finite rows only
+    np.testing.assert_allclose(safe.times, [0.1, 0.4])
+    np.testing.assert_allclose(safe.values, [[0.1, 3.0], [0.5, 1.0]])
+    assert SafetyConfig(range_margin=None).training_bounds({"low": [0.0], "high": [1.0]}) is None
+    with pytest.raises(ValueError, match="range_margin"):
+        SafetyConfig(range_margin=-0.1)
+
+
+def test_a_reading_with_nan_is_refused_and_marks_its_key_unusable_until_a_finite_one():
+    aligned = aligner()
+    aligned.add(arm(1.0, 0.1))
+    nan = Reading("arm", 1.1, {"eef_pos": np.array([np.nan, 0.0, 0.0]), "eef_quat": np.array([0, 0, 0, 1.0]),
+                               "state": np.array([0.0, 0.0, np.inf])})
+    aligned.add(nan)
+    assert aligned.unusable == {"eef_pos", "state"} and aligned.non_finite == {"eef_pos": 1, "state": 1}
+    assert aligned.buffers["eef_pos"].newest == pytest.approx(0.98)  # the NaN value was never filed
+    watchdog = Watchdog(SafetyConfig())
+    assert watchdog.reason_to_hold(1.1, 1.0, non_finite=bool(aligned.unusable)) == "non_finite_observation"
+    aligned.add(arm(1.2, 0.2))
+    assert not aligned.unusable and watchdog.reason_to_hold(1.2, 1.18, bool(aligned.unusable)) is None
+
+
 def test_watchdog_holds_after_consecutive_missed_deadlines():
     watchdog = Watchdog(SafetyConfig(max_missed=2))
     for missed in (True, False, True):
