@@ -27,6 +27,7 @@ from robopolicy.datasets.sampler import SequenceSampler, split_episodes
 from robopolicy.datasets.shape_meta import ObsSpec, ShapeMeta, parse_shape_meta
 from robopolicy.datasets.sources import action_source, obs_source
 from robopolicy.datasets.store import Array, EpisodeStore, image_value_scale
+from robopolicy.datasets.zarr_io import read_rows
 
 
 class _KeyReader:
@@ -58,7 +59,7 @@ class _KeyReader:
         """(K, ...) tensor for one window; a plain slice when no padding is needed."""
         low, high = start + self.first, start + self.last
         if self.contiguous and low >= episode_start and high < episode_end:
-            values = np.asarray(self.array[low : high + 1])
+            values = read_rows(self.array, low, high + 1)
         else:
             rows = np.clip(start + self.offsets, episode_start, episode_end - 1)
             values = self.array[rows] if self.in_memory else self._read_span(rows)
@@ -67,9 +68,9 @@ class _KeyReader:
         return self.convert(values)
 
     def _read_span(self, rows: np.ndarray) -> np.ndarray:
-        """Rows of one window from a lazy array: one contiguous read, then local indexing."""
+        """Rows of one window from a lazy array: one contiguous read, then local indexing (damage is a DataError)."""
         low = int(rows.min())
-        span = np.asarray(self.array[low : int(rows.max()) + 1])
+        span = read_rows(self.array, low, int(rows.max()) + 1)
         return span[rows - low]
 
     def convert(self, values: np.ndarray) -> torch.Tensor:

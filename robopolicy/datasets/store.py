@@ -8,6 +8,14 @@ rows of an interrupted append are recognised, ignored by readers and dropped by 
 next writer. An episode exists once its end is in `meta/episode_ends`, never before.
 (Files are not fsynced, so a power cut is not covered; fsspec stores are as atomic as
 their backend's writes.)
+
+One writer per store: create and open(mode="a") take an exclusive flock on
+`<store>/.robopolicy.lock` (naming the holder's pid, host, time and command), held until
+close(), the end of a `with` block, the store object's collection or the process's death;
+a second writer gets a DataError naming the holder. Readers take no lock. Remote (URL)
+stores are not locked. Every chunk is written, all-zero ones too, so that a missing chunk
+file is always damage: read only, a missing chunk raises DataError (never zeros), and a
+chunk that cannot be decoded raises DataError naming the key, the chunk and its rows.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
 from typing import Any, Union
 
 import numcodecs.errors
@@ -22,14 +32,22 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
+from robopolicy.atomic import ExclusiveLock, LockHeld, describe_holder
 from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.image_codecs import IMAGE_CODECS
 from robopolicy.datasets.zarr_io import (
+    EXISTS_FIX,
+    check_new_store_path,
     create_time_array,
     create_zarr_group,
     default_layout,
+    empty_chunks_written,
+    empty_directory,
     is_image_array,
+    is_url,
     open_zarr_group,
+    read_rows,
+    register_chunk_grids,
     store_location,
     unknown_codec_error,
 )
@@ -41,6 +59,7 @@ Array = Union[np.ndarray, zarr.Array]
 PENDING_ATTR = "pending_append"
 IMAGE_CODEC_ATTR = "image_codec"  # how image keys created later are compressed (set by create)
 EPISODE_TASKS_ATTR = "episode_tasks"  # one task string (or null) per episode, in episode order (dataset convert)
+LOCK_NAME = ".robopolicy.lock"  # inside a store directory: the writer's flock, naming the holder
 # Rows read per block when streaming a key (bounded memory for image keys).
 BLOCK_BYTES = 64 << 20
 
@@ -63,7 +82,7 @@ def iter_blocks(array: Array, start: int, stop: int, desc: str | None = None) ->
     """(row offset, numpy block) over rows [start, stop) in chunk-aligned blocks; a progress bar with desc."""
     step = block_rows(array)
     starts = block_starts(array, start, stop)
-    blocks = ((pos, np.asarray(array[pos : min(stop, (pos // step + 1) * step)])) for pos in starts)
+    blocks = ((pos, read_rows(array, pos, min(stop, (pos // step + 1) * step))) for pos in starts)
     return progress(blocks, desc, total=len(starts)) if desc else blocks
 
 
@@ -74,7 +93,7 @@ def _float_images_as_uint8(array: Array, stop: int, desc: str) -> np.ndarray:
         rounded = np.rint(block)
         if not (np.array_equal(rounded, block) and block.min() >= 0 and block.max() <= 255):
             log.info("%s: float frames are not whole 0..255 values; kept as %s", desc, array.dtype)
-            return np.asarray(array[:stop])
+            return read_rows(array, 0, stop)
         out[pos : pos + len(block)] = rounded
     return out
 
@@ -83,7 +102,7 @@ def image_value_scale(array: Array) -> float:
     """255 for uint8 frames and for float frames stored as 0..255 (older stores), else 1."""
     if array.dtype == np.uint8:
         return 255.0
-    first = np.asarray(array[: min(array.shape[0], 64)])
+    first = read_rows(array, 0, min(array.shape[0], 64))
     return 255.0 if first.size and float(first.max()) > 1.0 else 1.0
 
 
@@ -92,6 +111,7 @@ class EpisodeStore:
 
     `store[key]` is the backing array; after an interrupted append it may hold rows past
     `n_steps`, which belong to no episode: index it through `episode_slice` or `read`.
+    A store opened for writing holds the store's writer lock until close() (or a `with` block ends).
     """
 
     def __init__(
@@ -111,6 +131,8 @@ class EpisodeStore:
         self._group = group
         self._timestamps = dict(timestamps or {})
         self._attrs = dict(attrs or {})
+        self._lock: ExclusiveLock | None = None
+        self._closed = False
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -121,18 +143,33 @@ class EpisodeStore:
         load: bool | Iterable[str] = False,
         storage_options: dict[str, Any] | None = None,
     ) -> EpisodeStore:
-        """Open a store; mode "a" allows appends. load=True or a list of keys reads into memory (read only)."""
+        """Open a store; mode "a" allows appends and takes the writer lock (DataError naming the holder when
+        another writer has it). load=True or a list of keys reads into memory (read only)."""
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r} (use EpisodeStore.create for a new store)")
         if load and mode == "a":
             raise ValueError("load=... gives an in-memory copy whose appends would never reach disk; use mode='r'")
         location = store_location(path)
-        group = open_zarr_group(location, mode=mode, storage_options=storage_options)
-        store = cls._from_group(location, group)
         if mode == "a":
-            store._recover_interrupted_append()
+            return cls._open_for_writing(location, writer_lock(location), storage_options)
+        store = cls._from_group(location, open_zarr_group(location, mode="r", storage_options=storage_options))
         if load:
             return store.load(None if load is True else list(load))
+        return store
+
+    @classmethod
+    def _open_for_writing(
+        cls, location: str, lock: ExclusiveLock | None, storage_options: dict[str, Any] | None
+    ) -> EpisodeStore:
+        """Read the store under `lock` (so no other writer can change it meanwhile) and finish an interrupted append."""
+        try:
+            store = cls._from_group(location, open_zarr_group(location, mode="a", storage_options=storage_options))
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        store._lock = lock
+        store._recover_interrupted_append()
         return store
 
     @classmethod
@@ -146,9 +183,9 @@ class EpisodeStore:
         image_codec: str = "blosc",
         image_quality: int | None = None,
     ) -> EpisodeStore:
-        """Create an empty store (zarr v3 by default; v2 for tools that only read v2). uint8 image keys
-        are compressed with `image_codec`: blosc (lossless zstd), none, jpegxl (lossless, or lossy at
-        `image_quality`) or jpeg (quality 90 by default); see datasets.image_codecs."""
+        """Create an empty store (zarr v3 by default; v2 for tools that only read v2), holding its writer lock.
+        uint8 image keys are compressed with `image_codec`: blosc (lossless zstd), none, jpegxl (lossless, or
+        lossy at `image_quality`) or jpeg (quality 90 by default); see datasets.image_codecs."""
         if zarr_format not in (2, 3):
             raise ValueError(f"zarr_format must be 2 or 3, got {zarr_format}")
         if image_codec not in IMAGE_CODECS:
@@ -156,13 +193,22 @@ class EpisodeStore:
         if image_codec != "blosc":
             attrs = {**(attrs or {}), IMAGE_CODEC_ATTR: {"codec": image_codec, "quality": image_quality}}
         location = store_location(path)
-        group = create_zarr_group(location, zarr_format, overwrite, storage_options)
-        group.require_group("data")
-        meta = group.require_group("meta")
-        meta.create_array("episode_ends", shape=(0,), chunks=(1 << 14,), dtype="int64", fill_value=0)
-        if attrs:
-            group.attrs.update(dict(attrs))
-        return cls({}, np.zeros(0, np.int64), location, group=group, attrs=attrs)
+        check_new_store_path(location, overwrite)
+        lock = _lock_new_store(location, overwrite)
+        try:
+            group = create_zarr_group(location, zarr_format, overwrite, storage_options)
+            group.require_group("data")
+            meta = group.require_group("meta")
+            meta.create_array("episode_ends", shape=(0,), chunks=(1 << 14,), dtype="int64", fill_value=0)
+            if attrs:
+                group.attrs.update(dict(attrs))
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        store = cls({}, np.zeros(0, np.int64), location, group=group, attrs=attrs)
+        store._lock = lock
+        return store
 
     @classmethod
     def from_arrays(cls, data: Mapping[str, np.ndarray], episode_ends: np.ndarray, name: str = "<memory>") -> EpisodeStore:
@@ -183,12 +229,14 @@ class EpisodeStore:
                 )
             if not isinstance(group.get("data"), zarr.Group):
                 raise DataError(location, "missing the data/ group", key="data", fix="arrays go under data/<key>")
-            ends = np.asarray(ends_array[:])
+            pending = group.attrs.get(PENDING_ATTR)
+            register_chunk_grids(group.store, [ends_array])
+            ends = _read_episode_ends(ends_array, pending)
             arrays = _list_arrays(location, group, "data")
             timestamps = _list_arrays(location, group, "timestamps")
+            register_chunk_grids(group.store, [*arrays.values(), *timestamps.values()])
             lengths = {f"data/{k}": a.shape[0] for k, a in arrays.items()}
             lengths |= {f"timestamps/{k}": a.shape[0] for k, a in timestamps.items()}
-            pending = group.attrs.get(PENDING_ATTR)
             try:
                 ends = check_episode_ends(location, ends, lengths, pending=pending)
                 break
@@ -279,6 +327,16 @@ class EpisodeStore:
     def is_in_memory(self) -> bool:
         return all(isinstance(a, np.ndarray) for a in self._arrays.values())
 
+    def stored_arrays(self) -> dict[str, tuple[zarr.Array, int]]:
+        """Each zarr array of a store on disk by its path, with the rows committed episodes use (for validation)."""
+        if self._group is None:
+            return {}
+        arrays = {f"data/{k}": (a, self.n_steps) for k, a in sorted(self._arrays.items()) if isinstance(a, zarr.Array)}
+        arrays |= {f"timestamps/{k}": (a, self.n_steps) for k, a in sorted(self._timestamps.items())
+                   if isinstance(a, zarr.Array)}
+        arrays["meta/episode_ends"] = (self._group["meta/episode_ends"], self.n_episodes)
+        return arrays
+
     def timestamps(self, key: str) -> Array | None:
         """Capture times (seconds) of each row of `key`, when the recorder stored them."""
         return self._timestamps.get(key)
@@ -304,7 +362,7 @@ class EpisodeStore:
     def read(self, key: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows [start, stop) of `key` as numpy; stop defaults to, and is capped at, n_steps."""
         stop = self.n_steps if stop is None else min(stop, self.n_steps)
-        return np.asarray(self[key][start:stop])
+        return read_rows(self[key], start, stop)
 
     def episode(self, index: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
         """All rows of one episode for the given keys (all keys by default)."""
@@ -326,16 +384,36 @@ class EpisodeStore:
                 arrays[key] = np.empty((self.n_steps, *array.shape[1:]), dtype=array.dtype)
                 for pos, block in iter_blocks(array, 0, self.n_steps, f"load {key}"):
                     arrays[key][pos : pos + len(block)] = block
-        timestamps = {k: np.asarray(v[: self.n_steps]) for k, v in self._timestamps.items() if k in keys}
+        timestamps = {k: read_rows(v, 0, self.n_steps) for k, v in self._timestamps.items() if k in keys}
         return EpisodeStore(arrays, self._ends, self.path, timestamps=timestamps, attrs=self.attrs,
                             stored_keys=self.stored_keys)
 
     # ------------------------------------------------------------------ writing
+    def close(self) -> None:
+        """Stop writing and release the writer lock, so that another process may write; reads keep working."""
+        if self._lock is not None:
+            self._lock.release()
+        if self._group is not None:
+            self._closed = True
+
+    def __enter__(self) -> EpisodeStore:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    def _check_writable(self, action: str) -> None:
+        """Refuse a write to a store on disk that is open read only or closed."""
+        if self._closed:
+            raise DataError(self.path, "store is closed", fix=f"open it again with mode='a' to {action}")
+        if self._group.read_only:
+            raise DataError(self.path, "store is open read-only", fix=f"open it with mode='a' to {action}")
+
     def update_attrs(self, values: Mapping[str, Any]) -> None:
         """Set store-level attributes; on disk they are written at once (one atomic file write)."""
         if self._group is not None:
-            if self._group.read_only:
-                raise DataError(self.path, "store is open read-only", fix="open it with mode='a' to change it")
+            self._check_writable("change it")
             self._group.attrs.update(dict(values))
         self._attrs.update(values)
 
@@ -359,8 +437,7 @@ class EpisodeStore:
                 old = self._timestamps.get(key, value[:0])
                 self._timestamps[key] = np.concatenate([old[:start], value])
         else:
-            if self._group.read_only:
-                raise DataError(self.path, "store is open read-only", fix="open it with mode='a' to append")
+            self._check_writable("append")
             self._group.attrs[PENDING_ATTR] = {"n_steps": start, "n_episodes": index}
             for key, value in data.items():
                 self._arrays[key] = self._write_rows(self._group.require_group("data"), key, value, start)
@@ -406,9 +483,9 @@ class EpisodeStore:
         return length
 
     def _write_rows(self, parent: zarr.Group, key: str, value: np.ndarray, start: int) -> zarr.Array:
-        """Grow `parent/key` to start + len(value) rows and write them."""
+        """Grow `parent/key` to start + len(value) rows and write them (all-zero chunks too)."""
         if key in parent:
-            array = parent[key]
+            array = empty_chunks_written(parent[key])
         else:
             choice = self._attrs.get(IMAGE_CODEC_ATTR, {"codec": "blosc", "quality": None})
             layout = default_layout(value.shape[1:], value.dtype, self._group.metadata.zarr_format,
@@ -419,7 +496,8 @@ class EpisodeStore:
         return array
 
     def _recover_interrupted_append(self) -> None:
-        """Drop rows and episode ends that an interrupted append left past the last episode."""
+        """Drop rows and episode ends that an interrupted append left past the last episode; runs only from
+        _open_for_writing, under the writer lock, so the append it drops is never another writer's live one."""
         pending = self._group.attrs.get(PENDING_ATTR)
         if pending is None:
             return
@@ -457,7 +535,45 @@ class EpisodeStore:
         ends = dst._group["meta/episode_ends"]
         ends.resize((self.n_episodes,))
         ends[:] = self._ends
-        return EpisodeStore.open(dst.path, mode="a")
+        lock, dst._lock = dst._lock, None
+        return EpisodeStore._open_for_writing(dst.path, lock, None)
+
+
+def writer_lock(location: str) -> ExclusiveLock | None:
+    """The lock that makes this process the one writer of the store directory at `location`; None for a URL
+    (which cannot be locked: warned) or a path that is no directory (opening it fails next)."""
+    if is_url(location):
+        log.warning("%s: a remote store takes no writer lock; make sure no other process writes to it", location)
+        return None
+    if not Path(location).is_dir():
+        return None
+    try:
+        return ExclusiveLock(Path(location) / LOCK_NAME)
+    except LockHeld as held:
+        ours = held.holder.get("pid") == os.getpid()
+        raise DataError(
+            location, f"another writer has it open: {describe_holder(held.holder)}",
+            fix=("close that store first (store.close() or a `with` block)" if ours else
+                 "wait for that writer to finish, or stop it; readers (mode='r') may open the store meanwhile. A "
+                 "crashed writer's lock goes with its process, so a held lock means its holder is alive"),
+        ) from None
+    except OSError as err:
+        raise DataError(location, f"cannot take the writer lock {LOCK_NAME}: {err}",
+                        fix="open it read only (mode='r'), or copy the store somewhere writable") from err
+
+
+def _lock_new_store(location: str, overwrite: bool) -> ExclusiveLock | None:
+    """Make the directory of a new store and take its writer lock; empty it when it replaces an old store."""
+    if is_url(location):
+        return writer_lock(location)
+    Path(location).mkdir(parents=True, exist_ok=True)
+    lock = writer_lock(location)
+    if overwrite:
+        empty_directory(location, keep=LOCK_NAME)
+    elif any(entry.name != LOCK_NAME for entry in Path(location).iterdir()):
+        lock.release()
+        raise DataError(location, "already exists", fix=EXISTS_FIX)
+    return lock
 
 
 def check_episode_ends(
@@ -496,6 +612,19 @@ def check_episode_ends(
                 fix="the last episode end must equal the length of every data array",
             )
     return ends
+
+
+def _read_episode_ends(array: zarr.Array, pending: Mapping[str, int] | None) -> np.ndarray:
+    """meta/episode_ends as numpy. The one trailing end of an interrupted append may lie in a chunk it never
+    wrote; it reads as 0, which check_episode_ends drops."""
+    if pending is None or array.shape[0] <= pending["n_episodes"]:
+        return read_rows(array, 0, array.shape[0])
+    committed = read_rows(array, 0, pending["n_episodes"])
+    try:
+        tail = read_rows(array, pending["n_episodes"], array.shape[0])
+    except DataError:  # the chunk of the unwritten end does not exist yet
+        tail = np.zeros(array.shape[0] - pending["n_episodes"], array.dtype)
+    return np.concatenate([committed, tail])
 
 
 def _list_arrays(location: str, group: zarr.Group, name: str) -> dict[str, zarr.Array]:

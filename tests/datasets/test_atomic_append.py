@@ -122,9 +122,9 @@ def test_crash_at_every_write_of_an_append(tmp_path, existing):
     crash_points = 0
     for crash_at in range(1, 40):
         path = tmp_path / f"store{crash_at}.zarr"
-        store = EpisodeStore.create(path)
-        for index in range(existing):
-            store.append_episode(*_episode_with_times(index))
+        with EpisodeStore.create(path) as store:  # closed, so that the crashing writer may take the lock
+            for index in range(existing):
+                store.append_episode(*_episode_with_times(index))
         result = subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(path), str(crash_at)], cwd=REPO,
                                 capture_output=True, text=True, check=False)
         if result.returncode == 0:

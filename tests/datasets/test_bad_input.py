@@ -18,12 +18,15 @@ from robopolicy.envs.pusht import PUSHT_IMAGE_SHAPE_META
 
 
 def write_raw_store(path: Path, data: dict[str, np.ndarray], episode_ends: list[int] | None) -> Path:
-    """A zarr v2 store written without robopolicy, as another tool might have written it."""
+    """A zarr v2 store written without robopolicy, as another tool might have written it (zarr 2 wrote every
+    chunk, all-zero ones too; zarr 3 skips those unless told to write them)."""
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    every_chunk = {"write_empty_chunks": True}
     for key, value in data.items():
-        group.create_array(f"data/{key}", shape=value.shape, dtype=value.dtype)[:] = value
+        group.create_array(f"data/{key}", shape=value.shape, dtype=value.dtype, config=every_chunk)[:] = value
     if episode_ends is not None:
-        group.create_array("meta/episode_ends", shape=(len(episode_ends),), dtype="i8")[:] = episode_ends
+        group.create_array("meta/episode_ends", shape=(len(episode_ends),), dtype="i8", config=every_chunk)[:] = \
+            episode_ends
     return path
 
 
