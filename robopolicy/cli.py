@@ -51,7 +51,7 @@ def cmd_dataset_validate(args: argparse.Namespace) -> int:
     from robopolicy.datasets.store import EpisodeStore
 
     store = EpisodeStore.open(args.path)
-    findings = validate(store)
+    findings = validate(store, deep=args.deep)
     for finding in findings:
         print(finding)
     errors = sum(f.level == "error" for f in findings)
@@ -152,11 +152,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from robopolicy.runtime.remote import ServeConfig, serve
+    from robopolicy.runtime.serve import KeygenConfig, ServeConfig, keygen, serve
     from robopolicy.settings import build_settings, parse_overrides
 
-    options = build_settings(ServeConfig, parse_overrides(args.options), "serve")
-    serve(args.artifact, options.host, options.port, threads=options.threads)
+    if args.artifact == "keygen" and not Path(args.artifact).exists():
+        print(json.dumps(keygen(build_settings(KeygenConfig, parse_overrides(args.options), "serve keygen").out),
+                         indent=2))
+        return 0
+    serve(args.artifact, build_settings(ServeConfig, parse_overrides(args.options), "serve"))
     return 0
 
 
@@ -192,7 +195,7 @@ def _export_help() -> str:
     from robopolicy.deploy.export import ExportConfig
     from robopolicy.settings import options_help
 
-    return options_help(ExportConfig, out="DIR(required)", format="torchscript|onnx|auto",
+    return options_help(ExportConfig, out="DIR(required)", format="onnx|torchscript|auto",
                         sampler="ddim|dpmsolver++")
 
 
@@ -233,10 +236,11 @@ def _sim_driver_help() -> str:
 
 
 def _serve_help() -> str:
-    from robopolicy.runtime.remote import ServeConfig
+    from robopolicy.runtime.serve import KeygenConfig, ServeConfig
     from robopolicy.settings import options_help
 
-    return f"{options_help(ServeConfig)} (host=0.0.0.0 to accept other machines; threads: CPU threads for inference)"
+    return (f"{options_help(ServeConfig)} (host=0.0.0.0 accepts other machines: with keys=DIR from "
+            f"`robopolicy serve keygen {options_help(KeygenConfig)}`, or insecure=true)")
 
 
 def _convert_help() -> str:
@@ -303,7 +307,7 @@ def build_parser(help_for: Sequence[str] = ()) -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="robopolicy", description="Robot imitation learning toolkit. Every verb "
                                      "takes key=value options; dotted keys nest (env.max_steps=400).")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     dataset = commands.add_parser("dataset", help="inspect, check and convert episode stores")
@@ -315,8 +319,11 @@ def build_parser(help_for: Sequence[str] = ()) -> argparse.ArgumentParser:
                       "builds from the store (YAML to edit and pass back with task=FILE); obs=[key,...] action=KEY "
                       "pick the keys")
     info.set_defaults(func=cmd_dataset_info)
-    check = dataset_cmds.add_parser("validate", help="full scan for problems; exit code 1 on errors")
+    check = dataset_cmds.add_parser("validate", help="full scan for problems (missing chunk files, NaN, timestamps); "
+                                    "exit code 1 on errors")
     check.add_argument("path", help="store directory, .zarr.zip or fsspec URL")
+    check.add_argument("--deep", action="store_true", help="also decode every chunk of every array, images "
+                       "included, naming each damaged one (reads the whole store)")
     check.set_defaults(func=cmd_dataset_validate)
     convert = dataset_cmds.add_parser("convert", help="demonstrations from another format -> an episode store "
                                                       "(resumable: converted episodes are not redone)")
@@ -386,7 +393,8 @@ def build_parser(help_for: Sequence[str] = ()) -> argparse.ArgumentParser:
     driver.set_defaults(func=cmd_robot_sim_driver)
 
     serving = commands.add_parser("serve", help="answer inference requests for an artifact over the network")
-    serving.add_argument("artifact", help="artifact directory written by `robopolicy export`")
+    serving.add_argument("artifact", help="artifact directory written by `robopolicy export`, or keygen (make CURVE "
+                                          "keys for a server off loopback)")
     serving.add_argument("options", nargs="*", help=options("serve"))
     serving.set_defaults(func=cmd_serve)
 
@@ -419,11 +427,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (DataError, ValueError, FileExistsError, FileNotFoundError, NotImplementedError) as err:
+    except (DataError, ValueError, OSError, NotImplementedError) as err:
         if args.verbose:
             raise
-        print(f"error: {err}  (run with -v for the traceback)", file=sys.stderr)
+        problem, fix = error_and_fix(err, argv)
+        print(f"error: {problem}\nfix: {fix}", file=sys.stderr)
         return 2
+
+
+def error_and_fix(err: BaseException, argv: Sequence[str]) -> tuple[str, str]:
+    """(the problem, the fix) of a user error, each on one line: the fix is the error's own (a DataError's, or a
+    message's `fix:` line), else a pointer to the verb's options."""
+    problem, _, fix = str(err).partition("\n  fix: ")
+    fix = getattr(err, "fix", None) or fix
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        problem = f"{err.filename}: {err.strerror}"
+    verb = " ".join(a for a in argv[:2] if not a.startswith("-") and "=" not in a and "/" not in a)
+    fix = fix or f"see `robopolicy {verb} --help`; run with -v for the traceback"
+    return " ".join(problem.split()), " ".join(fix.split())
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,13 +18,42 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def build_settings(cls: type[T], values: Mapping[str, Any] | None, where: str) -> T:
-    """cls(**values), but unknown keys raise a ValueError naming them and the known ones."""
+    """cls(**values), but unknown keys and values of the wrong type (a word for a number) raise a ValueError
+    naming them; integral floats (1e5) become ints where an int is wanted."""
     values = dict(values or {})
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"unknown {where} settings {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**values)
+    hints = typing.get_type_hints(cls)
+    return cls(**{name: checked_value(value, hints[name], f"{where}.{name}") for name, value in values.items()})
+
+
+SCALARS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
+
+
+def checked_value(value: Any, hint: Any, name: str) -> Any:
+    """`value` when it fits a scalar type hint (int, float, bool, str, or one of them | None); other hints pass."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    scalars = [t for t in allowed if t in SCALARS]
+    if not scalars or len(scalars) < len([t for t in allowed if t is not type(None)]):
+        return value  # a container, a dataclass or a mapping: checked where it is built
+    for kind in scalars:
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, float) and value.is_integer():
+            return int(value)
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is str and isinstance(value, str):
+            return value
+    wanted = " or ".join(SCALARS[t] for t in scalars) + (" or null" if type(None) in allowed else "")
+    raise ValueError(f"{name}={value!r} must be {wanted}\n  fix: set {name}=<{wanted.split(' or ')[0]}>")
 
 
 def parse_value(text: str) -> Any:

@@ -14,7 +14,11 @@ def _source(store: EpisodeStore, key: str, role: str) -> Array:
         raise DataError(store.path, f"{role} key not in the store", key=f"data/{key}",
                         fix=f"the store holds {store.stored_keys}: set `source:` in shape_meta to one of them "
                             "(or train with data=STORE obs=[...] action=KEY)")
-    return store[key]
+    array = store[key]
+    if np.dtype(array.dtype).kind not in "biuf":
+        raise DataError(store.path, f"{role} values are {np.dtype(array.dtype)}, not numbers", key=f"data/{key}",
+                        fix="store them as float32 (convert text or objects to numbers when writing the store)")
+    return array
 
 
 def _check_rows(store: EpisodeStore, array: Array, shape: tuple[int, ...], key: str) -> None:

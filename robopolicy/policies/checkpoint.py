@@ -18,23 +18,51 @@ from torch import nn
 
 from robopolicy.datasets.normalizer import Normalizer
 from robopolicy.policies.base import Policy
-from robopolicy.policies.registry import make_policy
+from robopolicy.policies.registry import make_policy, policy_names
 
 FILES = ("config.yaml", "model.safetensors", "ema.safetensors", "normalizer.safetensors", "train_state.pt", "meta.json")
 
 
-def read_meta(checkpoint: Path) -> dict[str, Any]:
-    """meta.json of a checkpoint directory, with a clear error for anything else."""
+def require_checkpoint(checkpoint: Path) -> Path:
+    """`checkpoint` when it holds every checkpoint file, else a FileNotFoundError that says what to pass."""
     checkpoint = Path(checkpoint)
     missing = [f for f in FILES if not (checkpoint / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"{checkpoint} is not a robopolicy checkpoint: missing {missing}")
-    return json.loads((checkpoint / "meta.json").read_text())
+        what = "does not exist" if not checkpoint.exists() else f"is not a robopolicy checkpoint: missing {missing}"
+        raise FileNotFoundError(f"{checkpoint} {what}\n  fix: pass a checkpoint directory such as "
+                                "runs/NAME/checkpoints/last (or, where the verb takes one, an artifact directory "
+                                "written by `robopolicy export`)")
+    return checkpoint
+
+
+def read_meta(checkpoint: Path) -> dict[str, Any]:
+    """meta.json of a checkpoint directory, with a clear error for anything else (a policy name it does not know
+    included)."""
+    path = require_checkpoint(checkpoint) / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error})\n  fix: restore the checkpoint from a copy") from error
+    known = policy_names()
+    if not isinstance(meta, dict) or meta.get("policy") not in known:
+        name = meta.get("policy") if isinstance(meta, dict) else None
+        raise ValueError(f"{path}: policy {name!r} is not one this robopolicy knows ({known})\n  fix: load it with "
+                         "the robopolicy version that wrote it (meta.json 'versions'), or restore the file")
+    return meta
 
 
 def read_config(checkpoint: Path) -> dict[str, Any]:
-    """The resolved run config saved with a checkpoint."""
-    return yaml.safe_load((Path(checkpoint) / "config.yaml").read_text())
+    """The resolved run config saved with a checkpoint (plain YAML only: tags are refused, never constructed)."""
+    path = require_checkpoint(checkpoint) / "config.yaml"
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())
+        raise ValueError(f"{path} is not plain YAML ({problem})\n  fix: a checkpoint's config holds plain values only; "
+                         "remove the tag or restore the file") from error
+    if not isinstance(config, dict) or "task" not in config:
+        raise ValueError(f"{path} holds no run config (no 'task' section)\n  fix: restore the file from a copy")
+    return config
 
 
 def load_policy(checkpoint: str | Path, use_ema: bool = True, device: str | torch.device = "cpu") -> Policy:

@@ -83,9 +83,9 @@ class Artifact(ArtifactBase):
         path = file_inside(directory, meta["file"], "file")
         if meta["format"] == "torchscript":
             if not trusted:
-                raise ValueError(f"{path} is TorchScript, which runs code from the file when it is loaded; load it "
-                                 "only if you made it or trust its source: pass trusted=true, or re-export the "
-                                 "checkpoint with format=onnx (the default), which runs no code on load")
+                raise ValueError(f"{path} is TorchScript, which runs code from the file when it is loaded\n  fix: "
+                                 "re-export the checkpoint with format=onnx (the default, which runs no code on "
+                                 "load), or, only if you made the file or trust its source, pass trusted=true")
             import torch
 
             if threads:
@@ -140,8 +140,8 @@ def file_inside(directory: Path, name: Any, key: str) -> Path:
     root = directory.resolve()
     path = (directory / str(name)).resolve()
     if not isinstance(name, str) or not name or not path.is_relative_to(root) or path == root:
-        raise ValueError(f"{directory / 'meta.json'}: {key} {name!r} is not a file inside the artifact directory; "
-                         "an artifact names only its own files: re-export the checkpoint")
+        raise ValueError(f"{directory / 'meta.json'}: {key} {name!r} is not a file inside the artifact directory\n"
+                         "  fix: an artifact names only its own files: re-export the checkpoint")
     return path
 
 
@@ -174,7 +174,9 @@ def load_artifact(directory: str | Path, threads: int | None = None, trusted: bo
     directory = Path(directory)
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path} is missing: point at a directory written by `robopolicy export`")
+        what = f"{directory} does not exist" if not directory.exists() else f"{meta_path} is missing"
+        raise FileNotFoundError(f"{what}\n  fix: pass an artifact directory written by `robopolicy export` (eval and "
+                                "predict also take a checkpoint directory)")
     meta = json.loads(meta_path.read_text())
     if meta.get("artifact_version") != ARTIFACT_VERSION:
         raise ValueError(f"{meta_path}: artifact_version {meta.get('artifact_version')} is not {ARTIFACT_VERSION}; "

@@ -48,12 +48,12 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
-            raise ValueError(f"port={self.port} is not a TCP port: use 1-65535")
+            raise ValueError(f"port={self.port} is not a TCP port\n  fix: use a port in 1-65535 (default 5555)")
         if self.max_batch < 1 or self.request_timeout_s <= 0 or (self.max_message_mb or 1) <= 0:
             raise ValueError("max_batch, request_timeout_s and max_message_mb must be positive")
         if not is_loopback(self.host) and not self.keys and not self.insecure:
-            raise ValueError(f"host={self.host} accepts other machines, so the server needs keys: make them with "
-                             "`robopolicy serve keygen out=DIR` and pass keys=DIR (clients: keys=DIR with the "
+            raise ValueError(f"host={self.host} accepts other machines, so the server needs keys\n  fix: make them "
+                             "with `robopolicy serve keygen out=DIR` and pass keys=DIR (clients: keys=DIR with the "
                              "server's public key), or pass insecure=true on a network you trust")
 
 
@@ -136,7 +136,7 @@ class InferenceServer:
         except zmq.ZMQError as error:
             socket.close()
             self._stop_authenticator()
-            raise ValueError(f"cannot listen on {self.config.host}:{self.config.port}: {error.strerror}; choose "
+            raise ValueError(f"cannot listen on {self.config.host}:{self.config.port}: {error.strerror}\n  fix: choose "
                              "another port= (or stop the process that holds it)") from error
         return socket
 

@@ -8,6 +8,7 @@ swapped atomically, so a crash while saving never leaves a corrupt `last`.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 from torch import nn
 
@@ -48,17 +50,19 @@ class CheckpointContent:
 
 
 def write_checkpoint(root: Path, name: str, content: CheckpointContent) -> Path:
-    """Write checkpoint `name` under root atomically (temporary directory, then rename)."""
+    """Write checkpoint `name` under root atomically (temporary directory, then rename); when the disk is full
+    the partial copy is removed and the error says that the previous checkpoint is intact."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    (tmp / "config.yaml").write_text(yaml.safe_dump(dict(content.config), sort_keys=False))
-    (tmp / "meta.json").write_text(json.dumps({**content.meta, "versions": versions()}, indent=2))
-    save_file(weights(content.policy), str(tmp / "model.safetensors"))
-    save_file(weights(content.ema_policy or content.policy), str(tmp / "ema.safetensors"))
-    content.policy.normalizer.save(tmp / "normalizer.safetensors")
-    torch.save(dict(content.train_state), tmp / "train_state.pt")
+    try:
+        _write_files(tmp, content)
+    except (OSError, RuntimeError, SafetensorError) as error:  # what torch.save and safetensors raise on a full disk
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(getattr(error, "errno", None) or errno.EIO,
+                      f"could not write checkpoint {root / name} ({type(error).__name__}: {error}); the previous "
+                      f"checkpoint (`last`) is intact\n  fix: check the free space on that disk (df -h {root}); free "
+                      "some (or set run_dir= on another disk) and train again with resume=true") from error
     final = root / name
     if final.exists():  # moved aside, not deleted, until the new one is in place
         old = root / f".old-{name}-{os.getpid()}"
@@ -68,6 +72,17 @@ def write_checkpoint(root: Path, name: str, content: CheckpointContent) -> Path:
     else:
         os.replace(tmp, final)
     return final
+
+
+def _write_files(tmp: Path, content: CheckpointContent) -> None:
+    """The checkpoint's files in a fresh directory `tmp`."""
+    tmp.mkdir()
+    (tmp / "config.yaml").write_text(yaml.safe_dump(dict(content.config), sort_keys=False))
+    (tmp / "meta.json").write_text(json.dumps({**content.meta, "versions": versions()}, indent=2))
+    save_file(weights(content.policy), str(tmp / "model.safetensors"))
+    save_file(weights(content.ema_policy or content.policy), str(tmp / "ema.safetensors"))
+    content.policy.normalizer.save(tmp / "normalizer.safetensors")
+    torch.save(dict(content.train_state), tmp / "train_state.pt")
 
 
 def point_last(root: Path, name: str) -> None:

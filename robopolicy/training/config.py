@@ -7,6 +7,7 @@ resolver), and the resolved config is what a run saves and what a resume compare
 
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ def compose_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR)
     task_file = next((item.partition("=")[2] for item in groups if item.startswith("task=")
                       and is_task_file(item.partition("=")[2])), None)
     groups = [item for item in groups if not (task_file and item.startswith("task="))]
+    for item in groups:
+        check_group_choice(config_dir, *item.split("=", 1))
     task = task_section(task_file, {k: values.pop(k) for k in DATA_KEYS if k in values},
                         any(item.startswith("task=") for item in groups))
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3", job_name="robopolicy"):
@@ -49,6 +52,16 @@ def compose_config(overrides: Sequence[str] = (), config_dir: Path = CONFIG_DIR)
     if cfg.task.get("encoder"):
         cfg.encoder = OmegaConf.merge(cfg.encoder, cfg.task.encoder)
     return merge_values(cfg, values)
+
+
+def check_group_choice(config_dir: Path, group: str, choice: str) -> None:
+    """A ValueError naming the closest shipped choices when configs/<group>/<choice>.yaml does not exist."""
+    shipped = sorted(path.stem for path in (config_dir / group).glob("*.yaml"))
+    if choice not in shipped:
+        close = difflib.get_close_matches(choice, shipped, n=1)
+        hint = f"did you mean {group}={close[0]}? " if close else ""
+        files = " (or task=PATH.yaml, or data=STORE)" if group == "task" else ""
+        raise ValueError(f"unknown {group} {choice!r}\n  fix: {hint}choose one of {shipped}{files}")
 
 
 def is_task_file(value: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,15 @@ class MetricLogger:
     """Writes one JSON line per log call; only the main process writes anything."""
 
     def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, wandb: bool, wandb_project: str,
-                 config: Mapping[str, Any]):
+                 config: Mapping[str, Any], resumed_step: int | None = None):
         self.enabled = enabled
         self.writer = None
         self.wandb_run = None
         if not enabled:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
+        if resumed_step is not None:
+            drop_lines_after(run_dir / "train_log.jsonl", resumed_step)
         self.jsonl = (run_dir / "train_log.jsonl").open("a")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -53,3 +56,20 @@ class MetricLogger:
             self.writer.close()
         if self.wandb_run is not None:
             self.wandb_run.finish()
+
+
+def drop_lines_after(path: Path, step: int) -> None:
+    """Remove the lines of steps after `step` (a resumed run logs them again), in one rename."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            logged = json.loads(line).get("step", 0)
+        except ValueError:  # a line cut short by a crash
+            continue
+        if logged <= step:
+            kept.append(line)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(tmp, path)

@@ -144,7 +144,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DistributedDataParallel(self.policy, device_ids=ids)
         self.logger = MetricLogger(config.run_dir, self.dist.is_main, config.logging.tensorboard, config.logging.wandb,
-                                   config.logging.wandb_project, config.raw)
+                                   config.logging.wandb_project, config.raw,
+                                   resumed_step=self.step if config.raw.get("resume") else None)
 
     # ------------------------------------------------------------------ setup
     def _open_store(self) -> EpisodeStore:

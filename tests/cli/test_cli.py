@@ -60,7 +60,10 @@ def test_quickstart_runs_demos_training_and_evaluation_end_to_end(tmp_path):
     summary = json.loads(result.stdout)
     assert summary["demos"]["episodes"] == 4 and summary["demos"]["expert_success_rate"] > 0.5
     assert summary["training"]["final_metrics"]["epoch"] >= 0 and Path(summary["training"]["checkpoint"]).is_dir()
-    assert summary["eval_seeds"] == [100000, 100001] and 0.0 <= summary["success_rate"] <= 1.0
+    assert summary["eval_seeds"] == [100000, 100001]
+    report = json.loads(Path(summary["eval_json"]).read_text())
+    # the summary is the evaluation's; 4 training steps give no policy that lifts the cube
+    assert summary["success_rate"] == report["success_rate"] == 0.0, (summary["success_rate"], report["episodes"])
     assert Path(summary["plot"]).is_file() and all(Path(v).stat().st_size > 1000 for v in summary["videos"])
     assert "Lift success rate" in result.stderr and summary["eval_json"] in result.stderr
     store = EpisodeStore.open(tmp_path / "lift_lowdim.zarr")
@@ -89,7 +92,7 @@ def test_robot_subcommands_and_their_errors(tmp_path, capsys):
     assert main(["export", str(tmp_path), "format=onnx"]) == 2
     assert "export needs out=DIR" in capsys.readouterr().err
     assert main(["serve", str(tmp_path), "prot=5555"]) == 2
-    assert "unknown serve settings ['prot']; known: ['host', 'port', 'threads']" in capsys.readouterr().err
+    assert "unknown serve settings ['prot']; known: ['host', 'insecure', 'keys', 'max_batch'," in capsys.readouterr().err
     assert main(["deploy", "calibrate", "env.name=robosuite"]) == 2
     assert "`robopolicy deploy calibrate` is now `robopolicy robot calibrate`" in capsys.readouterr().err
     assert main(["deploy", str(tmp_path / "missing"), "robot=arm"]) == 2

@@ -37,6 +37,7 @@ def run(lift_artifact, robot, seconds: float, **settings) -> tuple[Runtime, obje
     return runtime, runtime.run(seconds)
 
 
+@pytest.mark.realtime
 def test_executed_action_times_match_the_plan_under_injected_latency(lift_artifact, robot):
     runtime, stats = run(lift_artifact, robot, 3.0)
     errors = np.array([applied - planned for applied, planned in robot.executed])
@@ -48,6 +49,7 @@ def test_executed_action_times_match_the_plan_under_injected_latency(lift_artifa
     assert np.nanmin(ages) >= LATENCY["camera"] - 0.005
 
 
+@pytest.mark.realtime
 def test_without_latency_matching_observations_look_fresh(lift_artifact, robot):
     _, stats = run(lift_artifact, robot, 1.5, match_latency=False)
     ages = np.array([t["obs_age"] for t in stats.ticks[5:]])

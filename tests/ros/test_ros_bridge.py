@@ -68,6 +68,7 @@ def probe(graph, *args: str, timeout: float = 120.0) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.realtime
 def test_observations_arrive_stamped_at_capture_plus_latency_in_the_policy_layout(graph):
     readings = probe(graph, "observations", "sim_lift")["readings"]
     arm = [r for r in readings if "robot0_eef_pos" in r["values"]]  # one reading per message: the pose topic's
@@ -118,6 +119,7 @@ def test_camera_images_arrive_as_ros_images_cropped_and_resized_by_the_map(tmp_p
     assert steps.min() > 0 and np.median(steps) >= DT - 0.002
 
 
+@pytest.mark.realtime
 def test_commands_go_out_at_their_times_and_move_the_arm(graph):
     result = probe(graph, "commands", "sim_lift")
     sent = np.array(result["sent_times"])
@@ -132,6 +134,7 @@ def test_commands_go_out_at_their_times_and_move_the_arm(graph):
     assert result["z_after"] - result["z_before"] == pytest.approx(0.03, abs=0.01)
 
 
+@pytest.mark.realtime
 def test_the_estop_topic_stops_the_arm_within_one_control_period(graph):
     result = probe(graph, "estop", "sim_lift")
     assert result["halted"] and result["reason"].startswith("e-stop on /robopolicy/estop")
@@ -196,6 +199,7 @@ def test_a_stalled_camera_topic_makes_the_runtime_hold(graph, lift_artifact, tmp
     assert any(level == 1 and "stale_observation" in message for t, level, message in levels if t > first_held)
 
 
+@pytest.mark.realtime
 def test_deploy_robot_ros_runs_what_the_operator_starts_and_logs_each_run(lift_artifact, tmp_path):
     from robopolicy.datasets.store import EpisodeStore
 

@@ -14,6 +14,7 @@ from robopolicy.robots.calibrate import estimate_lag, excitation
 from robopolicy.robots.interface import Reading
 from robopolicy.runtime.alignment import KeySpec, ObservationAligner, TimedBuffer, slerp
 from robopolicy.runtime.blending import ChunkBlender, boundary_jump
+from robopolicy.runtime.inference import InferenceWorker
 from robopolicy.runtime.safety import Box, EmergencyStop, SafetyConfig, Watchdog
 from robopolicy.runtime.timing import ActionPlan, TimingConfig, chunk_plan, to_send
 
@@ -194,6 +195,41 @@ def test_watchdog_holds_after_consecutive_missed_deadlines():
     assert watchdog.reason_to_hold(1.0, 1.0) == "missed_deadlines"
     assert watchdog.reason_to_hold(1.0, None) == "no_observation"
     assert watchdog.holds == {"missed_deadlines": 1, "no_observation": 1}
+
+
+class GatedRunner:
+    """A runner that returns its window's value as a chunk once `gate` opens, or raises what `error` holds."""
+
+    def __init__(self):
+        self.gate, self.error = threading.Event(), None
+
+    def __call__(self, window, prefix=None):
+        self.gate.wait(10)
+        if self.error is not None:
+            raise self.error
+        return np.full((4, 2), window["x"][0], np.float32) + (0 if prefix is None else prefix[0])
+
+
+def test_the_inference_worker_runs_one_window_at_a_time_and_hands_back_results_and_errors():
+    ticks = iter(range(100))
+    runner = GatedRunner()
+    worker = InferenceWorker(runner, clock=lambda: float(next(ticks)))
+    worker.submit({"x": np.array([3.0])}, t_obs=7.5, held_until=9.0)
+    assert worker.busy and worker.take() is None
+    with pytest.raises(RuntimeError, match="already running"):
+        worker.submit({"x": np.array([0.0])}, t_obs=8.0)
+    runner.gate.set()
+    result = worker.wait(timeout=10)
+    assert not worker.busy and worker.take() is None  # a result is handed back once
+    np.testing.assert_array_equal(result.chunk, np.full((4, 2), 3.0))
+    assert (result.t_obs, result.started, result.finished, result.held_until) == (7.5, 0.0, 1.0, 9.0)
+    worker.submit({"x": np.array([1.0])}, t_obs=8.0, prefix=(np.ones((4, 2)), np.ones(4)))
+    np.testing.assert_array_equal(worker.wait(timeout=10).chunk, np.full((4, 2), 2.0))
+    runner.error = ValueError("server said no")
+    worker.submit({"x": np.array([1.0])}, t_obs=9.0)
+    with pytest.raises(ValueError, match="server said no"):  # raised in the control loop's thread
+        worker.wait(timeout=10)
+    assert worker.take() is None
 
 
 def test_emergency_stop_from_another_thread_wakes_the_waiting_loop():

@@ -222,7 +222,7 @@ def test_bad_ports_are_errors_not_other_ports(state_artifact):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
-        with pytest.raises(ValueError, match="cannot listen.*another port"):
+        with pytest.raises(ValueError, match="(?s)cannot listen.*another port"):
             InferenceServer(load_artifact(state_artifact), ServeConfig(port=holder.getsockname()[1]))
 
 
