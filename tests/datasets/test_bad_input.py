@@ -77,6 +77,16 @@ def test_non_finite_actions(tmp_path, bad, capsys):
     assert "NaN or inf at row 7" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("bad", [np.nan, -np.inf])
+def test_non_finite_low_dim_observations(tmp_path, bad):
+    data = good_data()
+    data["state"][6, 1] = bad  # agent_pos reads dims [0, 2) of state
+    store = EpisodeStore.open(write_raw_store(tmp_path / "s.zarr", data, [5, 10]))
+    with pytest.raises(DataError, match=r"\[data/state\]: NaN or inf at row 6 \(episode 1\)"):
+        SequenceDataset(store, PUSHT_IMAGE_SHAPE_META, horizon=4, n_obs_steps=2, n_action_steps=2)
+    assert [(f.level, f.key) for f in validate(store)] == [("error", "data/state")]
+
+
 def test_images_of_the_wrong_rank(tmp_path):
     data = good_data() | {"img": np.zeros((10, 96, 96), np.uint8)}
     store = EpisodeStore.open(write_raw_store(tmp_path / "s.zarr", data, [5, 10]))
