@@ -1,7 +1,9 @@
 """`robopolicy deploy ARTIFACT robot=sim|ros ...`: the runtime driving the simulated arm for a set of
 episodes, or a ROS robot through the bridge node (robot=ros robot.map=NAME; see robopolicy.ros.node).
 
-ARTIFACT is an artifact directory, or tcp://HOST:PORT of `robopolicy serve` (remote inference).
+ARTIFACT is an artifact directory (trusted=true to allow TorchScript, which runs code when loaded), or
+tcp://HOST:PORT of `robopolicy serve` (remote inference; keys=DIR from `robopolicy serve keygen` when the
+server is off loopback).
 
 Options (key=value): episodes, seed_start, out (run log directory), latency.<sensor>=seconds
 (injected in the simulator and, with match_latency=true, compensated by the runtime),
