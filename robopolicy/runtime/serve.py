@@ -150,9 +150,10 @@ class InferenceServer:
             self.close()
 
     def _read_waiting(self) -> list[Request]:
-        """Every message waiting now (at most max_batch of them): meta and bad ones answered at once."""
+        """The messages waiting now (at most max_batch, so a flood of bad ones cannot starve the runs): meta and bad
+        ones answered at once, run requests returned."""
         runs: list[Request] = []
-        while len(runs) < self.config.max_batch:
+        for _ in range(self.config.max_batch):
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
