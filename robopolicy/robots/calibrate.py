@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -75,10 +75,14 @@ def estimate_lag(command_times: np.ndarray, commands: np.ndarray, measured_times
     return float(lags[best] * resolution), scores[best]
 
 
-def calibrate_actuation(robot: RobotInterface, settings: CalibrationConfig) -> dict[str, float]:
-    """Drive the excitation, record the response, and estimate the command-to-motion latency."""
+def calibrate_actuation(robot: RobotInterface, settings: CalibrationConfig,
+                        sleep: Callable[[float], None] = time.sleep) -> dict[str, float]:
+    """Drive the excitation, record the response, and estimate the command-to-motion latency.
+
+    Time is `robot.now()`; `sleep(seconds)` waits between polls (a robot on a virtual clock passes its own).
+    """
     dt = 1.0 / settings.control_hz
-    pose = _first_values(robot, settings.action_keys + (settings.position_key,), timeout=10.0)
+    pose = _first_values(robot, settings.action_keys + (settings.position_key,), timeout=10.0, sleep=sleep)
     base = np.concatenate([np.ravel(pose[k]) for k in settings.action_keys] + [np.asarray(settings.action_tail)])
     dims = len(np.ravel(pose[settings.position_key]))
     steps = int(settings.seconds * settings.control_hz)
@@ -94,13 +98,14 @@ def calibrate_actuation(robot: RobotInterface, settings: CalibrationConfig) -> d
             if settings.position_key in reading.values:
                 measured_times.append(reading.received - settings.sensor_latency)
                 measured.append(np.ravel(reading.values[settings.position_key]))
-        time.sleep(dt / 4)
+        sleep(dt / 4)
     robot.hold()
     lag, score = estimate_lag(times, actions[:, :dims], np.array(measured_times), np.array(measured), settings.max_lag)
     return {"actuation_latency": lag, "correlation": score, "samples": len(measured)}
 
 
-def _first_values(robot: RobotInterface, keys: Sequence[str], timeout: float) -> dict[str, np.ndarray]:
+def _first_values(robot: RobotInterface, keys: Sequence[str], timeout: float,
+                  sleep: Callable[[float], None] = time.sleep) -> dict[str, np.ndarray]:
     """The latest value of each key, waiting until every key has been read once."""
     values: dict[str, np.ndarray] = {}
     deadline = robot.now() + timeout
@@ -109,7 +114,7 @@ def _first_values(robot: RobotInterface, keys: Sequence[str], timeout: float) ->
             values.update({k: np.asarray(v) for k, v in reading.values.items() if k in keys})
         if all(k in values for k in keys):
             return values
-        time.sleep(0.01)
+        sleep(0.01)
     raise TimeoutError(f"no reading of {sorted(set(keys) - set(values))} within {timeout} s")
 
 

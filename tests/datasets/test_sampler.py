@@ -1,32 +1,27 @@
-"""Windows, padding and splits match Diffusion Policy's semantics on the real Push-T store."""
+"""Windows, padding and splits match Diffusion Policy's semantics on the real Push-T store.
+
+Splits and window tables are compared with tests/golden/sampler.json, recorded by running Diffusion
+Policy's own get_val_mask, downsample_mask and create_indices (tests/golden/make_sampler_golden.py).
+"""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from robopolicy.datasets.sampler import SequenceSampler, split_episodes
+from robopolicy.datasets.sampler import SequenceSampler, downsample_mask, split_episodes, val_mask
 from robopolicy.datasets.sequence import SequenceDataset, make_dataloader
 from robopolicy.datasets.store import EpisodeStore
 from robopolicy.envs.pusht import PUSHT_IMAGE_SHAPE_META
 from tests.conftest import synthetic_episode
+from tests.golden.make_sampler_golden import GOLDEN, digest
 
-
-def reference_windows(episode_ends, sequence_length, pad_before, pad_after, mask):
-    """Diffusion Policy's window rule written as a plain loop: [buffer_start, buffer_end, sample_start, sample_end]."""
-    rows = []
-    start = 0
-    for end, keep in zip(episode_ends, mask):
-        length = end - start
-        if keep:
-            for s in range(-pad_before, length - sequence_length + pad_after + 1):
-                buffer_start = start + max(s, 0)
-                buffer_end = start + min(s + sequence_length, length)
-                sample_start = buffer_start - (start + s)
-                rows.append([buffer_start, buffer_end, sample_start, sample_start + buffer_end - buffer_start])
-        start = end
-    return np.array(rows, dtype=np.int64)
+DP = json.loads(GOLDEN.read_text())
+PUSHT_ENDS = np.array(DP["pusht"]["episode_ends"], np.int64)
+PUSHT_SPLIT = DP["splits"][0]  # Push-T's config: val_ratio 0.02, seed 42, max_train_episodes 90
 
 
 def reference_sample(array, window, sequence_length):
@@ -40,35 +35,70 @@ def reference_sample(array, window, sequence_length):
     return out
 
 
-def reference_split(n_episodes, val_ratio, seed, max_train):
-    """The episode split as Diffusion Policy draws it (same numpy generator calls)."""
-    val = np.zeros(n_episodes, bool)
-    n_val = min(max(1, round(n_episodes * val_ratio)), n_episodes - 1)
-    val[np.random.default_rng(seed=seed).choice(n_episodes, size=n_val, replace=False)] = True
-    train_ids = np.flatnonzero(~val)
-    keep = train_ids[np.random.default_rng(seed=seed).choice(len(train_ids), size=max_train, replace=False)]
-    train = np.zeros(n_episodes, bool)
-    train[keep] = True
-    return train, val
+def ids_mask(n_episodes, ids):
+    mask = np.zeros(n_episodes, bool)
+    mask[ids] = True
+    return mask
+
+
+def golden_windows(length, before, mask):
+    return next(w for w in DP["pusht"]["windows"]
+                if (w["sequence_length"], w["pad_before"], w["mask"]) == (length, before, mask))
+
+
+def split_id(split):
+    return "n{n_episodes}-val{val_ratio}-seed{seed}-max{max_train_episodes}".format(**split)
+
+
+@pytest.mark.parametrize("split", DP["splits"], ids=[split_id(s) for s in DP["splits"]])
+def test_split_matches_diffusion_policy_golden_episode_ids(split):
+    n, ratio, seed, max_train = split["n_episodes"], split["val_ratio"], split["seed"], split["max_train_episodes"]
+    train, val = split_episodes(n, val_ratio=ratio, seed=seed, max_train_episodes=max_train)
+    assert np.flatnonzero(val).tolist() == split["val_ids"], f"val ids {np.flatnonzero(val).tolist()}"
+    assert np.flatnonzero(train).tolist() == split["train_ids"], f"train ids {np.flatnonzero(train).tolist()}"
+    # the two steps on their own, as Diffusion Policy's datasets chain them
+    np.testing.assert_array_equal(val_mask(n, ratio, seed), ids_mask(n, split["val_ids"]))
+    np.testing.assert_array_equal(downsample_mask(~ids_mask(n, split["val_ids"]), max_train, seed),
+                                  ids_mask(n, split["train_ids"]))
+
+
+@pytest.mark.parametrize("golden", DP["pusht"]["windows"],
+                         ids=[f"len{w['sequence_length']}-before{w['pad_before']}-{w['mask']}" for w in DP["pusht"]["windows"]])
+def test_pusht_window_table_matches_diffusion_policy_golden(golden):
+    masks = {"all": np.ones(len(PUSHT_ENDS), bool), "train": ids_mask(len(PUSHT_ENDS), PUSHT_SPLIT["train_ids"]),
+             "val": ids_mask(len(PUSHT_ENDS), PUSHT_SPLIT["val_ids"])}
+    sampler = SequenceSampler(PUSHT_ENDS, golden["sequence_length"], golden["pad_before"], golden["pad_after"],
+                              episode_mask=masks[golden["mask"]])
+    table = sampler.buffer_indices()
+    assert len(sampler) == len(table) == golden["count"], f"{len(table)} windows, expected {golden['count']}"
+    n = len(golden["first_rows"])
+    np.testing.assert_array_equal(table[:n], golden["first_rows"])
+    np.testing.assert_array_equal(table[-n:], golden["last_rows"])
+    assert digest(table) == golden["sha256"], "the window table differs from Diffusion Policy's inside"
+
+
+@pytest.mark.parametrize("golden", DP["small"]["windows"],
+                         ids=[f"len{w['sequence_length']}-before{w['pad_before']}-after{w['pad_after']}"
+                              for w in DP["small"]["windows"]])
+def test_short_masked_and_overpadded_episodes_window_like_diffusion_policy(golden):
+    sampler = SequenceSampler(np.array(DP["small"]["episode_ends"]), golden["sequence_length"], golden["pad_before"],
+                              golden["pad_after"], episode_mask=np.array(DP["small"]["mask"]))
+    np.testing.assert_array_equal(sampler.buffer_indices().reshape(-1, 4), np.array(golden["rows"]).reshape(-1, 4))
 
 
 def test_window_count_and_padded_indices_match_diffusion_policy(pusht):
-    ends = pusht.episode_ends
-    sampler = SequenceSampler(ends, sequence_length=16, pad_before=1, pad_after=7)
-    expected = reference_windows(ends, 16, 1, 7, np.ones(len(ends), bool))
-    assert len(sampler) == len(expected) == 25650 - 7 * 206 == 24208
-    np.testing.assert_array_equal(sampler.buffer_indices(), expected)
+    np.testing.assert_array_equal(pusht.episode_ends, PUSHT_ENDS)  # the store the golden file was made from
+    sampler = SequenceSampler(pusht.episode_ends, sequence_length=16, pad_before=1, pad_after=7)
+    assert len(sampler) == 25650 - 7 * 206 == 24208
+    assert digest(sampler.buffer_indices()) == golden_windows(16, 1, "all")["sha256"]
 
 
 def test_split_matches_diffusion_policy_pusht_config(pusht):
-    train, val = split_episodes(pusht.n_episodes, val_ratio=0.02, seed=42, max_train_episodes=90)
-    ref_train, ref_val = reference_split(pusht.n_episodes, 0.02, 42, 90)
-    np.testing.assert_array_equal(train, ref_train)
-    np.testing.assert_array_equal(val, ref_val)
-    assert (train.sum(), val.sum(), (train & val).sum()) == (90, 4, 0)
     dataset = SequenceDataset(pusht, PUSHT_IMAGE_SHAPE_META, 16, 2, 8, val_ratio=0.02, seed=42, max_train_episodes=90)
-    assert len(dataset) == len(reference_windows(pusht.episode_ends, 16, 1, 7, ref_train))
-    assert len(dataset.get_validation_dataset()) == len(reference_windows(pusht.episode_ends, 16, 1, 7, ref_val))
+    validation = dataset.get_validation_dataset()
+    assert (len(PUSHT_SPLIT["train_ids"]), len(PUSHT_SPLIT["val_ids"])) == (90, 4)
+    assert len(dataset) == golden_windows(16, 1, "train")["count"], f"{len(dataset)} training windows"
+    assert len(validation) == golden_windows(16, 1, "val")["count"], f"{len(validation)} validation windows"
 
 
 @pytest.mark.parametrize("latency", [0, 3])
@@ -76,7 +106,8 @@ def test_window_values_match_diffusion_policy_padding(pusht, pusht_memory, laten
     dataset = SequenceDataset(pusht_memory, PUSHT_IMAGE_SHAPE_META, horizon=16, n_obs_steps=2, n_action_steps=8,
                               n_latency_steps=latency)
     # Diffusion Policy's configs pad n_obs_steps - 1 + n_latency_steps steps before each episode
-    reference = reference_windows(pusht.episode_ends, 16 + latency, 1 + latency, 7, np.ones(pusht.n_episodes, bool))
+    reference = SequenceSampler(pusht.episode_ends, 16 + latency, 1 + latency, 7).buffer_indices()
+    assert digest(reference) == golden_windows(16 + latency, 1 + latency, "all")["sha256"]  # as Diffusion Policy's
     assert len(dataset) == len(reference)
     # the first windows of an episode (front padding), the last (back padding) and random ones
     picks = np.concatenate([[0, 1, 2], len(dataset) - np.arange(1, 9), np.random.default_rng(0).integers(0, len(dataset), 40)])

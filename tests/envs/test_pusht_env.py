@@ -26,24 +26,54 @@ def _set_exact_state(env, state: np.ndarray) -> None:
     sim.space.step(sim.dt)
 
 
+# Replays that leave the recorded states by more than the claimed 1e-3 (measured over all 206 episodes): 50 from
+# its first step (9.8 board units at most), 107 from step 49 (0.17), 78 from step 64 (1.25e-3).
+DIVERGENT_REPLAYS = (50, 78, 107)
+REPLAYED = [e for e in range(0, 206, 3) if e not in DIVERGENT_REPLAYS]  # 68 episodes, 8,526 steps (9-19 s)
+# The store's keypoints disagree with its own block pose on the first frames of some episodes (up to 2.05 units on
+# frame 0, 1.18 on frame 1, 0.47 on frame 2; at most 0.20 from frame 3 on): no replay can match those.
+FIRST_CONSISTENT_FRAME = 3
+
+
+def episode_slices(store):
+    starts = np.concatenate([[0], store.episode_ends[:-1]])
+    return [slice(int(a), int(b)) for a, b in zip(starts, store.episode_ends, strict=True)]
+
+
 def test_replaying_the_human_demos_reproduces_their_states_and_keypoints(pusht):
+    """README: replaying the demos' actions reproduces their states to 1e-3 board units and keypoints to 0.25."""
+    state, keypoint, action = (pusht.read(key) for key in ("state", "keypoint", "action"))
+    slices = episode_slices(pusht)
     env = make_env("keypoint")
-    for episode in (0, 100):
-        data = pusht.episode(episode, ["state", "keypoint", "action"])
+    worst_state, worst_keypoint = {}, {}
+    for episode in REPLAYED:
+        rows = slices[episode]
         env.reset(seed=0)
-        _set_exact_state(env, data["state"][0])
-        for t in range(1, len(data["action"])):
-            obs, *_ = env.step(data["action"][t - 1])
-            np.testing.assert_allclose(obs["state"][:4], data["state"][t, :4], atol=1e-3)
-            np.testing.assert_allclose(obs["keypoint"], data["keypoint"][t], atol=0.25)
+        _set_exact_state(env, state[rows][0])
+        replayed = []
+        for step_action in action[rows][:-1]:
+            obs, *_ = env.step(step_action)
+            replayed.append(obs)
+        states = np.stack([o["state"][:4] for o in replayed])
+        keypoints = np.stack([o["keypoint"] for o in replayed])
+        worst_state[episode] = np.abs(states - state[rows][1:, :4]).max()
+        consistent = slice(FIRST_CONSISTENT_FRAME - 1, None)  # replayed[i] is frame i + 1
+        worst_keypoint[episode] = np.abs(keypoints[consistent] - keypoint[rows][1:][consistent]).max()
         assert obs["state"].dtype == np.float32 and obs["keypoint"].shape == (9, 2)
+    off = {e: float(v) for e, v in worst_state.items() if v > 1e-3}
+    assert not off, f"states off by more than 1e-3 (board units) in episodes {off}"
+    off = {e: float(v) for e, v in worst_keypoint.items() if v > 0.25}
+    assert not off, f"keypoints off by more than 0.25 in episodes {off}"
 
 
 def test_the_keypoint_map_matches_every_frame_of_the_store(pusht):
+    """pusht.py: every frame matches BLOCK_KEYPOINTS within 0.2 units (99.9th percentile)."""
     state, keypoint = pusht.read("state"), pusht.read("keypoint")
-    predicted = np.stack([block_keypoints(s[2:5].astype(np.float64)) for s in state[::7]])
-    error = np.abs(predicted - keypoint[::7])
-    assert np.percentile(error, 99.9) < 0.25 and error.max() < 2.5
+    predicted = np.stack([block_keypoints(s[2:5].astype(np.float64)) for s in state])
+    error = np.abs(predicted - keypoint)
+    assert np.percentile(error, 99.9) < 0.2, f"99.9th percentile {np.percentile(error, 99.9):.3f} (measured 0.181)"
+    later = np.concatenate([error[s][FIRST_CONSISTENT_FRAME:] for s in episode_slices(pusht)])
+    assert later.max() < 0.2, f"{later.max():.3f} from the 4th frame of an episode on (measured 0.197)"
 
 
 def test_seeds_start_where_diffusion_policy_starts_them():
@@ -59,7 +89,7 @@ def test_seeds_start_where_diffusion_policy_starts_them():
     np.testing.assert_array_equal(obs["state"], again["state"])
     other, _ = env.reset(seed=100001)
     assert not np.allclose(other["state"], obs["state"])
-    assert info["is_success"] is False and 0.0 <= info["score"] <= 1.0
+    assert info["is_success"] is False and info["score"] == 0.0  # the start state does not count
 
 
 def test_score_is_clipped_coverage_and_success_ends_the_episode():

@@ -15,25 +15,34 @@ from robopolicy.policies.registry import make_policy
 
 KEYPOINT_META = {"obs": {"agent_pos": {"shape": [2], "source": "state", "dims": [0, 2]}, "keypoint": {"shape": [9, 2]}},
                  "action": {"shape": [2]}}
+# family: (settings, optimizer steps, bound on the mean error of sampled chunks in board units). Measured on the
+# 0..512 board (demo spread about 94), with the learning rate decayed to 0 over the steps and DRAWS chunks per
+# window: diffusion_unet 5.5, diffusion_transformer 6.7, flow 4.2, act 1.5 (deterministic). Bounds: about 1.5x that.
 SMALL = {
-    "diffusion_unet": ({"backbone": {"unet": {"down_dims": [32, 64, 128]}}}, 1000),
+    "diffusion_unet": ({"backbone": {"unet": {"down_dims": [32, 64, 128]}}}, 2000, 8.0),
     "diffusion_transformer": ({"backbone": {"kind": "transformer", "transformer": {
-        "d_model": 64, "n_heads": 4, "n_layers": 2, "dropout": 0.0}}}, 1000),
-    "flow": ({"backbone": {"unet": {"down_dims": [32, 64, 128]}}}, 1000),
+        "d_model": 64, "n_heads": 4, "n_layers": 2, "dropout": 0.0}}}, 2000, 10.0),
+    "flow": ({"backbone": {"unet": {"down_dims": [32, 64, 128]}}}, 2000, 6.5),
     "act": ({"d_model": 64, "n_heads": 4, "n_encoder_layers": 2, "n_decoder_layers": 2, "n_vae_encoder_layers": 2,
-             "dropout": 0.0}, 600),
+             "dropout": 0.0}, 600, 2.5),
 }
+# chunks sampled per window: the mean error over 8 draws still moves 2x with the noise (a draw now and then lands
+# tens of units off), over 128 draws by 5%
+DRAWS = 128
 
 
-def train(policy, batches, steps: int, lr: float = 1e-3) -> list[float]:
-    """Plain AdamW steps over an iterator of batches; returns the losses."""
+def train(policy, batches, steps: int, lr: float = 1e-3, decay: bool = False) -> list[float]:
+    """Plain AdamW steps over an iterator of batches (with decay: lr cosine-decayed to 0); returns the losses."""
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if decay else None
     losses = []
     for _, batch in zip(range(steps), batches):
         loss = policy.compute_loss(batch)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         losses.append(loss.item())
     return losses
 
@@ -43,23 +52,29 @@ def repeat(batch):
         yield batch
 
 
+def overfit(family: str, store: EpisodeStore) -> tuple[float, float]:
+    """Train `family` on 8 Push-T windows from 8 demos; (first / last loss, mean error of sampled chunks)."""
+    torch.manual_seed(0)
+    windows = SequenceDataset(store, KEYPOINT_META, horizon=16, n_obs_steps=2, n_action_steps=8)
+    batch = windows[np.arange(8) * 2000 + 100]
+    settings, steps, _ = SMALL[family]
+    policy = make_policy(family, KEYPOINT_META, settings)
+    policy.set_normalizer(Normalizer.fit(store, KEYPOINT_META))
+    losses = train(policy, repeat(batch), steps, decay=True)
+    policy.eval()
+    obs = {key: value.repeat_interleave(DRAWS, dim=0) for key, value in batch["obs"].items()}
+    predicted = policy.predict_action(obs, generator=torch.Generator().manual_seed(0))["action_pred"]
+    error = (predicted - batch["action"].repeat_interleave(DRAWS, dim=0)).abs().mean().item()
+    return float(np.mean(losses[:10]) / np.mean(losses[-20:])), error
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", list(SMALL))
 def test_each_family_overfits_pusht_windows(family, pusht):
-    torch.manual_seed(0)
-    store = pusht.load(["state", "keypoint", "action"])
-    windows = SequenceDataset(store, KEYPOINT_META, horizon=16, n_obs_steps=2, n_action_steps=8)
-    batch = windows[np.arange(8) * 2000 + 100]  # 8 windows from 8 different demos
-    settings, steps = SMALL[family]
-    policy = make_policy(family, KEYPOINT_META, settings)
-    policy.set_normalizer(Normalizer.fit(store, KEYPOINT_META))
-    losses = train(policy, repeat(batch), steps)
-    assert np.mean(losses[-20:]) < np.mean(losses[:10]) / 10, "the loss should fall by more than 10x"
-    policy.eval()
-    predicted = policy.predict_action(batch["obs"], generator=torch.Generator().manual_seed(0))["action_pred"]
-    error = (predicted - batch["action"]).abs().mean().item()
-    spread = batch["action"].std().item()  # about 94 on the 0..512 board
-    assert error < 20.0, f"mean error {error:.1f} of the predicted chunk (demo spread {spread:.0f})"
+    fall, error = overfit(family, pusht.load(["state", "keypoint", "action"]))
+    assert fall > 25, f"the loss fell {fall:.0f}x (measured 52x to 2900x)"
+    bound = SMALL[family][2]
+    assert error < bound, f"mean error {error:.1f} of the sampled chunks (bound {bound}; the demo spread is about 94)"
 
 
 def toy_batches(bimodal: bool, batch_size: int = 64, seed: int = 0):
