@@ -3,8 +3,8 @@ stacking (max_batch=64) and without (max_batch=1) side by side, and the server's
 accepted message and after a 500 MiB one it must drop.
 
 Each client is a thread that sends batch-1 requests (random inputs) back to back for `--seconds`. The server
-is `robopolicy serve` in its own process with one inference thread. Run:
-.venv/bin/python -m bench.serve ARTIFACT [--seconds 15]; prints JSON. ARTIFACT: e.g. the quickstart's
+is `robopolicy serve` in its own process with `--threads` inference threads (1). Run:
+.venv/bin/python -m bench.serve ARTIFACT [--seconds 15] [--threads 1]; prints JSON. ARTIFACT: e.g. the quickstart's
 checkpoint exported with `robopolicy export runs/quickstart/train/checkpoints/last out=DIR`.
 """
 
@@ -40,10 +40,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(artifact: str, max_batch: int) -> tuple[subprocess.Popen, str]:
+def start_server(artifact: str, max_batch: int, threads: int = 1) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "robopolicy.cli", "serve", artifact, f"port={port}", "threads=1",
-                                f"max_batch={max_batch}"], stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "robopolicy.cli", "serve", artifact, f"port={port}",
+                                f"threads={threads}", f"max_batch={max_batch}"], stderr=subprocess.DEVNULL)
     address = f"tcp://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -116,10 +116,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("artifact")
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--threads", type=int, default=1, help="the server's inference threads")
     args = parser.parse_args()
-    results: dict[str, object] = {"artifact": args.artifact, "seconds_per_point": args.seconds}
+    results: dict[str, object] = {"artifact": args.artifact, "seconds_per_point": args.seconds,
+                                  "server_threads": args.threads}
     for max_batch in (64, 1):
-        process, address = start_server(args.artifact, max_batch)
+        process, address = start_server(args.artifact, max_batch, args.threads)
         try:
             results[f"max_batch_{max_batch}"] = {f"clients_{n}": load(address, n, args.seconds) for n in CLIENT_COUNTS}
         finally:
