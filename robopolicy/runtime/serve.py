@@ -92,15 +92,15 @@ def keygen(out: str | Path) -> dict[str, str]:
 
 @dataclass(eq=False)
 class Request:
-    """One client's message: where to reply, when it came, and its inputs (None for meta requests)."""
+    """One client's run request: where to reply, when it came, and its inputs in program order."""
 
     envelope: list[bytes]
     arrived: float
-    arrays: list[np.ndarray] | None = None
+    arrays: list[np.ndarray]
 
     @property
     def rows(self) -> int:
-        return len(self.arrays[0]) if self.arrays else 0
+        return len(self.arrays[0])
 
 
 class InferenceServer:
