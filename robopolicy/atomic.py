@@ -17,11 +17,16 @@ from typing import Any
 COMMAND_CHARS = 300  # how much of the holder's command line a lock file keeps
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """`text` at `path`, replacing any old file in one rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_json_atomic(path: Path, content: Any) -> None:
     """`content` as indented JSON at `path`, replacing any old file in one rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(content, indent=2))
 
 
 class LockHeld(RuntimeError):

@@ -262,11 +262,13 @@ def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
 def stacks(requests: list[Request], max_rows: int) -> Iterator[list[Request]]:
     """The requests in arrival order, cut into consecutive groups of at most `max_rows` rows."""
     group: list[Request] = []
+    rows = 0
     for request in requests:
-        if group and sum(r.rows for r in group) + request.rows > max_rows:
+        if group and rows + request.rows > max_rows:
             yield group
-            group = []
+            group, rows = [], 0
         group.append(request)
+        rows += request.rows
     if group:
         yield group
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from robopolicy.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,4 @@ def drop_lines_after(path: Path, step: int) -> None:
             continue
         if logged <= step:
             kept.append(line)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(f"{line}\n" for line in kept))
