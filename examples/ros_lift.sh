@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The Lift policy driven end to end through ROS 1: roscore, the simulated driver node (the arm with
-# 150 ms camera latency on the object state, 100 ms actuation latency, 5 ms jitter, 20 Hz) and the
-# bridge node (robopolicy deploy robot=ros robot.map=sim_lift, latency matched), each its own
-# process. The driver plays the operator: per seed it resets the scene, starts a run on
-# /robopolicy/start, and stops it when the task ends.
-# Usage: examples/ros_lift.sh [CHECKPOINT] [EPISODES]  (default: the quickstart's Lift low-dim policy, 24)
-# Writes runs/ros_lift/{artifact,driver/episodes.json,bridge/results.json,bridge/run_log.zarr} and prints
+# The Lift policy driven end to end through ROS: the simulated driver node (the arm with 150 ms camera
+# latency on the object state, 100 ms actuation latency, 5 ms jitter, 20 Hz) and the bridge node
+# (robopolicy deploy robot=ros robot.map=sim_lift, latency matched), each its own process, over ROS 1
+# (a roscore on a free port) or ROS 2 (DDS on the loopback interface, a domain id of its own). The
+# driver plays the operator: per seed it resets the scene, starts a run on /robopolicy/start, and stops
+# it when the task ends.
+# Usage: examples/ros_lift.sh [CHECKPOINT] [EPISODES] [ROS]  (default: the quickstart's Lift low-dim policy,
+# 24, ROS 1)
+# Writes runs/ros{1,2}_lift/{artifact,driver/episodes.json,bridge/results.json,bridge/run_log.zarr} and prints
 # one JSON summary: success rate, control-tick jitter, and per chunk the time from the camera capture
 # of the newest observation used to the planned execution of its first action, with how far the
 # simulated arm's actual execution times were from the planned ones.
@@ -13,16 +15,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 checkpoint="${1:-runs/quickstart/train/checkpoints/last}"
 episodes="${2:-24}"
-out=runs/ros_lift
+ros="${3:-1}"
+out=runs/ros${ros}_lift
 mkdir -p $out
 .venv/bin/robopolicy export "$checkpoint" out=$out/artifact overwrite=true > $out/export.json 2> $out/export.log
+export MUJOCO_GL=${MUJOCO_GL:-egl}
 
-port=$(.venv/bin/python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-export ROS_MASTER_URI=http://127.0.0.1:$port ROS_IP=127.0.0.1 ROS_HOME=$PWD/$out/ros_home MUJOCO_GL=${MUJOCO_GL:-egl}
-setsid roscore -p "$port" > $out/roscore.log 2>&1 &
-roscore_pid=$!
-trap 'kill -INT -- -$roscore_pid 2>/dev/null || true' EXIT
-.venv/bin/python -c "
+if [ "$ros" = 1 ]; then
+  port=$(.venv/bin/python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+  export ROS_MASTER_URI=http://127.0.0.1:$port ROS_IP=127.0.0.1 ROS_HOME=$PWD/$out/ros_home
+  setsid roscore -p "$port" > $out/roscore.log 2>&1 &
+  roscore_pid=$!
+  trap 'kill -INT -- -$roscore_pid 2>/dev/null || true' EXIT
+  .venv/bin/python -c "
 import time, xmlrpc.client
 master = xmlrpc.client.ServerProxy('$ROS_MASTER_URI')
 for _ in range(300):
@@ -31,12 +36,16 @@ for _ in range(300):
     except OSError:
         time.sleep(0.1)
 "
+else
+  export ROS_DOMAIN_ID=$((100 + $$ % 100))
+  export CYCLONEDDS_URI="<CycloneDDS><Domain><General><Interfaces><NetworkInterface name='lo'/></Interfaces></General></Domain></CycloneDDS>"
+fi
 latency=(latency.camera=0.15 actuation_latency=0.1)
-.venv/bin/robopolicy robot sim-driver map=sim_lift env.name=robosuite env.task=Lift env.obs_type=lowdim \
+.venv/bin/robopolicy robot sim-driver ros="$ros" map=sim_lift env.name=robosuite env.task=Lift env.obs_type=lowdim \
   env.controller=absolute "${latency[@]}" jitter=0.005 episodes="$episodes" out=$out/driver \
   > /dev/null 2> $out/driver.log &
 driver_pid=$!
-.venv/bin/robopolicy deploy $out/artifact robot=ros robot.map=sim_lift robot.runs="$episodes" "${latency[@]}" \
+.venv/bin/robopolicy deploy $out/artifact robot=ros robot.ros="$ros" robot.map=sim_lift robot.runs="$episodes" "${latency[@]}" \
   out=$out/bridge > /dev/null 2> $out/bridge.log
 wait $driver_pid
 

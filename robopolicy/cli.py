@@ -210,7 +210,7 @@ def _deploy_help() -> str:
     safety = " ".join(f"safety.{item}" for item in options_help(SafetyConfig).split())
     return (f"robot=sim|ros out=DIR max_seconds=3600 threads=N {LATENCY_HELP}; runtime: {runtime} "
             f"interpolation.<key>=nearest|linear|slerp {safety}; robot=sim: episodes=20 seed_start=100000 {SIM_HELP}; "
-            f"robot=ros: robot.<key> for {options_help(BridgeConfig, map='NAME|PATH(required)')}")
+            f"robot=ros: robot.<key> for {options_help(BridgeConfig, map='NAME|PATH(required)', ros='1|2')}")
 
 
 def _record_help() -> str:

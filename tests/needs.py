@@ -1,4 +1,5 @@
-"""What tests marked `ros` or `sim` need: ROS 1 from Debian or the simulators, both installed by scripts/setup.sh.
+"""What tests marked `ros`, `ros2` or `sim` need: ROS 1 from Debian, the DDS wheel or the simulators, all installed
+by scripts/setup.sh.
 
 Where they are missing (a laptop without ROS) such tests skip with the reason; in CI (CI set) the same skip
 is a failure, so a setup step that stopped installing them cannot hide behind skipped tests."""
@@ -12,6 +13,7 @@ import pytest
 
 NEEDS = {
     "ros": (("rospy",), "ROS 1 from Debian is not installed (bash scripts/setup.sh installs it)"),
+    "ros2": (("cyclonedds", "rosbags"), "ROS 2 over DDS needs the cyclonedds wheel (a core dependency)"),
     "sim": (("mujoco", "robosuite", "metaworld", "gym_pusht"), "the simulators are the 'sim' extra "
                                                               "(bash scripts/setup.sh installs them)"),
 }

@@ -1,7 +1,8 @@
-"""ROS nodes the bridge tests run as separate processes: `python -m tests.ros_probes NAME [ARGS]`.
+"""ROS nodes the bridge tests run as separate processes: `python -m tests.ros_probes NAME ROS [ARGS]`.
 
-Each probe is a bridge node (or a camera relay) that does one thing against the simulated driver
-node and prints its measurements as one JSON line; the tests assert on them.
+Each probe is a bridge node (or a camera relay, or a bag recorder) on ROS `ROS` (1 or 2) that does
+one thing against the simulated driver node and prints its measurements as one JSON line; the
+tests assert on them.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from robopolicy.ros.convert import (
     trajectory_to_arrays,
 )
 from robopolicy.ros.node import Diagnostics
-from robopolicy.ros.ros1 import Ros1Transport
 from robopolicy.ros.topic_map import load_topic_map
+from robopolicy.ros.transport import Transport, open_transport
 from robopolicy.runtime.artifact import load_artifact
 from robopolicy.runtime.loop import Runtime, RuntimeConfig
 
@@ -37,9 +38,9 @@ DT = 0.05
 class Recorder:
     """Messages of one topic with their arrival times (ROS clock)."""
 
-    def __init__(self, transport: Ros1Transport, topic: str, kind: str):
+    def __init__(self, transport: Transport, topic: str, kind: str, qos: str = "default"):
         self.transport, self.messages = transport, []
-        transport.subscribe(topic, kind, self._on_message)
+        transport.subscribe(topic, kind, self._on_message, qos=qos)
 
     def _on_message(self, msg: Any) -> None:
         self.messages.append((self.transport.now(), msg))
@@ -67,19 +68,19 @@ def rising(pose: np.ndarray, start: float, steps: int, height: float, gripper: f
                                                         [gripper]])) for k in range(steps)]
 
 
-def observations(map_name: str) -> dict[str, Any]:
+def observations(ros: int, map_name: str) -> dict[str, Any]:
     """Readings for 2 s: sensor, stamp, age when polled, values."""
-    transport = Ros1Transport("probe_observations")
+    transport = open_transport(ros, "probe_observations")
     bridge = RosBridge(load_topic_map(map_name), transport)
     rows = [{"sensor": r.sensor, "stamp": r.received, "age": polled - r.received,
              "values": {k: np.asarray(v).tolist() for k, v in r.values.items()}} for polled, r in collect(bridge, 2.0)]
     return {"readings": rows}
 
 
-def images(map_name: str) -> dict[str, Any]:
+def images(ros: int, map_name: str) -> dict[str, Any]:
     """Camera readings as the bridge gives them (at least 2 s, until 12 frames of each camera or 10 s: rendering
     speed depends on the machine's load, the checks below do not), and the raw front-camera messages."""
-    transport = Ros1Transport("probe_images")
+    transport = open_transport(ros, "probe_images")
     bridge = RosBridge(load_topic_map(map_name), transport)
     raw = Recorder(transport, "/camera/agentview/image_raw", "image")
     readings = [r for _, r in collect(bridge, 2.0) if r.sensor == "camera"]
@@ -99,9 +100,9 @@ def images(map_name: str) -> dict[str, Any]:
             "stamp_steps": np.diff(sorted(r.received for r in front)).tolist()}
 
 
-def commands(map_name: str) -> dict[str, Any]:
+def commands(ros: int, map_name: str) -> dict[str, Any]:
     """Send 20 timed actions raising the arm 3 cm; record the command messages and where the arm went."""
-    transport = Ros1Transport("probe_commands")
+    transport = open_transport(ros, "probe_commands")
     topic_map = load_topic_map(map_name)
     bridge = RosBridge(topic_map, transport)
     trajectories = Recorder(transport, "/gripper/command", "joint_trajectory")
@@ -122,9 +123,9 @@ def commands(map_name: str) -> dict[str, Any]:
             "z_before": float(before[2]), "z_after": float(after[2])}
 
 
-def estop(map_name: str) -> dict[str, Any]:
+def estop(ros: int, map_name: str) -> dict[str, Any]:
     """Raise the arm slowly, e-stop it through the control topic after 1 s; record the arm's height."""
-    transport = Ros1Transport("probe_estop")
+    transport = open_transport(ros, "probe_estop")
     topic_map = load_topic_map(map_name)
     bridge = RosBridge(topic_map, transport)
     estop_topic = transport.publisher(topic_map.control("estop"), "empty")
@@ -145,10 +146,10 @@ def estop(map_name: str) -> dict[str, Any]:
             "trajectories": [(t, len(m.points)) for t, m in trajectories.messages]}
 
 
-def watchdog(map_name: str, artifact_dir: str, relay_pid: int) -> dict[str, Any]:
+def watchdog(ros: int, map_name: str, artifact_dir: str, relay_pid: int) -> dict[str, Any]:
     """The runtime through the bridge; after 1.5 s the camera relay is frozen (SIGSTOP)."""
     artifact = load_artifact(artifact_dir)  # imports torch before any ROS thread runs
-    transport = Ros1Transport("probe_watchdog")
+    transport = open_transport(ros, "probe_watchdog")
     topic_map = load_topic_map(map_name)
     bridge = RosBridge(topic_map, transport)
     diagnostics = Recorder(transport, topic_map.diagnostics, "diagnostics")
@@ -173,22 +174,58 @@ def watchdog(map_name: str, artifact_dir: str, relay_pid: int) -> dict[str, Any]
             "diagnostics": [(t - start, m.status[0].level, m.status[0].message) for t, m in diagnostics.messages]}
 
 
-def relay(source: str, target: str) -> None:
+def relay(ros: int, source: str, target: str) -> None:
     """A camera node: republishes the object state from `source` on `target`, stamps unchanged."""
-    transport = Ros1Transport("camera_relay")
+    transport = open_transport(ros, "camera_relay")
     publisher = transport.publisher(target, "joint_state")
     transport.subscribe(source, "joint_state", publisher.publish)
     threading.Event().wait()
 
 
+def bag(ros: int, map_name: str, path: str) -> dict[str, Any]:
+    """`ros2 bag record` of the map's observation and command topics into a ROS 2 bag (rosbags' writer, the
+    messages' CDR bytes as they came), until SIGINT; prints "recording" once every observation topic spoke."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from robopolicy.ros.ros2_messages import type_name
+
+    transport = open_transport(ros, "probe_bag")
+    topic_map = load_topic_map(map_name)
+    topics = {topic: (bindings[0].type, bindings[0].qos) for topic, bindings in topic_map.by_topic().items()}
+    topics.update({c.topic: (c.type, "default") for c in topic_map.commands})
+    received: list[tuple[str, int, bytes]] = []
+    lock, stop = threading.Lock(), threading.Event()
+
+    def keep(topic: str, msg: Any) -> None:
+        with lock:
+            received.append((topic, time.time_ns(), bytes(msg.serialize(use_version_2=False))))
+
+    for topic, (kind, qos) in topics.items():
+        transport.subscribe(topic, kind, lambda msg, topic=topic: keep(topic, msg), qos=qos)
+    while {t for t, _, _ in list(received)} < set(topic_map.by_topic()):
+        time.sleep(0.02)
+    print("recording", flush=True)
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    transport.shutdown("bag done")
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    with lock, Writer(path, version=9) as writer:
+        connections = {topic: writer.add_connection(topic, type_name(kind), typestore=store)
+                       for topic, (kind, _) in topics.items()}
+        for topic, logged, data in received:
+            writer.write(connections[topic], logged, data)
+    return {"messages": {topic: sum(t == topic for t, _, _ in received) for topic in topics}}
+
+
 if __name__ == "__main__":
     name, *args = sys.argv[1:]
     try:
+        arguments = [int(a) if a.isdigit() else a for a in args]
         if name == "relay":
-            relay(*args)
+            relay(*arguments)
         result = {"observations": observations, "images": images, "commands": commands, "estop": estop,
-                  "watchdog": watchdog}[name](
-            *[int(a) if a.isdigit() else a for a in args])
+                  "watchdog": watchdog, "bag": bag}[name](*arguments)
         print(json.dumps(result), flush=True)
     except BaseException:
         traceback.print_exc()

@@ -7,7 +7,8 @@ xyz + rot6d or quaternion, a JointTrajectory the position of its point active at
 One frame per tick: every message of the `reference` topic (default: the first observation
 topic), or ticks at `rate` Hz from its first message. Every other topic is sampled at its
 newest message at or before the tick (by header.stamp, else the time it was logged), which must
-be at most `max_age` old; ticks before every topic has spoken are trimmed, and a later gap drops
+be at most `max_age` old (commands: the newest one stands until the next); ticks before every
+topic, commands included, has spoken are trimmed, and a later gap drops
 the episode with the topic and time named. Episodes are bags (a directory of bags gives one
 each), or, with `split_topic`, the spans between that topic's messages.
 A bag that recorded no commands (only joint states, say) takes `action_from=KEY`, a low-dim
@@ -165,10 +166,13 @@ class RosbagSource:
         ticks = self._ticks(streams[self.reference], start, end)
         chosen = {topic: streams[topic].newest(ticks) for topic in self.topics}
         fresh = {topic: self._fresh(streams[topic], chosen[topic], ticks) for topic in self.map.by_topic()}
-        every = np.all(list(fresh.values()), axis=0)
+        # a recording usually starts before the first command: those ticks have no action yet
+        commanded = [] if self.action_from else [chosen[c.topic] >= 0 for c in self.commands]
+        every = np.all([*fresh.values(), *commanded], axis=0)
         if not every.any():
-            raise SkipEpisode(f"no tick in {episode_id} has a fresh message of every topic (max_age {self.max_age} s)")
-        first = int(np.argmax(every))  # ticks before every topic has spoken are trimmed
+            raise SkipEpisode(f"no tick in {episode_id} has a fresh message of every topic (max_age {self.max_age} s) "
+                              "after the first command")
+        first = int(np.argmax(every))  # ticks before every topic (commands included) has spoken are trimmed
         for topic, ok in fresh.items():
             if not ok[first:].all():
                 tick = ticks[first + int(np.argmin(ok[first:]))]

@@ -19,6 +19,7 @@ import functools
 import logging
 import threading
 from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,8 +39,9 @@ from robopolicy.ros.topic_map import (
     TopicMap,
     load_topic_map,
 )
-from robopolicy.ros.transport import Transport
+from robopolicy.ros.transport import ROS_VERSIONS, Transport, default_ros_version, open_transport
 from robopolicy.runtime.safety import EmergencyStop
+from robopolicy.settings import build_settings
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +105,10 @@ class RosBridge:
         self._trajectories = [(c, transport.publisher(c.topic, "joint_trajectory"))
                               for c in topic_map.commands if c.type == "joint_trajectory"]
         self._streams = [PoseStream(c, transport) for c in topic_map.commands if c.type == "pose"]
-        self._state = transport.publisher(topic_map.control("state"), "string", latch=True)
+        self._state = transport.publisher(topic_map.control("state"), "string", qos="latched")
         for topic, bindings in topic_map.by_topic().items():
-            transport.subscribe(topic, bindings[0].type, functools.partial(self._on_observation, topic, bindings))
+            transport.subscribe(topic, bindings[0].type, functools.partial(self._on_observation, topic, bindings),
+                                qos=bindings[0].qos)
         for name in CONTROL_TOPICS:
             transport.subscribe(topic_map.control(name), "empty", getattr(self, f"_on_{name}"))
 
@@ -211,11 +214,31 @@ class RosBridge:
             stream.close()
 
 
+@dataclass
+class RosOptions:
+    """The `robot.*` options every verb that drives a ROS robot takes."""
+
+    map: str = ""  # the topic map: configs/robot/NAME.yaml or a path
+    ros: int = field(default_factory=default_ros_version)  # 1: rospy and a master; 2: DDS (ROS_DOMAIN_ID)
+    namespace: str = ""  # ROS 2: the namespace relative topic names resolve under
+    node: str = ""  # the node's name (default: robopolicy_<verb>)
+
+
+def ros_options(cls: type[RosOptions], values: Mapping[str, Any], verb: str, node: str = "") -> RosOptions:
+    """The robot.* options of robot=ros for `verb`, checked; the node is named `node` unless robot.node says."""
+    options = build_settings(cls, dict(values), "robot")
+    if not options.map:
+        raise ValueError(f"robot=ros {verb}s through the bridge: give its topic map, robot.map=NAME "
+                         "(configs/robot/NAME.yaml) or robot.map=PATH")
+    if options.ros not in ROS_VERSIONS:
+        raise ValueError(f"robot.ros={options.ros}: use robot.ros=1 (rospy and a master) or robot.ros=2 (DDS)")
+    options.node = options.node or node or f"robopolicy_{verb}"
+    return options
+
+
 def open_ros_robot(options: MutableMapping[str, Any], robot_options: Mapping[str, Any], control_hz: float,
                    client: str) -> RosBridge:
     """robot=ros for a verb that records: the bridge over the topic map robot.map, as ROS node `client`."""
-    from robopolicy.ros.ros1 import Ros1Transport
-
-    if "map" not in robot_options:
-        raise ValueError(f"robot=ros {client}s through the bridge: robot.map=NAME (configs/robot/NAME.yaml)")
-    return RosBridge(load_topic_map(robot_options["map"]), Ros1Transport(f"robopolicy_{client}"))
+    ros = ros_options(RosOptions, robot_options, client)
+    topic_map = load_topic_map(ros.map)
+    return RosBridge(topic_map, open_transport(ros.ros, ros.node, ros.namespace))

@@ -4,7 +4,8 @@ The node warms the policy up on the robot's first observations, then waits for a
 each std_msgs/Empty on <prefix>/start begins a run, which lasts until <prefix>/stop,
 <prefix>/estop, or max_seconds. Every run is appended to the run log and results.json as it
 ends. Diagnostics (diagnostic_msgs/DiagnosticArray) go out once a second while a run lasts.
-Robot options: map (required), runs (stop after this many; 0: until shut down), node (ROS node
+Robot options: map (required), ros (1: rospy and a master; 2: DDS; default 1 where rospy is
+installed), namespace (ROS 2), runs (stop after this many; 0: until shut down), node (ROS node
 name), max_clock_skew (seconds a stamp may run ahead of this clock), ready_timeout (seconds to
 wait for the first observations).
 """
@@ -20,25 +21,22 @@ from typing import Any
 import numpy as np
 
 from robopolicy.atomic import write_json_atomic
-from robopolicy.ros.bridge import RosBridge
+from robopolicy.ros.bridge import RosBridge, RosOptions, ros_options
 from robopolicy.ros.topic_map import load_topic_map
-from robopolicy.ros.transport import Transport
+from robopolicy.ros.transport import Transport, open_transport
 from robopolicy.runtime.artifact import ArtifactBase
 from robopolicy.runtime.loop import RunStats, Runtime, RuntimeConfig, percentiles_ms
 from robopolicy.runtime.run_log import RunLog
-from robopolicy.settings import build_settings
 
 log = logging.getLogger(__name__)
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels
 
 
 @dataclass
-class BridgeConfig:
-    """The `robot.*` options of robot=ros."""
+class BridgeConfig(RosOptions):
+    """The `robot.*` options of `deploy robot=ros`."""
 
-    map: str = ""
     runs: int = 0
-    node: str = "robopolicy_bridge"
     max_clock_skew: float = 0.02
     ready_timeout: float = 60.0
 
@@ -86,10 +84,7 @@ class Diagnostics:
 
 
 def bridge_config(values: Mapping[str, Any]) -> BridgeConfig:
-    options = build_settings(BridgeConfig, dict(values), "robot")
-    if not options.map:
-        raise ValueError("robot=ros needs its topic map: robot.map=NAME (configs/robot/NAME.yaml) or robot.map=PATH")
-    return options
+    return ros_options(BridgeConfig, values, "deploy", node="robopolicy_bridge")
 
 
 def serve_bridge(artifact: ArtifactBase, config: RuntimeConfig, options: BridgeConfig, out: Path,
@@ -98,10 +93,7 @@ def serve_bridge(artifact: ArtifactBase, config: RuntimeConfig, options: BridgeC
     topic_map = load_topic_map(options.map)
     topic_map.check_artifact(artifact.meta, f"{artifact.directory} against topic map {options.map}")
     run_log = RunLog(out / "run_log.zarr", {"artifact": str(artifact.directory), "robot": "ros", "map": options.map})
-    if transport is None:
-        from robopolicy.ros.ros1 import Ros1Transport
-
-        transport = Ros1Transport(options.node)
+    transport = transport or open_transport(options.ros, options.node, options.namespace)
     bridge = RosBridge(topic_map, transport, max_clock_skew=options.max_clock_skew)
     results: dict[str, Any] = {"artifact": str(artifact.directory), "topic_map": asdict(topic_map),
                                "settings": {"runtime": asdict(config), "bridge": asdict(options)},

@@ -1,8 +1,8 @@
 """The ROS 1 transport: rospy topics, ROS time and Debian's message classes behind the `Transport` seam.
 
-The bridge and the simulated driver talk only to `Transport` (see `transport.py`); this is its
-one implementation. Subscribers ask for TCP_NODELAY, so small messages are not held back by
-Nagle's algorithm.
+The bridge, the simulated driver and the recorder talk only to `Transport` (see `transport.py`).
+Of the QoS profiles, ROS 1 keeps latching; the others are TCP. Subscribers ask for TCP_NODELAY, so
+small messages are not held back by Nagle's algorithm.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from robopolicy.ros.convert import KINDS, MessageTypes
+from robopolicy.ros.transport import check_qos
 
 
 def ros1_types() -> MessageTypes:
@@ -54,10 +55,12 @@ class Ros1Transport:
     def now(self) -> float:
         return self._rospy.get_time()
 
-    def subscribe(self, topic: str, kind: str, callback: Callable[[Any], None]) -> None:
+    def subscribe(self, topic: str, kind: str, callback: Callable[[Any], None], qos: str = "default") -> None:
+        check_qos(qos)  # ROS 1 has one profile for subscribers: TCP
         self._rospy.Subscriber(topic, self.types.classes[kind], callback, queue_size=20, tcp_nodelay=True)
 
-    def publisher(self, topic: str, kind: str, latch: bool = False) -> Ros1Publisher:
+    def publisher(self, topic: str, kind: str, qos: str = "default") -> Ros1Publisher:
+        latch = check_qos(qos) == "latched"
         return Ros1Publisher(self._rospy.Publisher(topic, self.types.classes[kind], queue_size=20, latch=latch))
 
     def is_shutdown(self) -> bool:

@@ -33,13 +33,14 @@ from robopolicy.progress import progress
 from robopolicy.robots.interface import Reading, TimedAction
 from robopolicy.robots.sim import SIM_OPTIONS, SimRobot, sim_robot_config
 from robopolicy.ros.binding import topic_message
+from robopolicy.ros.bridge import RosOptions
 from robopolicy.ros.convert import (
     pose_to_action,
     stamp_seconds,
     trajectory_to_arrays,
 )
 from robopolicy.ros.topic_map import TopicMap, load_topic_map
-from robopolicy.ros.transport import Transport
+from robopolicy.ros.transport import Transport, open_transport
 from robopolicy.runtime.loop import percentiles_ms
 from robopolicy.settings import build_settings, parse_overrides
 from robopolicy.stats import wilson_interval
@@ -48,8 +49,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class DriverConfig:
-    """The simulated driver node's own options."""
+class DriverConfig(RosOptions):
+    """The simulated driver node's own options (map, ros, namespace and node as the bridge's)."""
 
     map: str = "sim_lift"
     node: str = "robopolicy_sim_driver"
@@ -81,7 +82,7 @@ class SimDriver:
         self._inbox: queue.Queue[Callable[[], None]] = queue.Queue()  # command handlers, run by the pumping thread
         self._schedules: list[list[tuple[float, np.ndarray]]] = [[] for _ in topic_map.commands]
         self.episode_start = -math.inf
-        self._topics = [(bindings, transport.publisher(topic, bindings[0].type))
+        self._topics = [(bindings, transport.publisher(topic, bindings[0].type, qos=bindings[0].qos))
                         for topic, bindings in topic_map.by_topic().items()]
         for index, command in enumerate(topic_map.commands):
             handler = self._on_trajectory if command.type == "joint_trajectory" else self._on_pose
@@ -167,7 +168,7 @@ class Operator:
         self._start = transport.publisher(topic_map.control("start"), "empty")
         self._stop = transport.publisher(topic_map.control("stop"), "empty")
         self.bridge_state = ""
-        transport.subscribe(topic_map.control("state"), "string", self._on_state)
+        transport.subscribe(topic_map.control("state"), "string", self._on_state, qos="latched")
 
     def _on_state(self, msg: Any) -> None:
         self.bridge_state = msg.data
@@ -201,14 +202,12 @@ class Operator:
 
 def run_sim_driver(overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The driver node; with episodes=N it runs N operator-driven episodes and returns their results."""
-    from robopolicy.ros.ros1 import Ros1Transport
-
     values = parse_overrides(overrides)
     arm = {k: values.pop(k) for k in SIM_OPTIONS if k in values and k != "sensors"}  # the map says the sensors
     options = build_settings(DriverConfig, values, "sim-driver")
     topic_map = load_topic_map(options.map)
     sim = sim_robot_config(arm, options.control_hz, "the simulated driver", sensors=sim_sensors(topic_map))
-    transport = Ros1Transport(options.node)
+    transport = open_transport(options.ros, options.node, options.namespace)
     results: dict[str, Any] = {"settings": {"sim": asdict(sim), "driver": asdict(options)}, "episodes": []}
     out = Path(options.out or Path("runs") / "sim_driver" / time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)

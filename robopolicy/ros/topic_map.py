@@ -22,6 +22,7 @@ POSE_PARTS = ("position", "orientation", "pose", "rot6d")  # rot6d: the orientat
 POSE_ACTION_WIDTHS = (7, 9)  # xyz + quaternion xyzw, xyz + rot6d
 CONTROL_TOPICS = ("start", "stop", "reset", "estop")  # std_msgs/Empty under control_prefix
 CAMERA_TYPES = ("image", "compressed_image", "point_cloud")
+OBSERVATION_QOS = ("default", "sensor_data")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ObservationTopic:
     crop: tuple[int, int, int, int] | None = None  # images: top, left, height, width, before resizing
     resize: tuple[int, int] | None = None  # images: (height, width)
     point_fields: tuple[str, ...] = ("x", "y", "z")
+    qos: str = "default"  # ROS 2: default (reliable) | sensor_data (best effort, as camera drivers publish)
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,9 @@ def _observation(key: str, values: Any, where: str) -> ObservationTopic:
         raise ValueError(f"{where}: observations.{key} reads a JointState: list its joints: [names, in order]")
     if topic.type == "pose" and topic.field not in POSE_PARTS:
         raise ValueError(f"{where}: observations.{key}.field must be one of {list(POSE_PARTS)} for a pose")
+    if topic.qos not in OBSERVATION_QOS:
+        raise ValueError(f"{where}: observations.{key}.qos is {topic.qos!r}; use one of {OBSERVATION_QOS} "
+                         "(sensor_data for topics the robot publishes best effort)")
     sensor = topic.sensor or ("camera" if topic.type in CAMERA_TYPES else "arm")
     return ObservationTopic(**{**topic.__dict__, "sensor": sensor})
 
@@ -150,8 +155,9 @@ def load_topic_map(name_or_path: str | Path) -> TopicMap:
                          "diagnostics")
     topic_map = TopicMap(name=raw.get("name", path.stem), observations=observations, commands=commands, **extra)
     for topic, bindings in topic_map.by_topic().items():
-        if len({b.type for b in bindings}) > 1:
-            raise ValueError(f"{where}: topic {topic} is bound with several types "
-                             f"({ {b.key: b.type for b in bindings} }); one topic carries one message type")
+        for setting, plural in (("type", "types"), ("qos", "qos profiles")):
+            if len({getattr(b, setting) for b in bindings}) > 1:
+                raise ValueError(f"{where}: topic {topic} is bound with several {plural} "
+                                 f"({ {b.key: getattr(b, setting) for b in bindings} }); give its keys one {setting}")
     return topic_map
 

@@ -75,9 +75,10 @@ def assert_ticks_follow_messages(store: EpisodeStore, index: int, first: int, st
 
 # ---------------------------------------------------------------- ROS 2, written with rosbags
 def write_ros2_bag(path: Path, n: int, gap: range = range(0), storage: str = "sqlite3",
-                   only: Sequence[str] | None = None) -> None:
+                   only: Sequence[str] | None = None, commands_from: int = 0) -> None:
     """n messages per topic from T0; a marker on /episode at message 0 and n // 2; no joint states
-    for the messages in `gap`; only the topics in `only` when it is given."""
+    for the messages in `gap`; no commands before message `commands_from`; only the topics in `only` when it
+    is given."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -130,7 +131,7 @@ def write_ros2_bag(path: Path, n: int, gap: range = range(0), storage: str = "sq
             if k in (0, n // 2):
                 messages["/episode"] = types["std_msgs/msg/String"](data="start")
             for topic, msg in messages.items():
-                if topic not in topics:
+                if topic not in topics or (k < commands_from and topic in ("/arm/target_pose", "/gripper/command")):
                     continue
                 writer.write(connections[topic], int(t * 1e9), store.serialize_cdr(msg, topics[topic]))
 
@@ -148,6 +149,15 @@ def test_a_ros2_bag_becomes_one_episode_sampled_at_the_target_rate(tmp_path, ros
     assert wrist.shape == (20, 4, 6, 3)
     np.testing.assert_array_equal(wrist[:, 2, 3], np.stack([2 * np.arange(20), 255 - 2 * np.arange(20),
                                                             np.full(20, 7)], axis=1))
+
+
+def test_ticks_before_the_first_command_are_trimmed(tmp_path, ros2_map):
+    """A bag recorder started before the teleoperation: the episode begins at the first command of every command
+    topic (the gripper's trajectories come every 4th message, so from message 8)."""
+    write_ros2_bag(tmp_path / "demo", n=40, commands_from=6)
+    summary = convert_source(open_source("rosbag", tmp_path / "demo", {"map": str(ros2_map)}), tmp_path / "out.zarr")
+    assert summary["episodes"] == 1 and summary["dropped"] == []
+    assert_ticks_follow_messages(EpisodeStore.open(tmp_path / "out.zarr"), 0, first=8, step=1, count=32)
 
 
 def test_episodes_split_by_a_topic_and_a_data_gap_drops_its_episode(tmp_path, topic_map):
@@ -250,7 +260,7 @@ time.sleep(0.5)
 @pytest.mark.slow
 @pytest.mark.ros
 def test_a_ros1_bag_recorded_with_rosbag_record_converts(tmp_path, topic_map):
-    from tests.ros_master import running_roscore
+    from tests.ros_graph import running_roscore
 
     topics = ["/arm/eef_pose", "/arm/joint_states", "/camera/front", "/arm/target_pose", "/gripper/command"]
     with running_roscore() as env:

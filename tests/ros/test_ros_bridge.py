@@ -1,6 +1,7 @@
-"""The bridge against the simulated driver node through a real ROS master, every node its own process:
-observations carry capture-based stamps, commands go out at their times and move the arm, the
-e-stop topic stops motion within a control period, and a stalled camera makes the runtime hold."""
+"""The bridge against the simulated driver node, every node its own process, over both transports: a real
+ROS 1 master, and ROS 2 (DDS on loopback, a domain per graph). Observations carry capture-based stamps,
+commands go out at their times and move the arm, the e-stop topic stops motion within a control period,
+a stalled camera makes the runtime hold, and a run recorded over ROS 2 converts from its bag."""
 
 from __future__ import annotations
 
@@ -17,14 +18,12 @@ import numpy as np
 import pytest
 import yaml
 
+from robopolicy.settings import CONFIG_DIR
 from tests.needs import require
+from tests.ros_graph import ROS_VERSIONS, running_graph, wait_for_topic
 
-require("ros")
-
-from robopolicy.settings import CONFIG_DIR  # noqa: E402
-from tests.ros_master import running_roscore, wait_for_topic  # noqa: E402
-
-pytestmark = [pytest.mark.slow, pytest.mark.ros, pytest.mark.sim]
+require("sim")
+pytestmark = [pytest.mark.slow, pytest.mark.sim]
 ROOT = Path(__file__).resolve().parents[2]
 DT = 0.05
 CAMERA_LATENCY = 0.125  # 2.5 periods: camera stamps fall half a period off the arm's
@@ -33,18 +32,23 @@ ROBOPOLICY = [sys.executable, "-m", "robopolicy.cli"]
 LIFT = ["env.name=robosuite", "env.task=Lift", "env.obs_type=lowdim", "env.controller=absolute"]
 
 
+@pytest.fixture(scope="module", params=ROS_VERSIONS)
+def ros(request) -> int:
+    return request.param
+
+
 @contextmanager
-def driver_node(root: Path, topic: str, *options: str) -> Iterator[dict]:
-    """roscore and a simulated Lift driver node (no jitter) serving until the block ends; waits for `topic`."""
+def driver_node(root: Path, ros: int, topic: str, *options: str) -> Iterator[dict]:
+    """A ROS graph and a simulated Lift driver node (no jitter) serving until the block ends; waits for `topic`."""
     log = root / "driver.log"
-    with running_roscore() as env, log.open("w") as stderr:
-        driver = subprocess.Popen([*ROBOPOLICY, "robot", "sim-driver", *options, "env.max_steps=100000",
+    with running_graph(ros) as env, log.open("w") as stderr:
+        driver = subprocess.Popen([*ROBOPOLICY, "robot", "sim-driver", f"ros={ros}", *options, "env.max_steps=100000",
                                    f"latency.camera={CAMERA_LATENCY}", f"actuation_latency={ACTUATION}",
                                    f"out={root / 'driver'}"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                   stderr=stderr)
         try:
             wait_for_topic(env, topic, driver, log)
-            yield {"env": env, "root": root}
+            yield {"env": env, "root": root, "ros": ros}
         finally:
             driver.send_signal(signal.SIGINT)
             try:
@@ -55,14 +59,16 @@ def driver_node(root: Path, topic: str, *options: str) -> Iterator[dict]:
 
 
 @pytest.fixture(scope="module")
-def graph(tmp_path_factory):
+def graph(ros, tmp_path_factory):
     """The low-dim Lift arm as a driver node (latency.camera=0.125 s), shared by the tests below."""
-    with driver_node(tmp_path_factory.mktemp("ros_graph"), "/perception/object_state", "map=sim_lift", *LIFT) as g:
+    with driver_node(tmp_path_factory.mktemp(f"ros{ros}_graph"), ros, "/perception/object_state", "map=sim_lift",
+                     *LIFT) as g:
         yield g
 
 
-def probe(graph, *args: str, timeout: float = 120.0) -> dict:
-    result = subprocess.run([sys.executable, "-m", "tests.ros_probes", *args], env=graph["env"], cwd=ROOT,
+def probe(graph, name: str, *args: str, timeout: float = 120.0) -> dict:
+    result = subprocess.run([sys.executable, "-m", "tests.ros_probes", name, str(graph["ros"]), *args],
+                            env=graph["env"], cwd=ROOT,
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -99,14 +105,14 @@ def test_observations_arrive_stamped_at_capture_plus_latency_in_the_policy_layou
                                [1.0, 1.0, 0.0], atol=1e-5)
 
 
-def test_camera_images_arrive_as_ros_images_cropped_and_resized_by_the_map(tmp_path):
+def test_camera_images_arrive_as_ros_images_cropped_and_resized_by_the_map(ros, tmp_path):
     topics = yaml.safe_load((CONFIG_DIR / "robot" / "sim_lift_image.yaml").read_text())
     topics["observations"]["agentview_image"].update(crop=[4, 4, 76, 76], resize=[38, 38])
     topics["observations"]["robot0_eye_in_hand_image"]["type"] = "compressed_image"  # the driver sends JPEG
     map_path = tmp_path / "cameras.yaml"
     map_path.write_text(yaml.safe_dump(topics))
     lift_image = [option.replace("lowdim", "image") for option in LIFT]
-    with driver_node(tmp_path, "/camera/wrist/image_raw", f"map={map_path}", *lift_image) as images_graph:
+    with driver_node(tmp_path, ros, "/camera/wrist/image_raw", f"map={map_path}", *lift_image) as images_graph:
         result = probe(images_graph, "images", str(map_path))
     assert result["front"] >= 10 and result["wrist"] >= 10
     assert result["front_shape"] == [38, 38, 3] and result["wrist_shape"] == [84, 84, 3]
@@ -155,11 +161,20 @@ def test_the_estop_topic_stops_the_arm_within_one_control_period(graph):
 
 
 def test_record_drives_a_ros_robot_and_stores_its_topics_at_capture_times(graph, tmp_path):
+    """`record robot=ros`; over ROS 2 a bag recorder beside it writes a ROS 2 bag (rosbags), which converts with the
+    same topic map into the same observations and actions."""
     from robopolicy.datasets.store import EpisodeStore
 
     out = tmp_path / "teleop.zarr"
-    result = subprocess.run([*ROBOPOLICY, "record", f"out={out}", "robot=ros", "robot.map=sim_lift", "episodes=1",
-                             "teleop_options.leg_seconds=0.7", f"latency.camera={CAMERA_LATENCY}"],
+    bag = None
+    if graph["ros"] == 2:
+        bag = subprocess.Popen([sys.executable, "-m", "tests.ros_probes", "bag", "2", "sim_lift",
+                                str(tmp_path / "bag")],
+                               env=graph["env"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert bag.stdout.readline().strip() == "recording", bag.stderr.read()[-3000:]
+    result = subprocess.run([*ROBOPOLICY, "record", f"out={out}", "robot=ros", f"robot.ros={graph['ros']}",
+                             "robot.map=sim_lift", "episodes=1", "teleop_options.leg_seconds=0.7",
+                             f"latency.camera={CAMERA_LATENCY}"],
                             env=graph["env"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     store = EpisodeStore.open(out)
@@ -170,6 +185,29 @@ def test_record_drives_a_ros_robot_and_stores_its_topics_at_capture_times(graph,
     assert lag.min() >= 0 and lag.max() < DT + 0.01
     z = store.read("robot0_eef_pos")[:, 2]
     assert z[0] - z.min() > 0.03  # the arm followed the stand-in's pose targets through ROS
+    if bag is None:
+        return
+    bag.send_signal(signal.SIGINT)
+    stdout, stderr = bag.communicate(timeout=60)
+    assert bag.returncode == 0, stderr[-3000:]
+    counts = json.loads(stdout.strip().splitlines()[-1])["messages"]
+    assert counts["/arm/target_pose"] >= 30 and counts["/gripper/command"] >= 30, counts
+    converted = tmp_path / "from_bag.zarr"
+    result = subprocess.run([*ROBOPOLICY, "dataset", "convert", "--from", "rosbag", str(tmp_path / "bag"),
+                             str(converted), "map=sim_lift"], env=graph["env"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    from_bag = EpisodeStore.open(converted).episode(0)
+    recorded = store.episode(0)
+    assert len(from_bag["action"]) >= len(ticks)  # a tick per arm pose message, from the first command on
+    for key in ("robot0_eef_pos", "robot0_eef_rot6d", "robot0_gripper_qpos"):
+        # every arm reading the recording kept is one of the bag's messages, bit for bit
+        rows = {row.tobytes() for row in from_bag[key]}
+        kept = [row.tobytes() in rows for row in recorded[key][1:]]  # the first tick may precede the first command
+        assert all(kept), f"{key}: {kept.count(False)} recorded rows are in no bag message"
+    # the bag's pose targets are the recorded actions the bridge sent (rot6d through a quaternion and back)
+    distance = np.abs(from_bag["action"][:, None, :9] - recorded["action"][None, :, :9]).max(axis=2).min(axis=1)
+    assert distance.max() < 1e-5
 
 
 def test_a_stalled_camera_topic_makes_the_runtime_hold(graph, lift_artifact, tmp_path):
@@ -177,8 +215,9 @@ def test_a_stalled_camera_topic_makes_the_runtime_hold(graph, lift_artifact, tmp
     topics["observations"]["object"]["topic"] = "/camera/object_state"
     map_path = tmp_path / "relayed_camera.yaml"
     map_path.write_text(yaml.safe_dump(topics))
-    relay = subprocess.Popen([sys.executable, "-m", "tests.ros_probes", "relay", "/perception/object_state",
-                              "/camera/object_state"], env=graph["env"], cwd=ROOT, stdout=subprocess.DEVNULL,
+    relay = subprocess.Popen([sys.executable, "-m", "tests.ros_probes", "relay", str(graph["ros"]),
+                              "/perception/object_state", "/camera/object_state"], env=graph["env"], cwd=ROOT,
+                             stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
         result = probe(graph, "watchdog", str(map_path), str(lift_artifact.directory), str(relay.pid))
@@ -200,18 +239,19 @@ def test_a_stalled_camera_topic_makes_the_runtime_hold(graph, lift_artifact, tmp
 
 
 @pytest.mark.realtime
-def test_deploy_robot_ros_runs_what_the_operator_starts_and_logs_each_run(lift_artifact, tmp_path):
+def test_deploy_robot_ros_runs_what_the_operator_starts_and_logs_each_run(ros, lift_artifact, tmp_path):
     from robopolicy.datasets.store import EpisodeStore
 
     latency = [f"latency.camera={CAMERA_LATENCY}", f"actuation_latency={ACTUATION}"]
-    with running_roscore() as env, (tmp_path / "driver.log").open("w") as stderr:
+    with running_graph(ros) as env, (tmp_path / "driver.log").open("w") as stderr:
         # the simulated driver plays the operator: per seed it resets the scene, starts a run, stops it after 3 s
-        driver = subprocess.Popen([*ROBOPOLICY, "robot", "sim-driver", "map=sim_lift", *LIFT, *latency,
+        driver = subprocess.Popen([*ROBOPOLICY, "robot", "sim-driver", f"ros={ros}", "map=sim_lift", *LIFT, *latency,
                                    "episodes=2", "max_seconds=3", f"out={tmp_path / 'driver'}"], env=env, cwd=ROOT,
                                   stdout=subprocess.DEVNULL, stderr=stderr)
         try:
             bridge = subprocess.run([*ROBOPOLICY, "deploy", str(lift_artifact.directory), "robot=ros",
-                                     "robot.map=sim_lift", "robot.runs=2", *latency, f"out={tmp_path / 'bridge'}"],
+                                     f"robot.ros={ros}", "robot.map=sim_lift", "robot.runs=2", *latency,
+                                     f"out={tmp_path / 'bridge'}"],
                                     env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
             assert bridge.returncode == 0, bridge.stderr[-3000:]
             assert driver.wait(60) == 0, (tmp_path / "driver.log").read_text()[-3000:]
@@ -241,6 +281,9 @@ def test_bad_robot_options_are_refused_before_any_node_starts(lift_artifact, tmp
     cases = [(["robot=arm"], ValueError, "unknown robot 'arm'"),
              (["robot=ros"], ValueError, "robot.map=NAME"),
              (["robot=ros", "robot.map=no_such_robot"], FileNotFoundError, "one of \\[.*'sim_lift'"),
+             (["robot=ros", "robot.map=sim_lift", "robot.ros=3"], ValueError, "robot.ros=3: use robot.ros=1"),
+             (["robot=ros", "robot.map=sim_lift", "robot.ros=2", "robot.namespace=a b"], ValueError,
+              "'a b' is not a ROS 2 namespace"),
              (["robot=ros", "robot.map=sim_lift", "episodes=3"], ValueError, "\\['episodes'\\] set the simulated arm"),
              (["robot=sim", "robot.map=sim_lift"], ValueError, "robot.map is an option of robot=ros")]
     for overrides, error, message in cases:

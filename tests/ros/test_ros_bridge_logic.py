@@ -1,5 +1,6 @@
-"""The bridge's node logic through an in-process transport (no master): clock checks on stamps,
-commands by the topic map, hold / e-stop / reset. test_ros_bridge runs it against real nodes."""
+"""The bridge's node logic through an in-process transport (no master, no DDS): clock checks on stamps,
+commands by the topic map, hold / e-stop / reset, on ROS 1's and ROS 2's message classes (the `types` fixture of
+tests/ros/conftest.py). test_ros_bridge runs it against real nodes."""
 
 from __future__ import annotations
 
@@ -9,24 +10,22 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
-from tests.needs import require
-
-require("ros")
-pytestmark = pytest.mark.ros
-
-from robopolicy.robots.interface import TimedAction  # noqa: E402
-from robopolicy.ros.bridge import RosBridge  # noqa: E402
-from robopolicy.ros.convert import joint_state, pose_stamped, stamp_seconds  # noqa: E402
-from robopolicy.ros.ros1 import ros1_types  # noqa: E402
-from robopolicy.ros.topic_map import load_topic_map  # noqa: E402
+from robopolicy.robots.interface import TimedAction
+from robopolicy.ros.bridge import RosBridge
+from robopolicy.ros.convert import MessageTypes, joint_state, pose_stamped, stamp_seconds
+from robopolicy.ros.topic_map import load_topic_map
+from robopolicy.ros.transport import check_qos
+from robopolicy.settings import CONFIG_DIR
 
 
 class Wire:
-    """What one topic carried, for the test to read."""
+    """What one topic carried, for the test to read, and the QoS profile it was published with."""
 
-    def __init__(self) -> None:
+    def __init__(self, qos: str) -> None:
         self.messages: list[Any] = []
+        self.qos = qos
 
     def publish(self, msg: Any) -> None:
         self.messages.append(msg)
@@ -38,19 +37,21 @@ class Wire:
 class LoopbackTransport:
     """Transport whose subscriptions the test calls directly and whose publications it reads."""
 
-    def __init__(self) -> None:
-        self.types = ros1_types()
+    def __init__(self, types: MessageTypes) -> None:
+        self.types = types
         self.callbacks: dict[str, Callable[[Any], None]] = {}
+        self.subscribed: dict[str, tuple[str, str]] = {}  # topic -> (kind, qos)
         self.wires: dict[str, Wire] = {}
 
     def now(self) -> float:
         return time.time()
 
-    def subscribe(self, topic: str, kind: str, callback: Callable[[Any], None]) -> None:
+    def subscribe(self, topic: str, kind: str, callback: Callable[[Any], None], qos: str = "default") -> None:
         self.callbacks[topic] = callback
+        self.subscribed[topic] = (kind, check_qos(qos))
 
-    def publisher(self, topic: str, kind: str, latch: bool = False) -> Wire:
-        return self.wires.setdefault(topic, Wire())
+    def publisher(self, topic: str, kind: str, qos: str = "default") -> Wire:
+        return self.wires.setdefault(topic, Wire(check_qos(qos)))
 
     def is_shutdown(self) -> bool:
         return False
@@ -60,11 +61,27 @@ class LoopbackTransport:
 
 
 @pytest.fixture
-def bridge():
-    transport = LoopbackTransport()
+def bridge(types):
+    transport = LoopbackTransport(types)
     bridge = RosBridge(load_topic_map("sim_lift"), transport)
     yield bridge, transport
     bridge.close()
+
+
+def test_topics_take_the_qos_of_the_topic_map_and_the_state_is_latched(types, tmp_path):
+    raw = yaml.safe_load((CONFIG_DIR / "robot" / "sim_lift.yaml").read_text())
+    raw["observations"]["object"]["qos"] = "sensor_data"  # as a camera-rate perception node publishes
+    (tmp_path / "robot.yaml").write_text(yaml.safe_dump(raw))
+    transport = LoopbackTransport(types)
+    bridge = RosBridge(load_topic_map(tmp_path / "robot.yaml"), transport)
+    try:
+        assert transport.subscribed["/perception/object_state"] == ("joint_state", "sensor_data")
+        assert transport.subscribed["/arm/eef_pose"] == ("pose", "default")
+        assert transport.subscribed["/robopolicy/estop"] == ("empty", "default")
+        assert {topic: wire.qos for topic, wire in transport.wires.items()} == {
+            "/arm/target_pose": "default", "/gripper/command": "default", "/robopolicy/state": "latched"}
+    finally:
+        bridge.close()
 
 
 def fingers(transport: LoopbackTransport, stamp: float) -> Any:
