@@ -3,7 +3,8 @@
 Window semantics are Diffusion Policy's: a window covers `sequence_length` consecutive
 steps starting anywhere from `-pad_before` to `episode_length - sequence_length +
 pad_after`; steps outside the episode repeat its first or last frame. The splits use the
-same seeded numpy draws as Diffusion Policy, so a seed selects the same episodes.
+same seeded numpy draws as Diffusion Policy, so a seed selects the same episodes, and validate
+on the same ones (tests/golden/sampler.json holds its code's choices).
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ def downsample_mask(mask: np.ndarray, max_n: int | None, seed: int = 0) -> np.nd
 def split_episodes(
     n_episodes: int, val_ratio: float = 0.0, seed: int = 42, max_train_episodes: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(train_mask, val_mask) over episodes; train is capped at `max_train_episodes`."""
-    val = val_mask(n_episodes, val_ratio, seed)
-    return downsample_mask(~val, max_train_episodes, seed), val
+    """(train_mask, val_mask) over episodes: train is what the `val_ratio` draw leaves, capped at
+    `max_train_episodes`; validation is every episode not trained on (the draw and the ones the cap
+    left out), as Diffusion Policy's get_validation_dataset (116 of Push-T's 206 with its config)."""
+    train = downsample_mask(~val_mask(n_episodes, val_ratio, seed), max_train_episodes, seed)
+    return train, ~train
 
 
 class SequenceSampler:

@@ -83,14 +83,29 @@ class PushTTask(gym.Env):
                 "coverage": coverage}
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        """Start from Diffusion Policy's state for `seed` (or options["reset_to_state"])."""
+        """Start from Diffusion Policy's state for `seed`, or exactly at options["reset_to_state"] (a recorded
+        agent x, y, block x, y, angle)."""
         super().reset(seed=seed)
-        state = (options or {}).get("reset_to_state")
-        if state is None:
-            state = initial_state(seed if seed is not None else int(self.np_random.integers(2**31)))
-        sim_obs, info = self.sim.reset(seed=seed, options={"reset_to_state": np.asarray(state, dtype=np.float64)})
+        recorded = (options or {}).get("reset_to_state")
+        start = initial_state(seed if seed is not None else int(self.np_random.integers(2**31)))
+        sim_obs, info = self.sim.reset(seed=seed, options={"reset_to_state": start})
+        if recorded is not None:
+            sim_obs, info = self._restore(np.asarray(recorded, dtype=np.float64))
         self._steps = 0
         return self._observe(sim_obs, info), self._info(info)
+
+    def _restore(self, state: np.ndarray) -> tuple[Any, dict[str, Any]]:
+        """Put the simulator at `state` exactly, at rest. gym-pusht sets the block's position before its angle (the
+        order Diffusion Policy's evaluation keeps, legacy_test=True, so seeded starts stay theirs); the angle turns
+        the block about its centre of gravity and moves it (45 units for the median demo start), so a recorded
+        state is set angle first in a fresh space, as Diffusion Policy's non-legacy reset does."""
+        sim = self.sim
+        sim._setup()  # a fresh space, so no contact cached from the placement before carries into the first step
+        sim.agent.position = list(state[:2])
+        sim.block.angle = float(state[4])
+        sim.block.position = list(state[2:4])
+        sim.space.step(sim.dt)
+        return sim.get_obs(), {**sim._get_info(), "is_success": False}  # as gym-pusht's reset: the start never counts
 
     def step(self, action: np.ndarray):
         sim_obs, _, terminated, _, info = self.sim.step(np.asarray(action, dtype=np.float64))

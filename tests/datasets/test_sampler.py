@@ -51,15 +51,22 @@ def split_id(split):
 
 
 @pytest.mark.parametrize("split", DP["splits"], ids=[split_id(s) for s in DP["splits"]])
-def test_split_matches_diffusion_policy_golden_episode_ids(split):
+def test_split_steps_match_diffusion_policy_golden_episode_ids(split):
+    """The val_ratio draw and the max_train_episodes cap, each as Diffusion Policy's sampler functions give them."""
     n, ratio, seed, max_train = split["n_episodes"], split["val_ratio"], split["seed"], split["max_train_episodes"]
-    train, val = split_episodes(n, val_ratio=ratio, seed=seed, max_train_episodes=max_train)
-    assert np.flatnonzero(val).tolist() == split["val_ids"], f"val ids {np.flatnonzero(val).tolist()}"
-    assert np.flatnonzero(train).tolist() == split["train_ids"], f"train ids {np.flatnonzero(train).tolist()}"
-    # the two steps on their own, as Diffusion Policy's datasets chain them
     np.testing.assert_array_equal(val_mask(n, ratio, seed), ids_mask(n, split["val_ids"]))
     np.testing.assert_array_equal(downsample_mask(~ids_mask(n, split["val_ids"]), max_train, seed),
                                   ids_mask(n, split["train_ids"]))
+
+
+@pytest.mark.parametrize("split", DP["dataset_splits"], ids=[split_id(s) for s in DP["dataset_splits"]])
+def test_train_and_validation_episodes_are_those_of_diffusion_policy_datasets(split):
+    """Training and validation episodes as Diffusion Policy's PushTLowdimDataset and its get_validation_dataset
+    chose them: validation is every episode not trained on, not only the val_ratio draw."""
+    n, ratio, seed, max_train = split["n_episodes"], split["val_ratio"], split["seed"], split["max_train_episodes"]
+    train, val = split_episodes(n, val_ratio=ratio, seed=seed, max_train_episodes=max_train)
+    assert np.flatnonzero(train).tolist() == split["train_ids"], f"train ids {np.flatnonzero(train).tolist()}"
+    assert np.flatnonzero(val).tolist() == split["validation_ids"], f"validation ids {np.flatnonzero(val).tolist()}"
 
 
 @pytest.mark.parametrize("golden", DP["pusht"]["windows"],
@@ -96,9 +103,12 @@ def test_window_count_and_padded_indices_match_diffusion_policy(pusht):
 def test_split_matches_diffusion_policy_pusht_config(pusht):
     dataset = SequenceDataset(pusht, PUSHT_IMAGE_SHAPE_META, 16, 2, 8, val_ratio=0.02, seed=42, max_train_episodes=90)
     validation = dataset.get_validation_dataset()
-    assert (len(PUSHT_SPLIT["train_ids"]), len(PUSHT_SPLIT["val_ids"])) == (90, 4)
-    assert len(dataset) == golden_windows(16, 1, "train")["count"], f"{len(dataset)} training windows"
-    assert len(validation) == golden_windows(16, 1, "val")["count"], f"{len(validation)} validation windows"
+    golden = DP["dataset_splits"][0]  # Diffusion Policy's PushTLowdimDataset on this store, the same windows
+    assert (len(golden["train_ids"]), len(golden["validation_ids"])) == (90, 116)
+    np.testing.assert_array_equal(dataset.episode_mask, ids_mask(len(PUSHT_ENDS), golden["train_ids"]))
+    np.testing.assert_array_equal(validation.episode_mask, ids_mask(len(PUSHT_ENDS), golden["validation_ids"]))
+    assert len(dataset) == golden["train_windows"] == golden_windows(16, 1, "train")["count"], len(dataset)
+    assert len(validation) == golden["validation_windows"], f"{len(validation)} validation windows"
 
 
 @pytest.mark.parametrize("latency", [0, 3])
