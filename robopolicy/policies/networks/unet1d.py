@@ -2,7 +2,8 @@
 
 Residual blocks of Conv1d + GroupNorm + Mish, each modulated by FiLM (per-channel scale and
 bias) from one conditioning vector: the step / time embedding concatenated with the
-flattened observation features. Shared by the diffusion and flow families.
+flattened observation features. Shared by the diffusion and flow families. The length-keeping
+convolutions train as matrix products on a CPU (`gemm_conv.Conv1d`, the same layer).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from robopolicy.policies.networks.embeddings import SinusoidalEmbedding
+from robopolicy.policies.networks.gemm_conv import Conv1d
 
 
 @dataclass
@@ -45,7 +47,7 @@ class ConvBlock(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, n_groups: int):
         super().__init__(
-            nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
+            Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
             nn.GroupNorm(n_groups, out_channels),
             nn.Mish(),
         )
@@ -59,7 +61,7 @@ class FiLMResidualBlock(nn.Module):
         self.block1 = ConvBlock(in_channels, out_channels, kernel_size, n_groups)
         self.block2 = ConvBlock(out_channels, out_channels, kernel_size, n_groups)
         self.film = nn.Sequential(nn.Mish(), nn.Linear(cond_dim, 2 * out_channels))
-        self.residual = nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        self.residual = Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         scale, bias = self.film(cond).unsqueeze(-1).chunk(2, dim=1)
@@ -93,7 +95,7 @@ class UNet1D(nn.Module):
             self.up.append(nn.ModuleList([block(2 * fan_in, fan_out), block(fan_out, fan_out),
                                           nn.ConvTranspose1d(fan_out, fan_out, 4, 2, 1)]))
         self.final = nn.Sequential(ConvBlock(dims[1], dims[1], config.kernel_size, config.n_groups),
-                                   nn.Conv1d(dims[1], action_dim, 1))
+                                   Conv1d(dims[1], action_dim, 1))
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         cond = torch.cat([self.step_encoder(timestep), *(features[k].flatten(1) for k in self.keys)], dim=-1)
