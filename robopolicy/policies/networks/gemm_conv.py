@@ -58,7 +58,8 @@ class Conv1d(nn.Conv1d):
         super().__init__(*args, **kwargs)
         (kernel,), padding = self.kernel_size, self.padding
         self.as_matmul = (self.stride == (1,) and self.dilation == (1,) and self.groups == 1
-                          and self.padding_mode == "zeros" and isinstance(padding, tuple) and 2 * padding[0] == kernel - 1)
+                          and self.padding_mode == "zeros" and isinstance(padding, tuple)
+                          and 2 * padding[0] == kernel - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.as_matmul and self.training and x.device.type == "cpu" and x.dim() == 3 and torch.is_grad_enabled()
