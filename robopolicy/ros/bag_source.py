@@ -170,8 +170,9 @@ class RosbagSource:
         commanded = [] if self.action_from else [chosen[c.topic] >= 0 for c in self.commands]
         every = np.all([*fresh.values(), *commanded], axis=0)
         if not every.any():
-            raise SkipEpisode(f"no tick in {episode_id} has a fresh message of every topic (max_age {self.max_age} s) "
-                              "after the first command")
+            after = "" if self.action_from else " after the first command"
+            raise SkipEpisode(f"no tick in {episode_id} has a fresh message of every topic (max_age {self.max_age} s)"
+                              f"{after}")
         first = int(np.argmax(every))  # ticks before every topic (commands included) has spoken are trimmed
         for topic, ok in fresh.items():
             if not ok[first:].all():

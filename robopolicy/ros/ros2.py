@@ -91,7 +91,6 @@ class Ros2Transport:
         self._stopping = threading.Event()
         self._shutdown_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._entities: list[Any] = []  # readers and writers, alive as long as the node
 
     def now(self) -> float:
         return time.time()
@@ -106,7 +105,6 @@ class Ros2Transport:
 
     def subscribe(self, topic: str, kind: str, callback: Callable[[Any], None], qos: str = "default") -> None:
         reader = DataReader(self._participant, self._topic(topic, kind), qos=QOS[check_qos(qos)])
-        self._entities.append(reader)
         thread = threading.Thread(target=self._dispatch, args=(reader, callback), daemon=True,
                                   name=f"ros2 {topic}")
         self._threads.append(thread)
@@ -131,9 +129,7 @@ class Ros2Transport:
                     log.exception("callback of %s failed", reader.topic.name)
 
     def publisher(self, topic: str, kind: str, qos: str = "default") -> Ros2Publisher:
-        writer = DataWriter(self._participant, self._topic(topic, kind), qos=QOS[check_qos(qos)])
-        self._entities.append(writer)
-        return Ros2Publisher(writer)
+        return Ros2Publisher(DataWriter(self._participant, self._topic(topic, kind), qos=QOS[check_qos(qos)]))
 
     def is_shutdown(self) -> bool:
         return self._stopping.is_set()
