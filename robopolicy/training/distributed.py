@@ -53,6 +53,16 @@ def reduce_mean(total: float, count: int, info: DistInfo) -> float:
     return float(values[0] / values[1].clamp_min(1.0))
 
 
+def rank0_decides(flag: bool, info: DistInfo) -> bool:
+    """Rank 0's value of `flag` on every rank, so that a decision taken from a local clock (the time budget) stops
+    all ranks at the same step instead of leaving one waiting in a collective."""
+    if not info.enabled:
+        return flag
+    value = torch.tensor([float(flag)])
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

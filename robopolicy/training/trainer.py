@@ -39,6 +39,7 @@ from robopolicy.training.distributed import (
     DistInfo,
     barrier,
     init_distributed,
+    rank0_decides,
     reduce_mean,
 )
 from robopolicy.training.logger import MetricLogger
@@ -238,7 +239,7 @@ class Trainer:
                 self.latest.update(metrics)
                 window_time, window_loss, window_steps, self.data_wait_s = 0.0, 0.0, 0, 0.0
             self._periodic(sampler)
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and rank0_decides(time.monotonic() >= deadline, self.dist):
                 break
         bar.close()
         if self.step % self.settings.checkpoint_every and self.checkpoints.saved_step() != self.step:

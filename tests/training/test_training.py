@@ -124,6 +124,21 @@ def test_two_gloo_ranks_equal_one_process_with_the_same_global_batch(tmp_path, p
     assert moved, "training should have changed the weights"
 
 
+@pytest.mark.slow
+def test_a_time_budget_stops_every_rank_at_the_same_step(tmp_path, pusht_path):
+    # each rank has its own clock: were each to decide alone, one could stop while the other waits in all-reduce
+    run = tmp_path / "ddp"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
+    ddp = subprocess.run([*launch, "-m", "robopolicy.cli", "train", *TINY, f"task.dataset.path={pusht_path}",
+                          f"run_dir={run}", "training.threads=1", "training.max_steps=100000", "training.checkpoint_every=100000",
+                          "training.val_every=100000", "training.time_budget_min=0.1"],
+                         cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    step = read_meta(run / "checkpoints" / "last")["step"]
+    assert 0 < step < 100000
+    assert "stopped training at step" in ddp.stderr
+
+
 def test_bad_inputs_fail_before_training(tmp_path, pusht_path):
     with pytest.raises(DataError, match=r"\[data/gripper\]: obs.gripper key not in the store"):
         Trainer(tiny_config(tmp_path, pusht_path, "task.shape_meta.obs.gripper={shape: [1]}"))
