@@ -4,7 +4,8 @@ Success: the task's own check holds at some step within the horizon (the episode
 so `mean_steps` is the steps to first success over all episodes, failures counting the horizon).
 `held_at_end` additionally steps HOLD_STEPS more after success and checks it still holds.
 Steps/s: whole env steps (physics, observation, rendering) with the Lift expert acting.
-Run: MUJOCO_GL=egl OMP_NUM_THREADS=1 .venv/bin/python -m bench.experts [--seeds 100]
+Run: MUJOCO_GL=egl OMP_NUM_THREADS=1 .venv/bin/python -m bench.experts [--seeds 100] [--tasks TASK ...]
+(the tasks default to every one with an expert).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 
 import numpy as np
 
-from robopolicy.envs.robosuite_tasks import OBS_TYPES, make_env, make_expert
+from robopolicy.envs.robosuite_tasks import EXPERTS, OBS_TYPES, make_env, make_expert
 
 HOLD_STEPS = 20
 RATE_STEPS = 80
@@ -68,7 +69,7 @@ def main() -> None:
     """Measure every expert in both controller modes, then step rates; print one JSON object."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=100)
-    parser.add_argument("--tasks", nargs="+", default=["Lift", "PickPlaceCan"])
+    parser.add_argument("--tasks", nargs="+", choices=list(EXPERTS), default=list(EXPERTS))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     experts = {f"{task}/{controller}": success_rate(task, controller, args.seeds)

@@ -316,6 +316,7 @@ def make_env(task: str = "Lift", obs_type: str = "lowdim", controller: str = "ab
 # The grip site pointing straight down with its x axis along world x (yaw 0).
 _DOWN = np.diag([1.0, -1.0, -1.0])
 _STAY = 10**9  # dwell of a final leg: hold its target until the episode ends
+_TURN_SPEED = np.deg2rad(4.0)  # rad per step at which a leg's turn about the vertical is commanded
 
 
 @dataclass(frozen=True)
@@ -327,14 +328,17 @@ class _Leg:
     tolerance: float = 0.01  # m between grip site and target that counts as arrived
     dwell: int = 0  # steps to stay after arriving
     timeout: int = 40  # steps after the command reaches the target to end the leg, arrived or not
+    turn: Callable[[], float] | None = None  # yaw (rad) to turn the grip site through, read when the leg starts
+    speed: float = np.inf  # m per step: a cap on the episode's speed, for moves that must be precise
 
 
 class _ScriptedExpert:
     """Drives the grip site through a task's legs at a capped speed with per-episode variation.
 
     Subclasses give the legs (`_plan`) and the gripper's yaw (`_yaw`); actions come out in the
-    env's controller mode. Targets move towards each leg's goal at the episode's speed, and a
-    small Gaussian noise is added to every commanded position, so demos differ from seed to seed.
+    env's controller mode. Targets move towards each leg's goal at the episode's speed, a leg's
+    turn is commanded at _TURN_SPEED, and a small Gaussian noise is added to every commanded
+    position, so demos differ from seed to seed.
     """
 
     def __init__(self, env: RobosuiteTaskEnv, rng: np.random.Generator) -> None:
@@ -349,6 +353,7 @@ class _ScriptedExpert:
         self.noise = self.rng.uniform(0.0, 0.003)  # std (m) of the commanded position
         self.command = np.array(obs["robot0_eef_pos"], dtype=np.float64)
         self.rotation = rotation_z(self._yaw(obs) + self.rng.normal(0.0, np.deg2rad(3.0))) @ _DOWN
+        self.turn_left = 0.0  # rad of the current leg's turn not yet commanded
         self.legs = self._plan()
         self._start_leg(0)
 
@@ -357,9 +362,14 @@ class _ScriptedExpert:
         self._update_leg(obs["robot0_eef_pos"])
         step = self.target - self.command
         distance = np.linalg.norm(step)
-        if distance > self.speed:
-            step *= self.speed / distance
+        speed = min(self.speed, self.legs[self.leg].speed)
+        if distance > speed:
+            step *= speed / distance
         self.command = self.command + step
+        if self.turn_left:
+            turn = float(np.clip(self.turn_left, -_TURN_SPEED, _TURN_SPEED))
+            self.rotation = rotation_z(turn) @ self.rotation
+            self.turn_left -= turn
         position = self.command + self.rng.normal(0.0, self.noise, 3)
         return self._action(position, self.legs[self.leg].gripper, obs)
 
@@ -372,19 +382,22 @@ class _ScriptedExpert:
         raise NotImplementedError
 
     def _yaw(self, obs: Obs) -> float:
-        """The grip site's heading for the episode; the default keeps the current one."""
+        """The grip site's heading to start the episode at (legs may turn it); the default keeps the current one."""
         return yaw_of(quat_xyzw_to_matrix(obs["robot0_eef_quat"]))
 
     def _start_leg(self, index: int) -> None:
-        """Begin leg `index`: fix its target from the current state."""
+        """Begin leg `index`: fix its target, and its turn if it has one, from the current state."""
+        leg = self.legs[index]
         self.leg, self.leg_steps, self.arrived_steps = index, 0, 0
-        self.target = np.asarray(self.legs[index].target(), dtype=np.float64)
+        self.target = np.asarray(leg.target(), dtype=np.float64)
+        if leg.turn is not None:
+            self.turn_left = leg.turn()
 
     def _update_leg(self, eef_pos: np.ndarray) -> None:
-        """Move on to the next leg once this one has arrived and dwelt, or timed out."""
+        """Move on to the next leg once this one has arrived (its turn commanded too) and dwelt, or timed out."""
         leg = self.legs[self.leg]
         self.leg_steps += int(np.array_equal(self.command, self.target))
-        if np.linalg.norm(eef_pos - self.target) < leg.tolerance:
+        if np.linalg.norm(eef_pos - self.target) < leg.tolerance and not self.turn_left:
             self.arrived_steps += 1
         done = self.arrived_steps > leg.dwell or self.leg_steps > leg.timeout
         if done and self.leg + 1 < len(self.legs):
@@ -455,7 +468,87 @@ class PickPlaceCanExpert(_ScriptedExpert):
         ]
 
 
-EXPERTS: dict[str, type[_ScriptedExpert]] = {"Lift": LiftExpert, "PickPlaceCan": PickPlaceCanExpert}
+# robosuite's square nut (square-nut.xml) is a 2 cm thick ring, 8.75 cm square with a 4.55 cm square
+# hole, and a handle along its body x that sticks out of the ring from 4.4 to 7.9 cm off its centre.
+# Its square peg (body peg1, pegs_arena.xml) is a 3.2 cm square post, 20 cm tall, centred on the body:
+# the hole takes it with 7 mm to spare each side when the nut is square to it, barely at 45 degrees.
+_NUT_GRASP = (0.058, 0.068)  # m off the nut's centre to grasp the handle: the 1.6 cm finger pads clear the ring
+_PEG_HALF_HEIGHT = 0.1
+_SLOW = 0.004  # m per step down onto the handle and the peg: faster, the arm swerves by up to a centimetre
+# Holds of the nut over the peg, (side, heading): the grip site's yaw is the nut's plus `side` (the
+# fingers close along the grip site's x, so across the handle), the nut's yaw is `heading`, square to
+# the peg. They point the handle back at the robot (grip-site yaw 90 degrees) or to a side (yaw 180):
+# pointing past the peg, it puts the grip site out of the arm's reach.
+_NUT_HOLDS = ((-np.pi / 2, np.pi), (np.pi / 2, np.pi / 2), (-np.pi / 2, -np.pi / 2))
+# Turns of the grip site from its start to the grasp (rad), short of the last joint's limits (about
+# -118 and +214 degrees from there) and of half turns.
+_GRASP_TURNS = (np.deg2rad(-90.0), np.deg2rad(135.0))
+
+
+def _wrapped(angle: float) -> float:
+    """The angle (rad) brought into [-pi, pi)."""
+    return float((angle + np.pi) % (2 * np.pi) - np.pi)
+
+
+class NutAssemblySquareExpert(_ScriptedExpert):
+    """NutAssemblySquare: grasp the nut's handle, carry it turned square over the peg, aim, lower it on, let go."""
+
+    def reset(self, obs: Obs, info: dict[str, Any]) -> None:
+        """Choose the episode's hold of the nut, then draw and plan as every expert does."""
+        self.grasp_turn, self.heading = self._hold(self._yaw(obs))
+        super().reset(obs, info)
+
+    def _hold(self, current: float) -> tuple[float, float]:
+        """(grip-site turn to the grasp, nut heading over the peg): the wrist-range hold turning the nut least."""
+        nut = self._nut_yaw()
+        holds = [(_wrapped(nut + side - current), heading) for side, heading in _NUT_HOLDS]
+        reachable = [hold for hold in holds if _GRASP_TURNS[0] <= hold[0] <= _GRASP_TURNS[1]]
+        return min(reachable, key=lambda hold: abs(_wrapped(hold[1] - nut)))
+
+    def _plan(self) -> list[_Leg]:
+        """Grasp 5.8-6.8 cm out on the handle, carry 5-9 cm over the peg, aim, release 2-4 cm down it, retreat."""
+        suite_env = self.env.suite_env
+        peg = np.array(suite_env.sim.data.body_xpos[suite_env.peg1_body_id])
+        peg_top = peg[2] + _PEG_HALF_HEIGHT
+        table = float(suite_env.table_offset[2])
+        reach = self.rng.uniform(*_NUT_GRASP)
+        above = self.rng.uniform(0.035, 0.06)  # over the table, 1.5-4 cm over the handle, before going down to it
+        grasp = self.rng.uniform(0.002, 0.006)  # grip site over the handle's mid-height: fingertips off the table
+        close = int(self.rng.integers(6, 11))
+        carry = peg_top + self.rng.uniform(0.05, 0.09)  # world z of the grip site, the nut hanging at about it
+        settle = int(self.rng.integers(2, 6))
+        release = peg_top - self.rng.uniform(0.02, 0.04)  # world z of the nut's centre when the gripper opens
+        over_peg = peg[:2] + reach * np.array([np.cos(self.heading), np.sin(self.heading)])
+        return [
+            _Leg(lambda: [*self._handle(reach)[:2], table + above], GRIPPER_OPEN, tolerance=0.004, dwell=settle,
+                 turn=lambda: self.grasp_turn),
+            _Leg(lambda: self._handle(reach) + [0.0, 0.0, grasp], GRIPPER_OPEN, tolerance=0.006, dwell=1,
+                 timeout=10, speed=_SLOW),
+            _Leg(self.here, GRIPPER_CLOSED, tolerance=np.inf, dwell=close),
+            _Leg(lambda: [*self.here()[:2], carry], GRIPPER_CLOSED, tolerance=0.03),
+            _Leg(lambda: [*over_peg, carry], GRIPPER_CLOSED, dwell=settle,
+                 turn=lambda: _wrapped(self.heading - self._nut_yaw())),
+            _Leg(lambda: self.here() + [*(peg - self._object())[:2], 0.0], GRIPPER_CLOSED, tolerance=0.004,
+                 dwell=settle, timeout=20),
+            _Leg(lambda: self.here() + [0.0, 0.0, release - self._object()[2]], GRIPPER_CLOSED, timeout=20,
+                 speed=_SLOW),
+            _Leg(self.here, GRIPPER_OPEN, tolerance=np.inf, dwell=close),
+            _Leg(lambda: [*self.here()[:2], carry], GRIPPER_OPEN, dwell=_STAY),
+        ]
+
+    def _nut_yaw(self) -> float:
+        """The nut's yaw now: the way its handle points."""
+        return yaw_of(self.env.object_pose()[1])
+
+    def _handle(self, reach: float) -> np.ndarray:
+        """World position (3,) of the point `reach` m out along the nut's handle."""
+        position, rotation = self.env.object_pose()
+        return position + rotation[:, 0] * reach
+
+
+EXPERTS: dict[str, type[_ScriptedExpert]] = {
+    "Lift": LiftExpert, "PickPlaceCan": PickPlaceCanExpert, "NutAssemblySquare": NutAssemblySquareExpert,
+}
 
 
 def make_expert(env: gym.Env, rng: np.random.Generator) -> Expert:
