@@ -249,17 +249,9 @@ def test_lift_expert_succeeds(envs, controller):
 
 
 @pytest.mark.slow
-def test_pick_place_can_expert_succeeds():
-    env = make_env("PickPlaceCan")
-    try:
-        assert all(run_expert(env, seed) for seed in range(3))
-    finally:
-        env.close()
-
-
-@pytest.mark.slow
-def test_nut_assembly_square_expert_succeeds():
-    env = make_env("NutAssemblySquare")
+@pytest.mark.parametrize("task", ["PickPlaceCan", "NutAssemblySquare"])
+def test_pick_place_and_nut_assembly_experts_succeed(task):
+    env = make_env(task)
     try:
         assert all(run_expert(env, seed) for seed in range(3))
     finally:
