@@ -2,15 +2,19 @@
 by the anchor paper's protocol, beside the anchor's published numbers.
 
     .venv/bin/python -m bench.quality train ROW [--tag T] [--budget-min M] [--threads 2] [OVERRIDE ...]
-    .venv/bin/python -m bench.quality eval ROW [--tag T]
+    .venv/bin/python -m bench.quality eval ROW [--tag T] [--jobs 2] [--only STEP,...] [--as NAME EVAL_OVERRIDE ...]
     .venv/bin/python -m bench.quality report
 
 `train` runs `robopolicy train` into runs/quality/ROW[-T] and keeps every checkpoint; run again, it resumes
 with what is left of the budget (the minutes spent are kept in budget.json there). `eval` scores every
 checkpoint not yet scored (Push-T: 50 seeds from 100000, 300 steps, best clip(coverage / 0.95) per episode,
 reported as the max over checkpoints and the mean of the last `last_k`, as Diffusion Policy reports) and writes
-docs/results/quality/ROW[-T].json. `report` writes docs/results/quality.md and quality_curves.png from them.
-Threads are set, not inherited: a row's budget means 2 cores with nothing else running.
+docs/results/quality/ROW[-T].json; with eval overrides (e.g. sampler=ddpm num_inference_steps=100) and `--as NAME`
+it writes ROW[-T]-NAME.json instead. `--jobs N` scores N checkpoints at once, one thread each. `report` writes
+docs/results/quality.md and quality_curves.png from them.
+Threads are set, not inherited: a row's budget means 2 cores with nothing else running. The ledger also keeps the
+CPU minutes the training process got, so a run that shared the machine (a recipe pilot at one thread beside
+another) shows it.
 """
 
 from __future__ import annotations
@@ -18,16 +22,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "quality"
 RESULTS = ROOT / "docs" / "results" / "quality"
 ROBOPOLICY = [sys.executable, "-m", "robopolicy.cli"]
+FINDINGS = "<!-- written by hand below this line; `report` keeps it -->"
 
 
 @dataclass(frozen=True)
@@ -38,18 +45,18 @@ class Row:
     train: tuple[str, ...]
     budget_min: float
     anchor: dict
-    eval: tuple[str, ...] = ("n_episodes=50", "n_envs=2", "n_videos=0")
-    last_k: int = 5  # the score's mean is over the last k checkpoints
+    eval: tuple[str, ...] = ("n_episodes=50", "n_envs=10", "n_videos=0")  # results do not depend on n_envs
+    last_k: int = 10  # the score's mean is over the last k checkpoints (Diffusion Policy's 10)
+    tail: float = 0.1  # the share of the budget, at its end, that the last k checkpoints are spread over
     notes: str = ""
-    demos: tuple[str, ...] = field(default=())  # a command making the demos, when the task needs them made
 
 
 DP_PUSHT = ("training.num_workers=0", "training.val_every=250", "training.val_batches=8", "training.top_k=1000")
 ROWS = {
     "pusht_keypoint": Row(
         task="pusht_keypoint",
-        # 2,200 steps: what 60 minutes on 2 cores fit on the AVX2 machine of 2026-11-30 (1.6 s a step), so the cosine
-        # schedule ends with the budget
+        # 2,200 steps planned for 60 minutes on 2 cores of the AVX2 machine of 2026-11-30; at 1.73 s a step the
+        # budget ended at step 2,087, with the cosine schedule's lr at 1% of its peak
         train=("task=pusht_keypoint", "policy=diffusion_unet", "training.batch_size=256", "training.max_steps=2200",
                "training.checkpoint_every=250", *DP_PUSHT),
         budget_min=60.0,
@@ -59,7 +66,7 @@ ROWS = {
         task="pusht_image",
         train=("task=pusht_image", "policy=diffusion_unet", "training.batch_size=64", "training.max_steps=20000",
                "training.checkpoint_every=1000", *DP_PUSHT),
-        budget_min=180.0,
+        budget_min=180.0, tail=0.16,  # Diffusion Policy's image runs: its last 10 checkpoints are 500 of 3,050 epochs
         anchor={"paper": "Diffusion Policy (CNN, image)", "mean": 0.84},
         notes="96x96 images, ResNet-18 encoder"),
 }
@@ -85,30 +92,77 @@ def last_step(directory: Path) -> int:
     return max(steps, default=0)
 
 
+def planned_steps(row: Row, overrides: list[str]) -> int:
+    """training.max_steps of the row's recipe with the variant's overrides (the cosine schedule's length)."""
+    steps = [int(item.split("=")[1]) for item in (*row.train, *overrides) if item.startswith("training.max_steps=")]
+    if not steps:
+        raise SystemExit("a row's recipe must set training.max_steps: the lr schedule should end with the budget")
+    return steps[-1]
+
+
 def train(name: str, tag: str, budget_min: float | None, threads: int, overrides: list[str],
-          at_most_min: float | None = None) -> None:
+          at_most_min: float | None = None, ranks: int = 1) -> None:
     """Train (or resume) a row within what is left of its budget, this time for at most `at_most_min` minutes (a
-    run spread over sessions); the minutes spent go to budget.json."""
+    run spread over sessions), as `ranks` torchrun processes sharing `threads`. The last `row.tail` of the budget
+    runs with a checkpoint every planned_steps * tail / last_k steps, so the score's mean is over the last k
+    checkpoints of the run's end, as Diffusion Policy's is (its last 10, saved every 50 of 5,000 epochs for
+    low-dim Push-T: the last 10% of training)."""
+    if threads % ranks:
+        raise SystemExit(f"--threads {threads} must split evenly over --ranks {ranks}")
     row, directory = ROWS[name], run_dir(name, tag)
-    ledger = spent_minutes(directory)
     budget = budget_min or row.budget_min
-    left = budget - sum(entry["minutes"] for entry in ledger)
-    now = min(left, at_most_min) if at_most_min else left
-    if left <= 0.5:
-        print(json.dumps({"row": name, "tag": tag, "budget_spent": True, "entries": ledger}))
-        return
+    tail_every = max(1, round(planned_steps(row, overrides) * row.tail / row.last_k))
+    session_left = at_most_min if at_most_min else float("inf")
+    while True:
+        spent = sum(entry["minutes"] for entry in spent_minutes(directory))
+        head_left = budget * (1 - row.tail) - spent
+        in_tail = head_left <= 0.5
+        now = min(budget - spent if in_tail else head_left, session_left)
+        if now <= 0.5:
+            break
+        tail = [f"training.checkpoint_every={tail_every}", f"training.val_every={tail_every}"] if in_tail else []
+        session_left -= train_once(directory, [*row.train, *overrides, *tail], now, threads, ranks, {
+            "budget_min": budget, "overrides": overrides, "phase": "tail" if in_tail else "head"})
+    print(json.dumps({"row": name, "tag": tag, "entries": spent_minutes(directory)}))
+
+
+def train_once(directory: Path, recipe: list[str], minutes: float, threads: int, ranks: int, entry: dict) -> float:
+    """One `robopolicy train` invocation (resuming when the run has checkpoints) for at most `minutes`; appends
+    its ledger entry (minutes, step reached, CPU minutes, command) to budget.json and returns the minutes."""
     resume = ["resume=true"] if (directory / "checkpoints" / "last").exists() else []
-    command = [*ROBOPOLICY, "train", *row.train, *overrides, f"run_dir={directory}", f"training.threads={threads}",
-               f"training.time_budget_min={now:.2f}", *resume]
+    launcher = ROBOPOLICY if ranks == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                              f"--nproc_per_node={ranks}", "-m", "robopolicy.cli"]
+    per_rank = threads // ranks
+    command = [*launcher, "train", *recipe, f"run_dir={directory}", f"training.threads={per_rank}",
+               f"training.time_budget_min={minutes:.2f}", *resume]
     directory.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    start, cpu_start = time.monotonic(), child_cpu_seconds()
+    env = {**os.environ, "OMP_NUM_THREADS": str(per_rank), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     with (directory / "train.stderr.log").open("a") as stderr:
         subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=stderr)
-    ledger.append({"minutes": round((time.monotonic() - start) / 60, 2), "step": last_step(directory),
-                   "budget_min": budget, "threads": threads, "overrides": overrides, "command": " ".join(command[2:])})
+    took = (time.monotonic() - start) / 60
+    ledger = spent_minutes(directory)
+    ledger.append({"minutes": round(took, 2), "step": last_step(directory),
+                   "cpu_minutes": round((child_cpu_seconds() - cpu_start) / 60, 2), **entry, "threads": threads,
+                   "ranks": ranks, "command": " ".join(["python", *command[1:]])})
     (directory / "budget.json").write_text(json.dumps(ledger, indent=1) + "\n")
-    print(json.dumps({"row": name, "tag": tag, "entries": ledger}))
+    return took
+
+
+def tail_start(ledger: list[dict]) -> float:
+    """The step where the run's dense-checkpoint tail began (inf for a run trained without one)."""
+    before = 0
+    for entry in ledger:
+        if entry.get("phase") == "tail":
+            return before
+        before = entry["step"]
+    return float("inf")
+
+
+def child_cpu_seconds() -> float:
+    """User + system CPU seconds of the finished child processes (the training run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def minutes_at(step: int, ledger: list[dict]) -> float:
@@ -122,37 +176,91 @@ def minutes_at(step: int, ledger: list[dict]) -> float:
     return round(before_minutes, 1)
 
 
-def evaluate(name: str, tag: str) -> dict:
-    """Score every checkpoint of the row's run not yet scored; write and return the row's result."""
+def score_checkpoint(checkpoint: Path, eval_overrides: tuple[str, ...], as_name: str) -> dict:
+    """`robopolicy eval` of one checkpoint with one thread (its files in the run's eval[-as_name]/); its summary."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    out = checkpoint.parent.parent / "-".join(t for t in ("eval", as_name) if t) / checkpoint.name
+    done = subprocess.run([*ROBOPOLICY, "eval", str(checkpoint), *eval_overrides, "threads=1", f"out={out}"],
+                          cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def evaluate(name: str, tag: str, jobs: int = 1, only: tuple[int, ...] = (), overrides: tuple[str, ...] = (),
+             as_name: str = "") -> dict:
+    """Score every checkpoint of the row's run not yet scored (those of `only`, when given), `jobs` at a time, with
+    the row's eval options plus `overrides`; write and return the row's result (ROW[-T][-as_name].json)."""
+    if overrides and not as_name:
+        raise SystemExit("eval overrides change what is measured: name the result with --as NAME")
     row, directory = ROWS[name], run_dir(name, tag)
-    out = result_file(name, tag)
+    out = result_file(name, "-".join(t for t in (tag, as_name) if t))
     result = json.loads(out.read_text()) if out.is_file() else {"checkpoints": {}}
     ledger = spent_minutes(directory)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    for checkpoint in sorted((directory / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1])):
-        if checkpoint.name in result["checkpoints"]:
-            continue
-        done = subprocess.run([*ROBOPOLICY, "eval", str(checkpoint), *row.eval], cwd=ROOT, env=env, check=True,
-                              capture_output=True, text=True)
-        summary = json.loads(done.stdout)
-        step = int(checkpoint.name.split("_")[1])
-        result["checkpoints"][checkpoint.name] = {
-            "step": step, "minutes": minutes_at(step, ledger), "mean_score": round(summary["mean_score"], 3),
-            "mean_score_ci95": [round(x, 3) for x in summary["mean_score_ci95"]],
-            "success_rate": round(summary["success_rate"], 3)}
+    eval_options = (*row.eval, *overrides)
+    pending = [c for c in sorted((directory / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+               if c.name not in result["checkpoints"] and (not only or int(c.name.split("_")[1]) in only)]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        summaries = pool.map(lambda c: score_checkpoint(c, eval_options, as_name), pending)
+        for checkpoint, summary in zip(pending, summaries):
+            step = int(checkpoint.name.split("_")[1])
+            result["checkpoints"][checkpoint.name] = {
+                "step": step, "minutes": minutes_at(step, ledger), "mean_score": round(summary["mean_score"], 3),
+                "mean_score_ci95": [round(x, 3) for x in summary["mean_score_ci95"]],
+                "success_rate": round(summary["success_rate"], 3)}
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=1) + "\n")
     scores = [c["mean_score"] for c in sorted(result["checkpoints"].values(), key=lambda c: c["step"])]
-    result.update(row=name, tag=tag, task=row.task, recipe=[*row.train], anchor=row.anchor, notes=row.notes,
+    tail_scores = [c["mean_score"] for c in sorted(result["checkpoints"].values(), key=lambda c: c["step"])
+                   if c["step"] >= tail_start(ledger)][-row.last_k:]
+    result.update(row=name, tag="-".join(t for t in (tag, as_name) if t), task=row.task,
+                  recipe=[*row.train, *(ledger[0]["overrides"] if ledger else [])], eval=list(eval_options),
+                  anchor=row.anchor, notes=row.notes,
                   budget_min=ledger[-1]["budget_min"] if ledger else row.budget_min,
                   minutes_spent=round(sum(e["minutes"] for e in ledger), 1), ledger=ledger, last_k=row.last_k,
-                  max=max(scores, default=None),
-                  mean_last_k=round(sum(scores[-row.last_k:]) / len(scores[-row.last_k:]), 3) if scores else None)
+                  max=max(scores, default=None), last_k_scored=len(tail_scores),
+                  mean_last_k=round(sum(tail_scores) / len(tail_scores), 3) if tail_scores else None)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
+def batch_size(result: dict) -> int:
+    """The training batch size of a result's recipe (its last batch_size override)."""
+    sizes = [int(item.split("=")[1]) for item in result["recipe"] if item.startswith("training.batch_size=")]
+    return sizes[-1] if sizes else 64
+
+
+def tail_mean(result: dict) -> str:
+    """The mean over the last k checkpoints as the table shows it: with how many were scored, or why there is none."""
+    if result.get("mean_last_k") is None:
+        return "- (no dense tail)"
+    return f"{result['mean_last_k']} ({result['last_k_scored']} of {result['last_k']})"
+
+
+def result_name(result: dict) -> str:
+    return f"{result['row']}{'-' + result['tag'] if result['tag'] else ''}"
+
+
+def table_line(r: dict) -> str:
+    """One result as a line of quality.md's table: what was changed, how it ran, and its scores."""
+    ledger = r["ledger"]
+    change = " ".join(ledger[0]["overrides"]) if ledger and ledger[0]["overrides"] else "-"
+    extra = [item for item in r.get("eval", []) if item not in ROWS[r["row"]].eval
+             and not item.startswith("n_envs=")]  # the number of parallel envs does not change results
+    change += f" (eval {' '.join(extra)})" if extra else ""
+    timed = [e for e in ledger if "cpu_minutes" in e]
+    share = f"{sum(e['cpu_minutes'] for e in timed) / sum(e['minutes'] for e in timed):.1f}" if timed else "-"
+    threads = ",".join(sorted({str(e["threads"]) for e in ledger})) or "-"
+    points = sorted(r["checkpoints"].values(), key=lambda c: c["step"])
+    last = f"{points[-1]['mean_score']} (step {points[-1]['step']})" if points else "-"
+    anchor = ", ".join(f"{k} {v}" for k, v in r["anchor"].items())
+    return (f"| {result_name(r)} | {r['task']} | {change} | {threads} | {share} | {r['budget_min']:g} | "
+            f"{r['minutes_spent']} | {ledger[-1]['step'] if ledger else '-'} | {len(points)} | {last} | {r['max']} | "
+            f"{tail_mean(r)} | {anchor} |")
+
+
 def report() -> None:
-    """docs/results/quality.md (one line per row result) and quality_curves.png (score against CPU minutes)."""
+    """docs/results/quality.md (one line per row result) and quality_curves.png (score against training minutes and
+    against samples seen)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,26 +269,29 @@ def report() -> None:
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     lines = ["# Policy quality on this 2-core CPU", "",
              "Written by `python -m bench.quality report` from `quality/*.json`; how each number was made is in the "
-             "docstring of `bench/quality.py`. Minutes are wall-clock training minutes on 2 cores (evaluation "
-             "not counted).", "",
-             "| row | task | budget (min) | spent (min) | checkpoints | max | mean of last k | anchor |",
-             "|---|---|---|---|---|---|---|---|"]
-    figure, axis = plt.subplots(figsize=(7, 4))
+             "docstring of `bench/quality.py`. Minutes are wall-clock training minutes (evaluation not counted); "
+             "`threads` says how many the run used and `CPU share` how much of the machine it got (2.0 = both cores; "
+             "1.0 = one core, e.g. a recipe pilot beside another run).", "",
+             "| row | task | recipe change | threads | CPU share | budget (min) | spent (min) | steps | checkpoints "
+             "| last | max | mean of the last k | anchor |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    figure, (by_minutes, by_samples) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for r in results:
-        anchor = ", ".join(f"{k} {v}" for k, v in r["anchor"].items())
-        lines.append(f"| {r['row']}{'-' + r['tag'] if r['tag'] else ''} | {r['task']} | {r['budget_min']:g} | "
-                     f"{r['minutes_spent']} | {len(r['checkpoints'])} | {r['max']} | {r['mean_last_k']} "
-                     f"(k={r['last_k']}) | {anchor} |")
+        lines.append(table_line(r))
         points = sorted(r["checkpoints"].values(), key=lambda c: c["step"])
-        axis.plot([p["minutes"] for p in points], [p["mean_score"] for p in points], marker="o",
-                  label=f"{r['row']}{'-' + r['tag'] if r['tag'] else ''}")
-    axis.set_xlabel("training minutes (2 cores)")
-    axis.set_ylabel("mean score (50 seeds)")
-    axis.legend(fontsize=7)
+        scores = [p["mean_score"] for p in points]
+        by_minutes.plot([p["minutes"] for p in points], scores, marker="o", label=result_name(r))
+        by_samples.plot([p["step"] * batch_size(r) / 1e6 for p in points], scores, marker="o", label=result_name(r))
+    by_minutes.set_xlabel("training minutes (wall)")
+    by_samples.set_xlabel("training samples seen (millions)")
+    by_minutes.set_ylabel("mean score (50 seeds)")
+    by_samples.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(RESULTS.parent / "quality_curves.png", dpi=120)
-    lines += ["", "![score against training minutes](quality_curves.png)", ""]
-    (RESULTS.parent / "quality.md").write_text("\n".join(lines))
+    lines += ["", "![score against training minutes and samples](quality_curves.png)", ""]
+    page = RESULTS.parent / "quality.md"
+    kept = page.read_text().partition(FINDINGS)[2] if page.is_file() else ""
+    page.write_text("\n".join(lines) + "\n" + FINDINGS + (kept or "\n"))
 
 
 def main() -> None:
@@ -189,16 +300,23 @@ def main() -> None:
     parser.add_argument("row", nargs="?", choices=sorted(ROWS))
     parser.add_argument("--tag", default="", help="a variant of the row's recipe (its own run directory)")
     parser.add_argument("--budget-min", type=float, default=None, help="override the row's budget")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="train: threads in all (split over the ranks)")
+    parser.add_argument("--ranks", type=int, default=1, help="train: torchrun processes (DDP over gloo)")
     parser.add_argument("--at-most-min", type=float, default=None, help="train at most this long now (resume later)")
-    parser.add_argument("overrides", nargs="*", help="robopolicy train overrides for this variant")
+    parser.add_argument("--jobs", type=int, default=1, help="eval: checkpoints scored at once (one thread each)")
+    parser.add_argument("--only", type=lambda text: tuple(int(x) for x in text.split(",")), default=(),
+                        help="eval: only the checkpoints of these steps (comma-separated)")
+    parser.add_argument("--as", dest="as_name", default="", help="eval: names the result when overrides are given")
+    parser.add_argument("overrides", nargs="*", help="train: robopolicy train overrides for this variant; "
+                        "eval: robopolicy eval overrides (with --as)")
     args = parser.parse_intermixed_args()
     if args.action == "report":
         report()
     elif args.action == "train":
-        train(args.row, args.tag, args.budget_min, args.threads, args.overrides, args.at_most_min)
+        train(args.row, args.tag, args.budget_min, args.threads, args.overrides, args.at_most_min, args.ranks)
     else:
-        print(json.dumps(evaluate(args.row, args.tag), indent=1))
+        print(json.dumps(evaluate(args.row, args.tag, args.jobs, args.only, tuple(args.overrides),
+                                  args.as_name), indent=1))
 
 
 if __name__ == "__main__":
