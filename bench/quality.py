@@ -111,9 +111,10 @@ def train(name: str, tag: str, budget_min: float | None, threads: int, overrides
         raise SystemExit(f"--threads {threads} must split evenly over --ranks {ranks}")
     row, directory = ROWS[name], run_dir(name, tag)
     budget = budget_min or row.budget_min
-    tail_every = max(1, round(planned_steps(row, overrides) * row.tail / row.last_k))
+    planned = planned_steps(row, overrides)
+    tail_every = max(1, round(planned * row.tail / row.last_k))
     session_left = at_most_min if at_most_min else float("inf")
-    while True:
+    while last_step(directory) < planned:  # a run that ends its schedule early leaves the rest of its budget unused
         spent = sum(entry["minutes"] for entry in spent_minutes(directory))
         head_left = budget * (1 - row.tail) - spent
         in_tail = head_left <= 0.5
