@@ -92,12 +92,27 @@ def last_step(directory: Path) -> int:
     return max(steps, default=0)
 
 
+def setting(recipe: list[str] | tuple[str, ...], key: str) -> str | None:
+    """The value the last `key=value` item of a recipe gives `key` (later overrides win), or None."""
+    values = [item.split("=", 1)[1] for item in recipe if item.startswith(f"{key}=")]
+    return values[-1] if values else None
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("_")[1])
+
+
+def by_step(result: dict) -> list[dict]:
+    """A result's scored checkpoints in training order."""
+    return sorted(result["checkpoints"].values(), key=lambda c: c["step"])
+
+
 def planned_steps(row: Row, overrides: list[str]) -> int:
     """training.max_steps of the row's recipe with the variant's overrides (the cosine schedule's length)."""
-    steps = [int(item.split("=")[1]) for item in (*row.train, *overrides) if item.startswith("training.max_steps=")]
-    if not steps:
+    steps = setting([*row.train, *overrides], "training.max_steps")
+    if steps is None:
         raise SystemExit("a row's recipe must set training.max_steps: the lr schedule should end with the budget")
-    return steps[-1]
+    return int(steps)
 
 
 def train(name: str, tag: str, budget_min: float | None, threads: int, overrides: list[str],
@@ -193,26 +208,26 @@ def evaluate(name: str, tag: str, jobs: int = 1, only: tuple[int, ...] = (), ove
     if overrides and not as_name:
         raise SystemExit("eval overrides change what is measured: name the result with --as NAME")
     row, directory = ROWS[name], run_dir(name, tag)
-    out = result_file(name, "-".join(t for t in (tag, as_name) if t))
+    result_tag = "-".join(t for t in (tag, as_name) if t)
+    out = result_file(name, result_tag)
     result = json.loads(out.read_text()) if out.is_file() else {"checkpoints": {}}
     ledger = spent_minutes(directory)
     eval_options = (*row.eval, *overrides)
-    pending = [c for c in sorted((directory / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
-               if c.name not in result["checkpoints"] and (not only or int(c.name.split("_")[1]) in only)]
+    pending = [c for c in sorted((directory / "checkpoints").glob("step_*"), key=checkpoint_step)
+               if c.name not in result["checkpoints"] and (not only or checkpoint_step(c) in only)]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         summaries = pool.map(lambda c: score_checkpoint(c, eval_options, as_name), pending)
         for checkpoint, summary in zip(pending, summaries):
-            step = int(checkpoint.name.split("_")[1])
+            step = checkpoint_step(checkpoint)
             result["checkpoints"][checkpoint.name] = {
                 "step": step, "minutes": minutes_at(step, ledger), "mean_score": round(summary["mean_score"], 3),
                 "mean_score_ci95": [round(x, 3) for x in summary["mean_score_ci95"]],
                 "success_rate": round(summary["success_rate"], 3)}
             RESULTS.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(result, indent=1) + "\n")
-    scores = [c["mean_score"] for c in sorted(result["checkpoints"].values(), key=lambda c: c["step"])]
-    tail_scores = [c["mean_score"] for c in sorted(result["checkpoints"].values(), key=lambda c: c["step"])
-                   if c["step"] >= tail_start(ledger)][-row.last_k:]
-    result.update(row=name, tag="-".join(t for t in (tag, as_name) if t), task=row.task,
+    scores = [c["mean_score"] for c in by_step(result)]
+    tail_scores = [c["mean_score"] for c in by_step(result) if c["step"] >= tail_start(ledger)][-row.last_k:]
+    result.update(row=name, tag=result_tag, task=row.task,
                   recipe=[*row.train, *(ledger[0]["overrides"] if ledger else [])], eval=list(eval_options),
                   anchor=row.anchor, notes=row.notes,
                   budget_min=ledger[-1]["budget_min"] if ledger else row.budget_min,
@@ -226,8 +241,7 @@ def evaluate(name: str, tag: str, jobs: int = 1, only: tuple[int, ...] = (), ove
 
 def batch_size(result: dict) -> int:
     """The training batch size of a result's recipe (its last batch_size override)."""
-    sizes = [int(item.split("=")[1]) for item in result["recipe"] if item.startswith("training.batch_size=")]
-    return sizes[-1] if sizes else 64
+    return int(setting(result["recipe"], "training.batch_size") or 64)  # 64: train.yaml's default
 
 
 def tail_mean(result: dict) -> str:
@@ -251,7 +265,7 @@ def table_line(r: dict) -> str:
     timed = [e for e in ledger if "cpu_minutes" in e]
     share = f"{sum(e['cpu_minutes'] for e in timed) / sum(e['minutes'] for e in timed):.1f}" if timed else "-"
     threads = ",".join(sorted({str(e["threads"]) for e in ledger})) or "-"
-    points = sorted(r["checkpoints"].values(), key=lambda c: c["step"])
+    points = by_step(r)
     last = f"{points[-1]['mean_score']} (step {points[-1]['step']})" if points else "-"
     anchor = ", ".join(f"{k} {v}" for k, v in r["anchor"].items())
     return (f"| {result_name(r)} | {r['task']} | {change} | {threads} | {share} | {r['budget_min']:g} | "
@@ -279,7 +293,7 @@ def report() -> None:
     figure, (by_minutes, by_samples) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for r in results:
         lines.append(table_line(r))
-        points = sorted(r["checkpoints"].values(), key=lambda c: c["step"])
+        points = by_step(r)
         scores = [p["mean_score"] for p in points]
         by_minutes.plot([p["minutes"] for p in points], scores, marker="o", label=result_name(r))
         by_samples.plot([p["step"] * batch_size(r) / 1e6 for p in points], scores, marker="o", label=result_name(r))
