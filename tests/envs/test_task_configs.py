@@ -17,8 +17,8 @@ TASKS = sorted(p.stem for p in (CONFIG_DIR / "task").glob("*.yaml") if "env" in 
 
 
 def test_every_simulated_task_is_covered():
-    assert {"pusht_keypoint", "pusht_image", "lift_lowdim", "lift_image", "lift_pointcloud",
-            "metaworld_pointcloud"} <= set(TASKS)
+    robosuite = {f"{task}_{obs}" for task in ("lift", "can", "square") for obs in ("lowdim", "image", "pointcloud")}
+    assert {"pusht_keypoint", "pusht_image", "metaworld_pointcloud", *robosuite} <= set(TASKS)
 
 
 @pytest.mark.parametrize("task", TASKS)
