@@ -49,9 +49,13 @@ class Row:
     last_k: int = 10  # the score's mean is over the last k checkpoints (Diffusion Policy's 10)
     tail: float = 0.1  # the share of the budget, at its end, that the last k checkpoints are spread over
     notes: str = ""
+    demos: tuple[str, ...] = ()  # `robopolicy demos generate` options of the row's store (none: the task's data)
 
 
 DP_PUSHT = ("training.num_workers=0", "training.val_every=250", "training.val_batches=8", "training.top_k=1000")
+# Diffusion Policy samples its policies with DDPM, 100 steps. The sampler moves the score: the default row's
+# step-2,000 checkpoint scored 0.771 with DDIM 10 steps, 0.817 with DDPM 10 and 0.877 with DDPM 100 (same 50 seeds)
+DP_EVAL = ("n_episodes=50", "n_envs=10", "n_videos=0", "sampler=ddpm", "num_inference_steps=100")
 ROWS = {
     "pusht_keypoint": Row(
         task="pusht_keypoint",
@@ -59,17 +63,37 @@ ROWS = {
         # budget ended at step 2,087, with the cosine schedule's lr at 1% of its peak
         train=("task=pusht_keypoint", "policy=diffusion_unet", "training.batch_size=256", "training.max_steps=2200",
                "training.checkpoint_every=250", *DP_PUSHT),
-        budget_min=60.0,
+        budget_min=60.0, eval=DP_EVAL,
         anchor={"paper": "Diffusion Policy (CNN, state)", "max": 0.95, "mean": 0.91},
         notes="Diffusion Policy's demos (90 training episodes, its split), U-Net 128/256/512"),
     "pusht_image": Row(
         task="pusht_image",
         train=("task=pusht_image", "policy=diffusion_unet", "training.batch_size=64", "training.max_steps=20000",
                "training.checkpoint_every=1000", *DP_PUSHT),
-        budget_min=180.0, tail=0.16,  # Diffusion Policy's image runs: its last 10 checkpoints are 500 of 3,050 epochs
+        budget_min=180.0, eval=DP_EVAL,
+        tail=0.16,  # Diffusion Policy's image runs: its last 10 checkpoints are 500 of 3,050 epochs
         anchor={"paper": "Diffusion Policy (CNN, image)", "mean": 0.84},
         notes="96x96 images, ResNet-18 encoder"),
 }
+# robosuite from scripted demos (100 per task), the U-Net at 64/128/256 that trained Lift on this CPU
+# (docs/results/simulation.md), sampled as Diffusion Policy samples (DDPM 100). Budgets and max_steps are first
+# plans from the Lift runs' speeds (low-dim about 10 steps/s at 2 threads, point cloud 3, quarter-width image 2),
+# to be set from each row's first run.
+ROBOSUITE_RECIPE = ("policy=diffusion_unet", "policy.settings.backbone.unet.down_dims=[64,128,256]",
+                    "training.batch_size=64", "training.num_workers=0", "training.top_k=1000")
+ROBOSUITE_OBS = {  # obs: (budget minutes, recipe)
+    "lowdim": (20.0, ("training.max_steps=10000", "training.checkpoint_every=2000", "training.val_every=2000")),
+    "image": (90.0, ("training.max_steps=10000", "training.checkpoint_every=2000", "training.val_every=2000",
+                     "encoder.image.base_width=16", "encoder.image.crop_shape=[76,76]")),
+    "pointcloud": (60.0, ("training.max_steps=10000", "training.checkpoint_every=2000", "training.val_every=2000")),
+}
+for env_name in ("lift", "can", "square"):
+    for obs, (minutes, recipe) in ROBOSUITE_OBS.items():
+        ROWS[f"{env_name}_{obs}"] = Row(
+            task=f"{env_name}_{obs}", train=(f"task={env_name}_{obs}", *ROBOSUITE_RECIPE, *recipe),
+            budget_min=minutes, eval=DP_EVAL,
+            anchor={"issue target": 0.95}, demos=(f"env={env_name}", f"obs={obs}", "n=100"),
+            notes="scripted demos; Diffusion Policy's robomimic scores come from human demos and are not comparable")
 
 
 def run_dir(name: str, tag: str) -> Path:
@@ -126,6 +150,7 @@ def train(name: str, tag: str, budget_min: float | None, threads: int, overrides
         raise SystemExit(f"--threads {threads} must split evenly over --ranks {ranks}")
     row, directory = ROWS[name], run_dir(name, tag)
     budget = budget_min or row.budget_min
+    data = demo_store(row)
     planned = planned_steps(row, overrides)
     tail_every = max(1, round(planned * row.tail / row.last_k))
     session_left = at_most_min if at_most_min else float("inf")
@@ -137,9 +162,21 @@ def train(name: str, tag: str, budget_min: float | None, threads: int, overrides
         if now <= 0.5:
             break
         tail = [f"training.checkpoint_every={tail_every}", f"training.val_every={tail_every}"] if in_tail else []
-        session_left -= train_once(directory, [*row.train, *overrides, *tail], now, threads, ranks, {
+        session_left -= train_once(directory, [*row.train, *data, *overrides, *tail], now, threads, ranks, {
             "budget_min": budget, "overrides": overrides, "phase": "tail" if in_tail else "head"})
     print(json.dumps({"row": name, "tag": tag, "entries": spent_minutes(directory)}))
+
+
+def demo_store(row: Row) -> list[str]:
+    """Generate (or complete) the row's demo store with the scripted expert; the override that trains on it. Demo
+    collection is not part of the training budget."""
+    if not row.demos:
+        return []
+    store = RUNS / "data" / f"{row.task}.zarr"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    subprocess.run([*ROBOPOLICY, "demos", "generate", *row.demos, f"out={store}", "resume=true"], cwd=ROOT,
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    return [f"task.dataset.path={store}"]
 
 
 def train_once(directory: Path, recipe: list[str], minutes: float, threads: int, ranks: int, entry: dict) -> float:
@@ -259,8 +296,8 @@ def table_line(r: dict) -> str:
     """One result as a line of quality.md's table: what was changed, how it ran, and its scores."""
     ledger = r["ledger"]
     change = " ".join(ledger[0]["overrides"]) if ledger and ledger[0]["overrides"] else "-"
-    extra = [item for item in r.get("eval", []) if item not in ROWS[r["row"]].eval
-             and not item.startswith("n_envs=")]  # the number of parallel envs does not change results
+    shown = ("n_envs=", "sampler=", "num_inference_steps=")  # the sampler has its column; n_envs changes nothing
+    extra = [item for item in r.get("eval", []) if item not in ROWS[r["row"]].eval and not item.startswith(shown)]
     change += f" (eval {' '.join(extra)})" if extra else ""
     timed = [e for e in ledger if "cpu_minutes" in e]
     share = f"{sum(e['cpu_minutes'] for e in timed) / sum(e['minutes'] for e in timed):.1f}" if timed else "-"
@@ -268,7 +305,8 @@ def table_line(r: dict) -> str:
     points = by_step(r)
     last = f"{points[-1]['mean_score']} (step {points[-1]['step']})" if points else "-"
     anchor = ", ".join(f"{k} {v}" for k, v in r["anchor"].items())
-    return (f"| {result_name(r)} | {r['task']} | {change} | {threads} | {share} | {r['budget_min']:g} | "
+    sampler = f"{setting(r['eval'], 'sampler') or '-'} {setting(r['eval'], 'num_inference_steps') or ''}".strip()
+    return (f"| {result_name(r)} | {r['task']} | {change} | {sampler} | {threads} | {share} | {r['budget_min']:g} | "
             f"{r['minutes_spent']} | {ledger[-1]['step'] if ledger else '-'} | {len(points)} | {last} | {r['max']} | "
             f"{tail_mean(r)} | {anchor} |")
 
@@ -287,9 +325,9 @@ def report() -> None:
              "docstring of `bench/quality.py`. Minutes are wall-clock training minutes (evaluation not counted); "
              "`threads` says how many the run used and `CPU share` how much of the machine it got (2.0 = both cores; "
              "1.0 = one core, e.g. a recipe pilot beside another run).", "",
-             "| row | task | recipe change | threads | CPU share | budget (min) | spent (min) | steps | checkpoints "
-             "| last | max | mean of the last k | anchor |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| row | task | recipe change | sampler | threads | CPU share | budget (min) | spent (min) | steps "
+             "| checkpoints | last | max | mean of the last k | anchor |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     figure, (by_minutes, by_samples) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for r in results:
         lines.append(table_line(r))
