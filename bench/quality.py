@@ -76,13 +76,13 @@ ROWS = {
         notes="96x96 images, ResNet-18 encoder"),
 }
 # robosuite from scripted demos (100 per task), the U-Net at 64/128/256 that trained Lift on this CPU
-# (docs/results/simulation.md), sampled as Diffusion Policy samples (DDPM 100). Budgets and max_steps are first
-# plans from the Lift runs' speeds (low-dim about 10 steps/s at 2 threads, point cloud 3, quarter-width image 2),
-# to be set from each row's first run.
+# (docs/results/simulation.md), sampled as Diffusion Policy samples (DDPM 100). Low-dim trains 4.4 steps/s at 2
+# threads on the machine of 2026-11-30 (Lift); the image and point-cloud plans come from older Lift runs
+# (about 2 and 3 steps/s) and are to be set from each row's first run.
 ROBOSUITE_RECIPE = ("policy=diffusion_unet", "policy.settings.backbone.unet.down_dims=[64,128,256]",
                     "training.batch_size=64", "training.num_workers=0", "training.top_k=1000")
 ROBOSUITE_OBS = {  # obs: (budget minutes, recipe)
-    "lowdim": (20.0, ("training.max_steps=10000", "training.checkpoint_every=2000", "training.val_every=2000")),
+    "lowdim": (20.0, ("training.max_steps=5000", "training.checkpoint_every=1000", "training.val_every=1000")),
     "image": (90.0, ("training.max_steps=10000", "training.checkpoint_every=2000", "training.val_every=2000",
                      "encoder.image.base_width=16", "encoder.image.crop_shape=[76,76]")),
     "pointcloud": (60.0, ("training.max_steps=10000", "training.checkpoint_every=2000", "training.val_every=2000")),
