@@ -5,13 +5,14 @@ by the anchor paper's protocol, beside the anchor's published numbers.
     .venv/bin/python -m bench.quality eval ROW [--tag T] [--jobs 2] [--only STEP,...] [--as NAME EVAL_OVERRIDE ...]
     .venv/bin/python -m bench.quality report
 
-`train` runs `robopolicy train` into runs/quality/ROW[-T] and keeps every checkpoint; run again, it resumes
-with what is left of the budget (the minutes spent are kept in budget.json there). `eval` scores every
-checkpoint not yet scored (Push-T: 50 seeds from 100000, 300 steps, best clip(coverage / 0.95) per episode,
-reported as the max over checkpoints and the mean of the last `last_k`, as Diffusion Policy reports) and writes
-docs/results/quality/ROW[-T].json; with eval overrides (e.g. sampler=ddpm num_inference_steps=100) and `--as NAME`
-it writes ROW[-T]-NAME.json instead. `--jobs N` scores N checkpoints at once, one thread each. `report` writes
-docs/results/quality.md and quality_curves.png from them.
+`train` runs `robopolicy train` into runs/quality/ROW[-T] and keeps every checkpoint (robosuite rows first
+generate their 100 scripted demos into runs/quality/data/); run again, it resumes with what is left of the budget
+(the minutes spent are kept in budget.json there). `eval` scores every checkpoint not yet scored with Diffusion
+Policy's sampler, DDPM 100 steps (Push-T: 50 seeds from 100000, 300 steps, best clip(coverage / 0.95) per
+episode; robosuite: success on 50 seeds), reported as the max over checkpoints and the mean of the last `last_k`,
+as Diffusion Policy reports, and writes docs/results/quality/ROW[-T].json; with eval overrides (e.g.
+sampler=dpmsolver++ num_inference_steps=10) and `--as NAME` it writes ROW[-T]-NAME.json instead. `--jobs N`
+scores N checkpoints at once, one thread each. `report` writes docs/results/quality.md and quality_curves.png.
 Threads are set, not inherited: a row's budget means 2 cores with nothing else running. The ledger also keeps the
 CPU minutes the training process got, so a run that shared the machine (a recipe pilot at one thread beside
 another) shows it.
