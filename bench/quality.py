@@ -168,13 +168,18 @@ def train(name: str, tag: str, budget_min: float | None, threads: int, overrides
     print(json.dumps({"row": name, "tag": tag, "entries": spent_minutes(directory)}))
 
 
+def child_env(threads: int) -> dict[str, str]:
+    """The environment of a robopolicy subprocess: its threads set, not inherited, and MuJoCo rendering on EGL."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+
+
 def demo_store(row: Row) -> list[str]:
     """Generate (or complete) the row's demo store with the scripted expert; the override that trains on it. Demo
     collection is not part of the training budget."""
     if not row.demos:
         return []
     store = RUNS / "data" / f"{row.task}.zarr"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    env = child_env(1)
     subprocess.run([*ROBOPOLICY, "demos", "generate", *row.demos, f"out={store}", "resume=true"], cwd=ROOT,
                    env=env, check=True, stdout=subprocess.DEVNULL)
     return [f"task.dataset.path={store}"]
@@ -191,7 +196,7 @@ def train_once(directory: Path, recipe: list[str], minutes: float, threads: int,
                f"training.time_budget_min={minutes:.2f}", *resume]
     directory.mkdir(parents=True, exist_ok=True)
     start, cpu_start = time.monotonic(), child_cpu_seconds()
-    env = {**os.environ, "OMP_NUM_THREADS": str(per_rank), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    env = child_env(per_rank)
     with (directory / "train.stderr.log").open("a") as stderr:
         subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=stderr)
     took = (time.monotonic() - start) / 60
@@ -232,7 +237,7 @@ def minutes_at(step: int, ledger: list[dict]) -> float:
 
 def score_checkpoint(checkpoint: Path, eval_overrides: tuple[str, ...], as_name: str) -> dict:
     """`robopolicy eval` of one checkpoint with one thread (its files in the run's eval[-as_name]/); its summary."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    env = child_env(1)
     out = checkpoint.parent.parent / "-".join(t for t in ("eval", as_name) if t) / checkpoint.name
     done = subprocess.run([*ROBOPOLICY, "eval", str(checkpoint), *eval_overrides, "threads=1", f"out={out}"],
                           cwd=ROOT, env=env, check=True, capture_output=True, text=True)
