@@ -268,8 +268,9 @@ def evaluate(name: str, tag: str, jobs: int = 1, only: tuple[int, ...] = (), ove
                 "success_rate": round(summary["success_rate"], 3)}
             RESULTS.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(result, indent=1) + "\n")
-    scores = [c["mean_score"] for c in by_step(result)]
-    tail_scores = [c["mean_score"] for c in by_step(result) if c["step"] >= tail_start(ledger)][-row.last_k:]
+    scored = by_step(result)
+    scores = [c["mean_score"] for c in scored]
+    tail_scores = [c["mean_score"] for c in scored if c["step"] >= tail_start(ledger)][-row.last_k:]
     result.update(row=name, tag=result_tag, task=row.task,
                   recipe=[*row.train, *(ledger[0]["overrides"] if ledger else [])], eval=list(eval_options),
                   anchor=row.anchor, notes=row.notes,

@@ -22,9 +22,12 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 def mean_interval(values: np.ndarray, low: float = 0.0, high: float = 1.0, z: float = Z95) -> tuple[float, float]:
     """Normal-approximation 95% interval of a mean, clipped to the values' range [low, high].
 
-    One value says nothing about the spread: its interval is the whole range.
+    One value says nothing about the spread: its interval is the whole range. Scores that are all 0 or 1
+    (robosuite's success) are a success rate: Wilson's interval, which 50 of 50 does not shrink to a point.
     """
     if len(values) < 2:
         return low, high
+    if (low, high) == (0.0, 1.0) and np.isin(values, (0.0, 1.0)).all():
+        return wilson_interval(int(values.sum()), len(values), z)
     half = z * float(values.std(ddof=1)) / math.sqrt(len(values))
     return max(low, float(values.mean()) - half), min(high, float(values.mean()) + half)

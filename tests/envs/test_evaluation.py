@@ -232,6 +232,8 @@ def test_score_interval_stays_in_range_and_one_episode_says_nothing():
     assert mean_interval(np.array([0.5])) == (0.0, 1.0)
     low, high = mean_interval(np.array([1.0, 1.0, 0.9, 1.0]))
     assert high == 1.0 and 0.85 < low < 0.975
+    # binary scores (success) get the success rate's interval: 50 of 50 is 0.93-1.00, not a point
+    assert mean_interval(np.ones(50)) == pytest.approx((0.9287, 1.0), abs=1e-4)
 
 
 def test_wilson_interval_is_sane_at_the_extremes():
