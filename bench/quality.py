@@ -335,17 +335,19 @@ def report() -> None:
              "| row | task | recipe change | sampler | threads | CPU share | budget (min) | spent (min) | steps "
              "| checkpoints | last | max | mean of the last k | anchor |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    figure, (by_minutes, by_samples) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for r in results:
+    figure, (by_minutes, by_samples) = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
+    markers = dict(zip(sorted({r["task"] for r in results}), "os^DvPX*<>" * 3))  # a marker per task
+    for index, r in enumerate(results):
         lines.append(table_line(r))
         points = by_step(r)
         scores = [p["mean_score"] for p in points]
-        by_minutes.plot([p["minutes"] for p in points], scores, marker="o", label=result_name(r))
-        by_samples.plot([p["step"] * batch_size(r) / 1e6 for p in points], scores, marker="o", label=result_name(r))
+        style = {"marker": markers[r["task"]], "color": plt.cm.tab20(index % 20), "label": result_name(r)}
+        by_minutes.plot([p["minutes"] for p in points], scores, **style)
+        by_samples.plot([p["step"] * batch_size(r) / 1e6 for p in points], scores, **style)
     by_minutes.set_xlabel("training minutes (wall)")
     by_samples.set_xlabel("training samples seen (millions)")
     by_minutes.set_ylabel("mean score (50 seeds)")
-    by_samples.legend(fontsize=7)
+    by_samples.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
     figure.savefig(RESULTS.parent / "quality_curves.png", dpi=120)
     lines += ["", "![score against training minutes and samples](quality_curves.png)", ""]
