@@ -77,8 +77,9 @@ ROWS = {
         notes="96x96 images, ResNet-18 encoder"),
 }
 # robosuite from scripted demos (100 per task), the U-Net at 64/128/256 that trained Lift on this CPU
-# (docs/results/simulation.md), sampled as Diffusion Policy samples (DDPM 100). Low-dim trains 4.4 steps/s at 2
-# threads on the machine of 2026-11-30 (Lift); the image and point-cloud plans come from older Lift runs
+# (docs/results/simulation.md), sampled as Diffusion Policy samples (DDPM 100). Low-dim trains 4.0-4.8 steps/s at
+# 2 threads on the machine of 2026-11-30 (Lift 4.0, Can 4.3, Square 4.8: its 5,000 steps ended at 17.3 minutes,
+# without the dense tail); the image and point-cloud plans come from older Lift runs
 # (about 2 and 3 steps/s) and are to be set from each row's first run.
 ROBOSUITE_RECIPE = ("policy=diffusion_unet", "policy.settings.backbone.unet.down_dims=[64,128,256]",
                     "training.batch_size=64", "training.num_workers=0", "training.top_k=1000")
