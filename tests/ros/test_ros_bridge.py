@@ -197,7 +197,8 @@ def test_record_drives_a_ros_robot_and_stores_its_topics_at_capture_times(graph,
                              str(converted), "map=sim_lift"], env=graph["env"], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
-    from_bag = EpisodeStore.open(converted).episode(0)
+    bag_store = EpisodeStore.open(converted)
+    from_bag = bag_store.episode(0)
     recorded = store.episode(0)
     assert len(from_bag["action"]) >= len(ticks)  # a tick per arm pose message, from the first command on
     for key in ("robot0_eef_pos", "robot0_eef_rot6d", "robot0_gripper_qpos"):
@@ -208,7 +209,7 @@ def test_record_drives_a_ros_robot_and_stores_its_topics_at_capture_times(graph,
     # the bag's pose targets are the recorded actions the bridge sent (rot6d through a quaternion and back), from
     # the recording's first kept tick on: the recorder trims the ticks before every key had a capture, and after a
     # stalled tick a bag tick can still fall before the first kept one and hold the command sent before it
-    bag_ticks = EpisodeStore.open(converted).timestamps("action")[:]
+    bag_ticks = bag_store.timestamps("action")[:]
     from_first_kept = bag_ticks >= ticks[0]
     assert (~from_first_kept).sum() <= CAMERA_LATENCY / DT + 1, (bag_ticks[:5], ticks[:5])
     sent = from_bag["action"][from_first_kept, None, :9]
