@@ -6,7 +6,9 @@ AdamW, EMA) for the default U-Net (128/256/512) and Diffusion Policy's low-dim s
 which is what nn.Conv1d runs). With --reference DIR (a checkout of real-stanford/diffusion_policy) the same
 step of its own ConditionalUnet1D at its low-dim size (forward, backward, AdamW) is timed in the same run.
 Measurements alternate between the variants so machine noise falls on all of them alike.
-Run: .venv/bin/python -m bench.train_step [--steps 6] [--batch 256] [--reference DIR]; prints JSON.
+With --pointcloud it times instead the point-cloud encoders' forward and backward at a training batch (64 samples
+x 2 observation steps x 512 points), their training path (`MaxOfLinear`) against the plain Linear-then-amax.
+Run: .venv/bin/python -m bench.train_step [--steps 6] [--batch 256] [--reference DIR] [--pointcloud]; prints JSON.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from robopolicy.policies.encoders.config import PointCloudEncoderConfig
+from robopolicy.policies.encoders.pointcloud import PointCloudEncoder
 from robopolicy.policies.networks.gemm_conv import Conv1d
 from robopolicy.training.config import RunConfig, compose_config
 from robopolicy.training.trainer import Trainer
@@ -66,6 +70,19 @@ def reference_step(root: Path, batch: int) -> Callable[[], None]:
     return step
 
 
+def encoder_steps(kind: str, batch: int) -> dict[str, Callable[[], None]]:
+    """Forward and backward of a point-cloud encoder on (batch, 2, 512, 3) clouds: training path and plain."""
+    encoder = PointCloudEncoder(6, PointCloudEncoderConfig(kind=kind, feature_dim=64, use_rgb=False))
+    clouds = torch.randn(batch, 2, 512, 6)
+
+    def backward(features: Callable[[], torch.Tensor]) -> None:
+        encoder.zero_grad(set_to_none=True)
+        features().square().sum().backward()
+
+    return {"plain_amax": lambda: backward(lambda: encoder.head(encoder.points(clouds[..., :3]).amax(dim=-2))),
+            "max_of_linear": lambda: backward(lambda: encoder(clouds))}
+
+
 def time_alternating(variants: dict[str, Callable[[], None]], steps: int) -> dict[str, float]:
     """Seconds per step of each variant, measured one step of each in turn after two warm-up rounds."""
     for _ in range(2):
@@ -85,12 +102,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--reference", type=Path, default=None, help="a diffusion_policy checkout (optional)")
+    parser.add_argument("--pointcloud", action="store_true", help="time the point-cloud encoders instead")
     args = parser.parse_args()
     results: dict = {"batch": args.batch, "steps": args.steps, "cpu": torch.backends.cpu.get_cpu_capability(),
                      "seconds_per_step": {}}
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        for policy in POLICIES:
+        for kind in ("dp3", "pointnet") if args.pointcloud else ():
+            timing = time_alternating(encoder_steps(kind, args.batch), args.steps)
+            timing["speedup"] = round(timing["plain_amax"] / timing["max_of_linear"], 2)
+            results["seconds_per_step"][f"{kind}@{threads}_threads"] = timing
+        for policy in () if args.pointcloud else POLICIES:
             with tempfile.TemporaryDirectory() as run_dir:
                 step, trainer = trainer_step(policy, args.batch, run_dir)
                 variants = {"convolution": lambda: step(False), "matmul": lambda: step(True)}

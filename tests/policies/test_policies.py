@@ -169,6 +169,29 @@ def test_point_cloud_encoder_is_permutation_invariant(kind):
     torch.testing.assert_close(no_rgb(recoloured), no_rgb(clouds))
 
 
+@pytest.mark.parametrize("kind", ["dp3", "pointnet"])
+def test_point_cloud_encoder_gradients_equal_linear_then_max(kind):
+    """The training path (max of the last Linear with a gather/scatter backward) against the plain operators."""
+    torch.manual_seed(0)
+    encoder = PointCloudEncoder(6, PointCloudEncoderConfig(kind=kind, feature_dim=16, use_rgb=True)).double()
+    clouds = torch.randn(3, 2, 64, 6, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 2, 16, dtype=torch.float64)
+
+    def gradients(encode) -> list[torch.Tensor]:
+        encoder.zero_grad()
+        clouds.grad = None
+        (encode() * weights).sum().backward()
+        return [clouds.grad.clone(), *(p.grad.clone() for p in encoder.parameters())]
+
+    fused = gradients(lambda: encoder(clouds))
+    plain = gradients(lambda: encoder.head(encoder.points(clouds).amax(dim=-2)))
+    for got, expected in zip(fused, plain):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    assert fused[0].abs().sum() > 0 and fused[-1].abs().sum() > 0
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(clouds), encoder.head(encoder.points(clouds).amax(dim=-2)))
+
+
 def test_image_encoder_crops_randomly_only_when_training():
     torch.manual_seed(0)
     encoder = ImageEncoder(3, (64, 64), ImageEncoderConfig(base_width=8, feature_dim=16, num_keypoints=4,

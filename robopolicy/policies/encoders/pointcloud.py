@@ -18,6 +18,39 @@ def point_mlp(widths: list[int], norm: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class MaxOfLinear(torch.autograd.Function):
+    """max over points of a per-point Linear, whose backward touches only each channel's winning point.
+
+    The gradient of a max reaches one point per channel, so the last layer's weight and input gradients are a
+    gather and a scatter of C rows instead of two (points x C x K) matrix products; the values and gradients are
+    the plain Linear-then-max's (up to summation order). It is the last layer of the per-point MLP, whose backward
+    was most of a point-cloud training step on the CPU (bench.train_step --pointcloud).
+    """
+
+    @staticmethod
+    def forward(ctx, points: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        values, index = nn.functional.linear(points, weight, bias).max(dim=-2)
+        ctx.save_for_backward(points, weight, index)
+        return values
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        points, weight, index = ctx.saved_tensors  # (..., P, K), (C, K), (..., C)
+        n_points, width = points.shape[-2:]
+        flat_points = points.reshape(-1, n_points, width)
+        rows = index.reshape(flat_points.shape[0], -1, 1).expand(-1, -1, width)  # (N, C, K)
+        flat_grad = grad.reshape(flat_points.shape[0], -1)  # (N, C)
+        grad_points = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_points = torch.zeros_like(flat_points).scatter_add_(1, rows, flat_grad.unsqueeze(-1) * weight)
+            grad_points = grad_points.reshape(points.shape)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.einsum("nc,nck->ck", flat_grad, flat_points.gather(1, rows))
+        if ctx.needs_input_grad[2]:
+            grad_bias = flat_grad.sum(0)
+        return grad_points, grad_weight, grad_bias
+
+
 class PointCloudEncoder(nn.Module):
     """Per-point MLP, max over points, projection.
 
@@ -38,4 +71,8 @@ class PointCloudEncoder(nn.Module):
             self.head = nn.Sequential(nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, config.feature_dim))
 
     def forward(self, clouds: torch.Tensor) -> torch.Tensor:
-        return self.head(self.points(clouds[..., : self.in_channels]).amax(dim=-2))
+        clouds = clouds[..., : self.in_channels]
+        if not torch.is_grad_enabled():  # inference and export: plain operators, the same values
+            return self.head(self.points(clouds).amax(dim=-2))
+        *hidden, last = self.points
+        return self.head(MaxOfLinear.apply(nn.Sequential(*hidden)(clouds), last.weight, last.bias))
