@@ -40,14 +40,15 @@ class MaxOfLinear(torch.autograd.Function):
         flat_points = points.reshape(-1, n_points, width)
         rows = index.reshape(flat_points.shape[0], -1, 1).expand(-1, -1, width)  # (N, C, K)
         flat_grad = grad.reshape(flat_points.shape[0], -1)  # (N, C)
-        grad_points = grad_weight = grad_bias = None
+        grad_points = grad_weight = grad_bias = None  # each in its input's dtype (autocast may mix them)
         if ctx.needs_input_grad[0]:
-            grad_points = torch.zeros_like(flat_points).scatter_add_(1, rows, flat_grad.unsqueeze(-1) * weight)
-            grad_points = grad_points.reshape(points.shape)
+            spread = (flat_grad.unsqueeze(-1) * weight).to(points.dtype)
+            grad_points = torch.zeros_like(flat_points).scatter_add_(1, rows, spread).reshape(points.shape)
         if ctx.needs_input_grad[1]:
-            grad_weight = torch.einsum("nc,nck->ck", flat_grad, flat_points.gather(1, rows))
+            winners = flat_points.gather(1, rows).to(grad.dtype)
+            grad_weight = torch.einsum("nc,nck->ck", flat_grad, winners).to(weight.dtype)
         if ctx.needs_input_grad[2]:
-            grad_bias = flat_grad.sum(0)
+            grad_bias = flat_grad.sum(0).to(weight.dtype)
         return grad_points, grad_weight, grad_bias
 
 
@@ -74,5 +75,5 @@ class PointCloudEncoder(nn.Module):
         clouds = clouds[..., : self.in_channels]
         if not torch.is_grad_enabled():  # inference and export: plain operators, the same values
             return self.head(self.points(clouds).amax(dim=-2))
-        *hidden, last = self.points
-        return self.head(MaxOfLinear.apply(nn.Sequential(*hidden)(clouds), last.weight, last.bias))
+        last = self.points[-1]
+        return self.head(MaxOfLinear.apply(self.points[:-1](clouds), last.weight, last.bias))
