@@ -6,8 +6,9 @@ AdamW, EMA) for the default U-Net (128/256/512) and Diffusion Policy's low-dim s
 which is what nn.Conv1d runs). With --reference DIR (a checkout of real-stanford/diffusion_policy) the same
 step of its own ConditionalUnet1D at its low-dim size (forward, backward, AdamW) is timed in the same run.
 Measurements alternate between the variants so machine noise falls on all of them alike.
-With --pointcloud it times instead the point-cloud encoders' forward and backward at a training batch (64 samples
-x 2 observation steps x 512 points), their training path (`MaxOfLinear`) against the plain Linear-then-amax.
+With --pointcloud it times instead the point-cloud encoders' forward and backward on --batch samples x 2
+observation steps x 512 points (the point-cloud rows train at --batch 64), their training path (`MaxOfLinear`)
+against the plain Linear-then-amax.
 Run: .venv/bin/python -m bench.train_step [--steps 6] [--batch 256] [--reference DIR] [--pointcloud]; prints JSON.
 """
 
@@ -71,7 +72,7 @@ def reference_step(root: Path, batch: int) -> Callable[[], None]:
 
 
 def encoder_steps(kind: str, batch: int) -> dict[str, Callable[[], None]]:
-    """Forward and backward of a point-cloud encoder on (batch, 2, 512, 3) clouds: training path and plain."""
+    """Forward and backward of a point-cloud encoder on (batch, 2, 512, 6) clouds, xyz read: training path, plain."""
     encoder = PointCloudEncoder(6, PointCloudEncoderConfig(kind=kind, feature_dim=64, use_rgb=False))
     clouds = torch.randn(batch, 2, 512, 6)
 
