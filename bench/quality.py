@@ -371,6 +371,11 @@ def result_name(result: dict) -> str:
     return f"{result['row']}{'-' + result['tag'] if result['tag'] else ''}"
 
 
+def anchor_text(anchor: dict) -> str:
+    """An anchor as the tables show it: `name value` pairs."""
+    return ", ".join(f"{k} {v}" for k, v in anchor.items())
+
+
 def table_line(r: dict) -> str:
     """One result as a line of quality.md's table: what was changed, how it ran, and its scores."""
     ledger = r["ledger"]
@@ -383,12 +388,11 @@ def table_line(r: dict) -> str:
     threads = ",".join(sorted({str(e["threads"]) for e in ledger})) or "-"
     points = by_step(r)
     last = f"{points[-1]['mean_score']} (step {points[-1]['step']})" if points else "-"
-    anchor = ", ".join(f"{k} {v}" for k, v in r["anchor"].items())
     family = "consistency" if ROWS[r["row"]].teacher else "-"
     sampler = f"{setting(r['eval'], 'sampler') or family} {setting(r['eval'], 'num_inference_steps') or ''}".strip()
     return (f"| {result_name(r)} | {r['task']} | {change} | {sampler} | {threads} | {share} | {r['budget_min']:g} | "
             f"{r['minutes_spent']} | {ledger[-1]['step'] if ledger else '-'} | {len(points)} | {last} | {r['max']} | "
-            f"{tail_mean(r)} | {anchor} |")
+            f"{tail_mean(r)} | {anchor_text(r['anchor'])} |")
 
 
 def group_tables(results: list[dict]) -> list[str]:
@@ -412,9 +416,8 @@ def group_tables(results: list[dict]) -> list[str]:
     lines += ["", "| group | tasks scored | mean of the tasks' best-k means | anchor |", "|---|---|---|---|"]
     for group, tasks in per_task.items():
         means = [sum(runs) / len(runs) for runs in tasks.values()]
-        anchor = ", ".join(f"{k} {v}" for k, v in ROWS[next(iter(tasks))].anchor.items())
         lines.append(f"| {group} | {len(tasks)} of {len(DIFFICULTY[group])} | {sum(means) / len(means):.3f} | "
-                     f"{anchor} |")
+                     f"{anchor_text(ROWS[next(iter(tasks))].anchor)} |")
     return [*lines, ""]
 
 
