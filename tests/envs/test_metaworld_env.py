@@ -10,6 +10,8 @@ from tests.needs import require
 require("sim")
 pytestmark = pytest.mark.sim
 
+import mujoco
+
 from robopolicy.datasets.pointcloud import depth_to_points
 from robopolicy.datasets.shape_meta import parse_shape_meta
 from robopolicy.envs import registry
@@ -113,6 +115,16 @@ def test_point_cloud_is_inside_the_crop_box_and_sees_the_object(envs):
     near = np.linalg.norm(cloud[:, :3] - puck, axis=1) < 0.03
     assert near.sum() >= 3
     assert np.unique(np.round(cloud[:, :3], 4), axis=0).shape[0] > 1500  # distinct points, not padding
+
+
+def test_point_cloud_colours_skip_shadows_and_its_points_stay_where_they_were(envs):
+    env = envs("pick-place-v3", obs_type="point_cloud")
+    unshadowed = env.reset(seed=5)[0]["point_cloud"]
+    env._obs_renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 1
+    shadowed = env.reset(seed=5)[0]["point_cloud"]
+    np.testing.assert_array_equal(unshadowed[:, :3], shadowed[:, :3])
+    darker = shadowed[:, 3:].sum(axis=1) < unshadowed[:, 3:].sum(axis=1) - 0.05
+    assert darker.mean() > 0.05  # the robot and objects cast shadows on the table only when asked to
 
 
 def test_crop_keeps_exactly_the_pixels_dp3s_pipeline_keeps(envs):
