@@ -259,9 +259,21 @@ def train_once(directory: Path, command_verb: list[str], recipe: list[str], minu
     ledger = spent_minutes(directory)
     ledger.append({"minutes": round(took, 2), "step": last_step(directory),
                    "cpu_minutes": round((child_cpu_seconds() - cpu_start) / 60, 2), **entry, "threads": threads,
-                   "ranks": ranks, "command": " ".join(["python", *command[1:]])})
+                   "ranks": ranks, "cpu": cpu_name(), "command": " ".join(["python", *command[1:]])})
     (directory / "budget.json").write_text(json.dumps(ledger, indent=1) + "\n")
     return took
+
+
+def cpu_name() -> str:
+    """The CPU's model and its widest vector unit. A budget in wall minutes holds on a named CPU only: the same
+    point-cloud step ran 2.0 steps/s on an AVX2 EPYC and 3.9 on an AVX-512 one."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    flags = {key.strip(): value.split() for key, value in fields.items()}.get("flags", [])
+    vector = "AVX-512" if any(f.startswith("avx512") for f in flags) else "AVX2" if "avx2" in flags else "no AVX2"
+    model = next((value.strip() for key, value in fields.items() if key.strip() == "model name"), "unknown CPU")
+    return f"{model}, {vector}"
 
 
 def tail_start(ledger: list[dict]) -> float:
@@ -386,13 +398,14 @@ def table_line(r: dict) -> str:
     timed = [e for e in ledger if "cpu_minutes" in e]
     share = f"{sum(e['cpu_minutes'] for e in timed) / sum(e['minutes'] for e in timed):.1f}" if timed else "-"
     threads = ",".join(sorted({str(e["threads"]) for e in ledger})) or "-"
+    cpus = ", ".join(sorted({e["cpu"].rpartition(", ")[2] for e in ledger if "cpu" in e})) or "-"
     points = by_step(r)
     last = f"{points[-1]['mean_score']} (step {points[-1]['step']})" if points else "-"
     family = "consistency" if ROWS[r["row"]].teacher else "-"
     sampler = f"{setting(r['eval'], 'sampler') or family} {setting(r['eval'], 'num_inference_steps') or ''}".strip()
-    return (f"| {result_name(r)} | {r['task']} | {change} | {sampler} | {threads} | {share} | {r['budget_min']:g} | "
-            f"{r['minutes_spent']} | {ledger[-1]['step'] if ledger else '-'} | {len(points)} | {last} | {r['max']} | "
-            f"{tail_mean(r)} | {anchor_text(r['anchor'])} |")
+    return (f"| {result_name(r)} | {r['task']} | {change} | {sampler} | {cpus} | {threads} | {share} | "
+            f"{r['budget_min']:g} | {r['minutes_spent']} | {ledger[-1]['step'] if ledger else '-'} | {len(points)} | "
+            f"{last} | {r['max']} | {tail_mean(r)} | {anchor_text(r['anchor'])} |")
 
 
 def group_tables(results: list[dict]) -> list[str]:
@@ -434,11 +447,13 @@ def report() -> None:
     lines = ["# Policy quality on this 2-core CPU", "",
              "Written by `python -m bench.quality report` from `quality/*.json`; how each number was made is in the "
              "docstring of `bench/quality.py`. Minutes are wall-clock training minutes (evaluation not counted); "
-             "`threads` says how many the run used and `CPU share` how much of the machine it got (2.0 = both cores; "
-             "1.0 = one core, e.g. a recipe pilot beside another run).", "",
-             "| row | task | recipe change | sampler | threads | CPU share | budget (min) | spent (min) | steps "
+             "`CPU` names the vector unit of the 2-core EPYC the run trained on (- where the run predates the "
+             "column; the hand notes below name the machine), `threads` how many threads the run used and "
+             "`CPU share` how much of the machine it got (2.0 = both cores; 1.0 = one core, e.g. a recipe pilot "
+             "beside another run).", "",
+             "| row | task | recipe change | sampler | CPU | threads | CPU share | budget (min) | spent (min) | steps "
              "| checkpoints | last | max | mean of the last k | anchor |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     figure, (by_minutes, by_samples) = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
     markers = dict(zip(sorted({r["task"] for r in results}), "os^DvPX*<>" * 3))  # a marker per task
     for index, r in enumerate(results):
