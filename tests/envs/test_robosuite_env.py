@@ -14,6 +14,8 @@ from tests.needs import require
 require("sim")
 pytestmark = pytest.mark.sim
 
+import mujoco
+
 import robopolicy
 from robopolicy.datasets.shape_meta import parse_shape_meta
 from robopolicy.envs import registry
@@ -139,6 +141,20 @@ def test_point_cloud_lies_in_the_workspace_and_covers_the_cube(envs):
     red = (cloud[:, 3] > 0.3) & (cloud[:, 3] > 1.8 * cloud[:, 4])
     assert np.linalg.norm(cloud[red, :3].mean(axis=0) - cube) < 0.03
     assert near.sum() >= 40, "with the table top cropped away, the cube should get a good share of the points"
+
+
+def test_point_cloud_renders_without_reflections_and_its_depth_is_unchanged(envs):
+    env = envs("point_cloud")
+    env.reset(seed=4)
+    flags = env.sim._render_context_offscreen.scn.flags
+    camera = env.task_spec.cloud_cameras[0]
+    flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 1
+    _, reflected_depth = env._render_camera(camera, env.image_size, depth=True)
+    env.step(env.hold_action(env.reset(seed=4)[0], None))  # an observation switches reflections off
+    assert flags[mujoco.mjtRndFlag.mjRND_REFLECTION] == 0
+    env.reset(seed=4)
+    _, depth = env._render_camera(camera, env.image_size, depth=True)
+    np.testing.assert_array_equal(depth, reflected_depth)
 
 
 def test_absolute_action_at_the_current_pose_holds_still_and_others_move(envs):
