@@ -97,7 +97,8 @@ ROWS = {
 # (docs/results/simulation.md), sampled as Diffusion Policy samples (DDPM 100). Low-dim trains 4.0-4.8 steps/s at
 # 2 threads on the machine of 2026-11-30 (Lift 4.0, Can 4.3, Square 4.8: its 5,000 steps ended at 17.3 minutes,
 # without the dense tail); point clouds 2.0 (Lift: 7,000 steps in 58.2 minutes, with the encoder's MaxOfLinear
-# backward; 1.38 before it); the image plan comes from an older Lift run (about 2 steps/s at one thread) and is
+# backward; 1.38 before it) and 3.8-3.9 on the AVX-512 EPYC (Can: 13,676 of a planned 14,000 in 60 minutes); the
+# image plan comes from an older Lift run (about 2 steps/s at one thread) and is
 # to be set from the row's first run.
 ROBOSUITE_RECIPE = ("policy=diffusion_unet", "policy.settings.backbone.unet.down_dims=[64,128,256]",
                     "training.batch_size=64", "training.num_workers=0", "training.top_k=1000")
@@ -124,7 +125,8 @@ for env_name in ("lift", "can", "square"):
 # their best 5, and more seeds are tagged runs (`--tag seed1 seed=1`). Anchors: DP3's group means, Table I of
 # the paper's later arXiv version. The issue's 72.7 (medium) and 38.0 (hard) are the group means leaderboards list for
 # DP3 (e.g. wizwand's page of arXiv 2403.03954, beside easy 90.9), from another version of the paper: both are shown.
-# Training runs 2.3 steps/s at 2 threads (reach-v3), so 1,350 steps fill the 10 minutes per task.
+# Training runs 2.3 steps/s at 2 threads on the AVX2 EPYC (reach-v3), so 1,350 steps fill the 10 minutes per task;
+# on the AVX-512 EPYC it runs 4.4-4.7, and the runs there pass training.max_steps=2700.
 DP3_GROUP_MEANS = {"easy": 0.909, "medium": 0.616, "hard": 0.317, "very_hard": 0.490}
 DP3_GROUP_MEANS_LISTED = {"easy": 0.909, "medium": 0.727, "hard": 0.380}
 METAWORLD_RECIPE = ("task=metaworld_pointcloud", "policy=diffusion_unet", "policy.settings.horizon=4",

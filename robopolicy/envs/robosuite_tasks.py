@@ -289,8 +289,9 @@ class RobosuiteTaskEnv(gym.Env):
         import mujoco
         from robosuite.utils.camera_utils import get_camera_extrinsic_matrix
 
-        # a cloud's colours are rendered without mirror reflections: they re-render the scene for the reflective
-        # table and floor (55 -> 32 ms a step for PickPlaceCan), move no point and change its colours by 0.001
+        # a cloud's colours (and a point-cloud env's video frames, which share the context) are rendered without
+        # mirror reflections: they re-render the scene for the reflective table and bins (55 -> 32 ms a step for
+        # PickPlaceCan), move no point and change the colours by 0.001
         self.sim._render_context_offscreen.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         clouds = []
         for cam in self.task_spec.cloud_cameras:
