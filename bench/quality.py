@@ -98,8 +98,7 @@ ROWS = {
 # 2 threads on the machine of 2026-11-30 (Lift 4.0, Can 4.3, Square 4.8: its 5,000 steps ended at 17.3 minutes,
 # without the dense tail); point clouds 2.0 (Lift: 7,000 steps in 58.2 minutes, with the encoder's MaxOfLinear
 # backward; 1.38 before it) and 3.8-3.9 on the AVX-512 EPYC (Can: 13,676 of a planned 14,000 in 60 minutes); the
-# image plan comes from an older Lift run (about 2 steps/s at one thread) and is
-# to be set from the row's first run.
+# image plan comes from an older Lift run (about 2 steps/s at one thread) and is to be set from the row's first run.
 ROBOSUITE_RECIPE = ("policy=diffusion_unet", "policy.settings.backbone.unet.down_dims=[64,128,256]",
                     "training.batch_size=64", "training.num_workers=0", "training.top_k=1000")
 ROBOSUITE_OBS = {  # obs: (budget minutes, recipe)
@@ -274,11 +273,10 @@ def cpu_name() -> str:
     point-cloud step ran 2.0 steps/s on an AVX2 EPYC and 3.9 on an AVX-512 one."""
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    flags = {key.strip(): value.split() for key, value in fields.items()}.get("flags", [])
+    fields = {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in lines if ":" in line)}
+    flags = fields.get("flags", "").split()
     vector = "AVX-512" if any(f.startswith("avx512") for f in flags) else "AVX2" if "avx2" in flags else "no AVX2"
-    model = next((value.strip() for key, value in fields.items() if key.strip() == "model name"), "unknown CPU")
-    return f"{model}, {vector}"
+    return f"{fields.get('model name', 'unknown CPU')}, {vector}"
 
 
 def tail_start(ledger: list[dict]) -> float:
