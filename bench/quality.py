@@ -68,7 +68,8 @@ ROWS = {
     "pusht_keypoint": Row(
         task="pusht_keypoint",
         # 2,200 steps planned for 60 minutes on 2 cores of the AVX2 machine of 2026-11-30; at 1.73 s a step the
-        # budget ended at step 2,087, with the cosine schedule's lr at 1% of its peak
+        # budget ended at step 2,087, with the cosine schedule's lr at 1% of its peak. The AVX-512 EPYC runs 1.13
+        # steps/s: its run (-avx512) passed training.max_steps=4200 and ended at step 4,053
         train=("task=pusht_keypoint", "policy=diffusion_unet", "training.batch_size=256", "training.max_steps=2200",
                "training.checkpoint_every=250", *DP_PUSHT),
         budget_min=60.0, eval=DP_EVAL,
@@ -84,12 +85,15 @@ ROWS = {
         notes="96x96 images, ResNet-18 encoder"),
     "pusht_keypoint_consistency": Row(
         task="pusht_keypoint",
-        # the one-step student of the best Push-T keypoint checkpoint (0.877 with DDPM 100); its own sampler: one
+        # the one-step student of the best Push-T keypoint checkpoint of the run it names; its own sampler: one
         # network pass. The teacher's DDIM ODE in 20 steps per distillation step; batch and split are the teacher's.
-        # A distillation step takes 2.9 s at 2 threads (teacher, target and student passes): 600 steps in 30 minutes
+        # A distillation step takes 2.9 s at 2 threads on the AVX2 EPYC (teacher, target and student passes): 600
+        # steps in 30 minutes; 0.86 steps/s on the AVX-512 EPYC, whose run passed training.max_steps=1500 (reached
+        # in 29.2 minutes). The untagged result distilled pusht_keypoint-default step 2,000 (0.877, DDPM 100);
+        # the -avx512 one the best scored checkpoint of pusht_keypoint-avx512 (step 3,948, 0.864)
         train=("training.batch_size=256", "training.max_steps=600", "training.checkpoint_every=100", *DP_PUSHT),
         budget_min=30.0, eval=("n_episodes=50", "n_envs=10", "n_videos=0", "num_inference_steps=1"),
-        teacher="pusht_keypoint-default/checkpoints/step_00002000",
+        teacher="pusht_keypoint-avx512/checkpoints/step_00003948",
         anchor={},  # the teacher's score is its anchor (teacher_anchor)
         notes="distilled with `robopolicy distill` from the teacher's EMA weights"),
 }
