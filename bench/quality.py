@@ -90,7 +90,8 @@ ROWS = {
         # A distillation step takes 2.9 s at 2 threads on the AVX2 EPYC (teacher, target and student passes): 600
         # steps in 30 minutes; 0.86 steps/s on the AVX-512 EPYC, whose run passed training.max_steps=1500 (reached
         # in 29.2 minutes). The untagged result distilled pusht_keypoint-default step 2,000 (0.877, DDPM 100);
-        # the -avx512 one the best scored checkpoint of pusht_keypoint-avx512 (step 3,948, 0.864)
+        # the -avx512 one the best of pusht_keypoint-avx512's tail checkpoints (step 3,948, 0.864; its step 3,000,
+        # scored later, has 0.866)
         train=("training.batch_size=256", "training.max_steps=600", "training.checkpoint_every=100", *DP_PUSHT),
         budget_min=30.0, eval=("n_episodes=50", "n_envs=10", "n_videos=0", "num_inference_steps=1"),
         teacher="pusht_keypoint-avx512/checkpoints/step_00003948",
