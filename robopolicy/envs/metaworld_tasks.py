@@ -82,9 +82,6 @@ VIDEO_VIEW = {"lookat": (0.0, 0.6, 0.15), "distance": 1.6, "azimuth": -60.0, "el
 _MUJOCO_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
 
 
-
-
-
 def _affine(linear: np.ndarray, translation: np.ndarray) -> np.ndarray:
     """The (4, 4) homogeneous transform p -> linear @ p + translation."""
     transform = np.eye(4)
