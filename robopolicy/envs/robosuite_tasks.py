@@ -281,9 +281,12 @@ class RobosuiteTaskEnv(gym.Env):
         return obs
 
     def _render_camera(self, camera: str, size: int, depth: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Upright rgb (size, size, 3) uint8 and, if asked, depth (size, size) float32 metres."""
+        """Upright rgb (size, size, 3) uint8 and, if asked, depth (size, size) float32 metres. The env's own GL context
+        is made current first: robosuite renders into whichever is, and closing another env in the process (EGL)
+        leaves none, so its depth came back outside [0, 1]."""
         from robosuite.utils.camera_utils import get_real_depth_map
 
+        self.sim._render_context_offscreen.gl_ctx.make_current()
         frames = self.sim.render(camera_name=camera, width=size, height=size, depth=depth)
         if not depth:
             return np.ascontiguousarray(frames[::-1]), None

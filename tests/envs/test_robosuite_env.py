@@ -143,6 +143,14 @@ def test_point_cloud_lies_in_the_workspace_and_covers_the_cube(envs):
     assert near.sum() >= 40, "with the table top cropped away, the cube should get a good share of the points"
 
 
+def test_an_env_still_renders_after_another_in_the_process_closes(envs):
+    """Closing an env frees its EGL context and left none current: the next env's depth came back outside [0, 1]."""
+    env = envs("depth")
+    before = env.reset(seed=5)[0]["agentview_depth"]
+    make_env("Lift").close()
+    np.testing.assert_array_equal(env.reset(seed=5)[0]["agentview_depth"], before)
+
+
 def test_can_cloud_starts_above_the_bins_floor_and_gives_the_can_its_points():
     """The bins' floor would take most of 512 points from z 0.79 (the can got 7-9); Can's cloud starts at 0.84 and
     has 1,024 points, while its absolute actions may still reach down to the action box's 0.79."""
