@@ -14,8 +14,7 @@ Observations, in store layout (float32 unless said):
 - obs_type `image` adds `agentview_image` and `robot0_eye_in_hand_image` (H, W, 3) uint8;
   `depth` adds to those `agentview_depth` and `robot0_eye_in_hand_depth` (H, W) metres;
   `point_cloud` adds `point_cloud` (n_points, 6): world xyz + rgb in [0, 1], back-projected
-  from the task's fixed cameras, cropped to its workspace box (Can's from 4 cm above its bins'
-  floor) and farthest-point sampled (512 points; 1,024 for Can); its
+  from the task's fixed cameras, cropped to its workspace box and farthest-point sampled; its
   rgb is rendered without mirror reflections (xyz is the same either way).
   Images are upright (robosuite renders them upside down).
 
@@ -81,21 +80,15 @@ class TaskSpec:
     workspace_low: tuple[float, float, float]  # world-frame box (m): point-cloud crop and
     workspace_high: tuple[float, float, float]  # absolute-action position limits
     cloud_cameras: tuple[str, ...]  # fixed cameras fused into the point cloud
-    cloud_points: int = 512  # the point cloud's default size
-    cloud_floor: float | None = None  # z (m) the point cloud is cropped from, when above the workspace box's
 
 
 # Boxes: up to 0.4-0.45 m above the table, short of its edges and of the robot base (x = -0.56 for
 # Lift / Square, -0.5 for Can). Lift's starts just above the table top (z 0.800-0.805), as DP3 crops
-# the table away: otherwise 455 of 512 points are table and the cube gets 14; Square's starts 1 cm
-# under it, keeping the surface the nut is placed on. Can's action box keeps that floor (the gripper
-# reaches into the bins), but its cloud starts 4 cm above the bins' floor and has 1,024 points: the
-# can, within 5 cm, then gets 18-21 points instead of the 7-9 of 512 points from z 0.79 (4 reset seeds),
-# most of the rest being the bins.
+# the table away: otherwise 455 of 512 points are table and the cube gets 14; Can's and Square's
+# start 1 cm under it, keeping the surface the objects are placed on.
 TASKS = {
     "Lift": TaskSpec(200, "cube_main", (-0.2, -0.2, 0.81), (0.2, 0.2, 1.2), ("agentview",)),
-    "PickPlaceCan": TaskSpec(400, "Can_main", (-0.15, -0.5, 0.79), (0.35, 0.55, 1.25), ("agentview",),
-                             cloud_points=1024, cloud_floor=0.84),
+    "PickPlaceCan": TaskSpec(400, "Can_main", (-0.15, -0.5, 0.79), (0.35, 0.55, 1.25), ("agentview",)),
     "NutAssemblySquare": TaskSpec(400, "SquareNut_main", (-0.3, -0.3, 0.81), (0.3, 0.3, 1.25),
                                   ("agentview",)),
 }
@@ -159,9 +152,6 @@ class RobosuiteTaskEnv(gym.Env):
         default_steps = round(self.task_spec.max_episode_steps * control_freq / REFERENCE_HZ)
         self.max_episode_steps = max_steps or default_steps
         self.workspace = (np.array(self.task_spec.workspace_low), np.array(self.task_spec.workspace_high))
-        self.cloud_box = (self.workspace[0].copy(), self.workspace[1])
-        if self.task_spec.cloud_floor is not None:
-            self.cloud_box[0][2] = self.task_spec.cloud_floor
         self.suite_env = _make_suite_env(task, controller, control_freq)
         self._object_body = self.suite_env.sim.model.body_name2id(self.task_spec.object_body)
         self.observation_space = self._observation_space()
@@ -180,8 +170,8 @@ class RobosuiteTaskEnv(gym.Env):
         if self.obs_type == "depth":
             space.update({f"{cam}_depth": box(size, 0.0) for cam in IMAGE_CAMERAS})
         if self.obs_type == "point_cloud":
-            low = np.concatenate([self.cloud_box[0], np.zeros(3)]).astype(np.float32)
-            high = np.concatenate([self.cloud_box[1], np.ones(3)]).astype(np.float32)
+            low = np.concatenate([self.workspace[0], np.zeros(3)]).astype(np.float32)
+            high = np.concatenate([self.workspace[1], np.ones(3)]).astype(np.float32)
             space["point_cloud"] = spaces.Box(np.tile(low, (self.n_points, 1)),
                                               np.tile(high, (self.n_points, 1)), dtype=np.float32)
         return spaces.Dict(space)
@@ -309,17 +299,15 @@ class RobosuiteTaskEnv(gym.Env):
             intrinsics = camera_intrinsics(self.sim, cam, self.image_size)
             extrinsics = get_camera_extrinsic_matrix(self.sim, cam)  # camera-to-world, OpenCV axes
             clouds.append(depth_to_points(depth, intrinsics, extrinsics, rgb=rgb))
-        points = crop_workspace(np.concatenate(clouds), *self.cloud_box)
+        points = crop_workspace(np.concatenate(clouds), *self.workspace)
         return farthest_point_sample(points, self.n_points)[1]
 
 
 def make_env(task: str = "Lift", obs_type: str = "lowdim", controller: str = "absolute",
-             image_size: int = 84, n_points: int | None = None, max_steps: int | None = None,
+             image_size: int = 84, n_points: int = 512, max_steps: int | None = None,
              control_freq: int = 20, render_size: int = 256) -> RobosuiteTaskEnv:
-    """A Panda robosuite task env; see the module docstring for observations and actions. n_points: the point
-    cloud's size (None: the task's own, 512, or 1,024 for PickPlaceCan)."""
+    """A Panda robosuite task env; see the module docstring for observations and actions."""
     choose("robosuite task", task, tuple(TASKS))
-    n_points = TASKS[task].cloud_points if n_points is None else n_points
     choose("obs_type", obs_type, OBS_TYPES)
     choose("controller", controller, CONTROLLERS)
     sizes = {name: positive_int(name, value) for name, value in (
