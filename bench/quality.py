@@ -102,8 +102,9 @@ ROWS = {
 # (docs/results/simulation.md), sampled as Diffusion Policy samples (DDPM 100). Low-dim trains 4.0-4.8 steps/s at
 # 2 threads on the machine of 2026-11-30 (Lift 4.0, Can 4.3, Square 4.8: its 5,000 steps ended at 17.3 minutes,
 # without the dense tail); point clouds 2.0 (Lift: 7,000 steps in 58.2 minutes, with the encoder's MaxOfLinear
-# backward; 1.38 before it) and 3.8-3.9 on the AVX-512 EPYC (Can: 13,676 of a planned 14,000 in 60 minutes); the
-# image plan comes from an older Lift run (about 2 steps/s at one thread) and is to be set from the row's first run.
+# backward; 1.38 before it) and 3.8-3.9 on the AVX-512 EPYC (Can: 13,676 of a planned 14,000 in 60 minutes), 2.3 with
+# 1,024 points (the -cloud1024 run, made at commit a824941 and reverted: training.max_steps=8300); the image plan
+# comes from an older Lift run (about 2 steps/s at one thread) and is to be set from the row's first run.
 ROBOSUITE_RECIPE = ("policy=diffusion_unet", "policy.settings.backbone.unet.down_dims=[64,128,256]",
                     "training.batch_size=64", "training.num_workers=0", "training.top_k=1000")
 ROBOSUITE_OBS = {  # obs: (budget minutes, recipe)
