@@ -101,8 +101,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from robopolicy.deploy.artifact_policy import evaluate
 
     summary = evaluate(args.checkpoint, args.overrides)
-    shown = ("checkpoint", "success_rate", "success_rate_ci95", "mean_score", "mean_score_ci95", "mean_episode_length",
-             "policy_call_ms", "eval_json", "videos")
+    shown = ("checkpoint", *(("instruction",) if summary.get("instruction") else ()), "success_rate",
+             "success_rate_ci95", "mean_score", "mean_score_ci95", "mean_episode_length", "policy_call_ms", "eval_json",
+             "videos")
     if summary.get("mode") == "offline":
         shown = ("checkpoint", "data", "n_episodes", "held_out", "n_windows", "mse", "mae", "normalized_mse",
                  "executed_mse", "executed_normalized_mse", "eval_json", "plots")
@@ -327,10 +328,12 @@ def build_parser(help_for: Sequence[str] = ()) -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_dataset_validate)
     convert = dataset_cmds.add_parser("convert", help="demonstrations from another format -> an episode store "
                                                       "(resumable: converted episodes are not redone)")
-    convert.add_argument("--from", dest="source_format", required=True, help="robomimic | lerobot | video | rosbag")
+    convert.add_argument("--from", dest="source_format", required=True,
+                         help="robomimic | lerobot | video | rosbag | zarr")
     convert.add_argument("src", help="robomimic .hdf5 file, LeRobot dataset directory (v2.x or v3.0), directory of "
-                                     "<name>.mp4 + <name>.csv|npz, or ROS bag (.bag, ROS 2 bag directory, or a "
-                                     "directory of bags)")
+                                     "<name>.mp4 + <name>.csv|npz, ROS bag (.bag, ROS 2 bag directory, or a "
+                                     "directory of bags), or episode stores to merge (a store or a directory of "
+                                     "them, e.g. one per task)")
     convert.add_argument("out", help="episode store to write (zarr directory)")
     convert.add_argument("options", nargs="*", help=options("dataset convert"))
     convert.set_defaults(func=cmd_dataset_convert)

@@ -31,8 +31,8 @@ fi
 stamp=.venv/.robopolicy-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] pip install -e .[sim,codecs,dev]" >&2
+  echo "[setup] pip install -e .[sim,codecs,dev,text]" >&2
   .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-  .venv/bin/python -m pip install -q -e ".[sim,codecs,dev]"
+  .venv/bin/python -m pip install -q -e ".[sim,codecs,dev,text]"
   echo "$want" > "$stamp"
 fi

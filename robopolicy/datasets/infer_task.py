@@ -5,7 +5,9 @@ channels-first (T, C, H, W)) become
 rgb, one-channel float frames and keys named like depth become depth, (T, N, 3|6) floats point clouds, and
 (T, D) numbers (and small (T, N, D) arrays such as keypoints) low-dim. The action key is `action` or
 `actions` unless named. Bookkeeping columns (indices, timestamps, rewards, done flags) are never
-observations unless picked by name.
+observations unless picked by name. A store whose episodes name two or more tasks (`episode_tasks`) gets a
+text key `instruction`, so the policy is told which task each episode shows (name it in obs=[...] to keep
+it for a store of one task; leave it out of obs=[...] to train without it).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import numpy as np
 from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.layout import channels_first
 from robopolicy.datasets.store import EpisodeStore, image_value_scale
+from robopolicy.datasets.text import token_length
 
 log = logging.getLogger(__name__)
 ACTION_KEYS = ("action", "actions")
 # never observations unless picked with obs=[...]: LeRobot's and robomimic's bookkeeping and outcome columns
 NOT_OBSERVATIONS = re.compile(r"(^|[._/])(index|frame_index|episode_index|task_index|timestamps?|rewards?|"
                               r"dones?|success|terminals?|truncated|is_first|is_last|is_terminal)$")
+INSTRUCTION_KEY = "instruction"  # the text key of the episodes' task strings
 PREFIXES = ("observation.", "observations.", "observation/", "observations/", "obs.", "obs/")
 VAL_RATIO = 0.1
 CROP_FRACTION = 0.9  # random crops of 90% of the frame, as robomimic and Diffusion Policy train image policies
@@ -98,7 +102,13 @@ def infer_shape_meta(store: EpisodeStore, obs: Sequence[str] | None = None,
     chosen = list(obs) if obs is not None else [k for k in store.keys if k != action_key
                                                 and not NOT_OBSERVATIONS.search(k)]
     entries: dict[str, Any] = {}
+    tasks = store.episode_tasks
+    if obs is None and INSTRUCTION_KEY not in store and all(tasks) and len(set(tasks)) > 1:
+        chosen.append(INSTRUCTION_KEY)
     for key in chosen:
+        if key == INSTRUCTION_KEY and key not in store:
+            entries[key] = instruction_entry(store)
+            continue
         if key not in store:
             raise DataError(store.path, f"no observation key {key!r}", key=f"data/{key}",
                             fix=f"pick obs=[...] from the store's keys {store.keys}")
@@ -121,6 +131,18 @@ def infer_shape_meta(store: EpisodeStore, obs: Sequence[str] | None = None,
     if action_key != "action":
         meta_action["source"] = action_key
     return {"obs": entries, "action": meta_action}
+
+
+def instruction_entry(store: EpisodeStore) -> dict[str, Any]:
+    """The text key of the episodes' instructions, long enough for the longest."""
+    tasks = store.episode_tasks
+    if not all(tasks):
+        raise DataError(store.path, f"{sum(not t for t in tasks)} of {len(tasks)} episodes have no task string",
+                        key="attrs/episode_tasks", fix=f"leave {INSTRUCTION_KEY} out of obs=[...], or convert from a "
+                                                       "source that names each episode's task")
+    log.info("%s: %d tasks, so the policy is told each episode's instruction (obs key %s)", store.path,
+             len(set(tasks)), INSTRUCTION_KEY)
+    return {"shape": [token_length(sorted(set(tasks)))], "type": "text"}
 
 
 def encoder_hints(shape_meta: dict[str, Any]) -> dict[str, Any]:

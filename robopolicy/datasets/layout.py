@@ -3,7 +3,8 @@
 Store layout is what demos record: images (..., H, W, C) (or channels-first (..., C, H, W) in
 stores written by other tools) uint8 or float 0..255, depth
 (..., H, W) or (..., H, W, 1), low-dim and point clouds as float. Policy layout is what
-`Policy.predict_action` takes: float32 tensors, images float [0, 1] (..., C, H, W).
+`Policy.predict_action` takes: float32 tensors, images float [0, 1] (..., C, H, W), and int64 byte
+tokens for text keys.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def policy_layout_array(values: np.ndarray, kind: str, image_scale: float = 255.
     they are. Needs no torch (the robot computer).
     """
     values = np.asarray(values)
+    if kind == "text":  # byte tokens stay integers: the text encoder looks them up
+        return np.array(values, dtype=np.int64, copy=True)
     if kind == "rgb":
         scaled = np.divide(values, image_scale, dtype=np.float32)
         return scaled if channels_first(values.shape) else np.moveaxis(scaled, -1, -3)

@@ -189,7 +189,7 @@ class Normalizer(nn.Module):
         """Fit every shape_meta key (and "action"), streaming each key once over the chosen episodes.
 
         `modes` overrides the defaults (limits for actions and low-dim, identity otherwise);
-        keys in identity mode are not read at all.
+        keys in identity mode are not read at all. Text keys get no normalizer: their tokens pass through.
         """
         meta = parse_shape_meta(shape_meta)
         modes = dict(modes or {})
@@ -204,7 +204,11 @@ class Normalizer(nn.Module):
         action_source(store, meta)
         rows = _selected_rows(store, episode_mask)
         fields = {}
-        for key, kind, source, dims in [(k, s.type, s.source, s.dims) for k, s in meta.obs.items()] + [
+        text = sorted(k for k, s in meta.obs.items() if s.type == "text")
+        if set(text) & set(modes):
+            raise ValueError(f"text keys {text} are byte tokens, which are not normalized: give them no mode")
+        for key, kind, source, dims in [(k, s.type, s.source, s.dims) for k, s in meta.obs.items()
+                                        if s.type != "text"] + [
             ("action", "action", meta.action_source, None)
         ]:
             mode = modes.get(key, DEFAULT_MODES[kind])

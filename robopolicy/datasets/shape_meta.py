@@ -6,11 +6,14 @@ As a dict (in configs and checkpoints)::
       img:       {shape: [3, 96, 96], type: rgb}                       # CHW inside the policy
       agent_pos: {shape: [2], type: low_dim, source: state, dims: [0, 2]}
       cloud:     {shape: [1024, 6], type: point_cloud, horizon: 2}
+      instruction: {shape: [64], type: text}                          # the episode's task string
     action: {shape: [2]}
 
 Optional per obs key: `source` (the store key, default the obs key), `dims` ([start, stop)
 of the last axis, for low_dim), `horizon` (steps of history, default n_obs_steps) and
-`down_sample_steps` (stride between those steps, default 1).
+`down_sample_steps` (stride between those steps, default 1). A `text` key is the episode's
+instruction as byte tokens (datasets/text.py) of the given length, read from the store's
+`episode_tasks` attribute; it has one step (horizon 1) and no source.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-OBS_TYPES = ("rgb", "depth", "point_cloud", "low_dim")
+OBS_TYPES = ("rgb", "depth", "point_cloud", "low_dim", "text")
 
 
 @dataclass(frozen=True)
@@ -91,9 +94,9 @@ def parse_shape_meta(meta: Mapping[str, Any] | ShapeMeta) -> ShapeMeta:
         if kind not in OBS_TYPES:
             raise ValueError(f"shape_meta {where}.type must be one of {OBS_TYPES}, got {kind!r}")
         shape = _shape(entry.get("shape"), where)
-        expected_rank = {"rgb": 3, "depth": 2, "point_cloud": 2}.get(kind)
+        expected_rank = {"rgb": 3, "depth": 2, "point_cloud": 2, "text": 1}.get(kind)
         if expected_rank is not None and len(shape) != expected_rank:
-            layout = {"rgb": "[C, H, W]", "depth": "[H, W]", "point_cloud": "[N, 3|6]"}[kind]
+            layout = {"rgb": "[C, H, W]", "depth": "[H, W]", "point_cloud": "[N, 3|6]", "text": "[L] (tokens)"}[kind]
             raise ValueError(f"shape_meta {where}.shape must be {layout} for type {kind}, got {list(shape)}")
         dims = entry.get("dims")
         if dims is not None:
@@ -102,6 +105,11 @@ def parse_shape_meta(meta: Mapping[str, Any] | ShapeMeta) -> ShapeMeta:
                 raise ValueError(f"shape_meta {where}.dims must be [start, stop) of length shape[-1] on a low_dim key")
             dims = (int(dims[0]), int(dims[1]))
         horizon = entry.get("horizon")
+        if kind == "text":
+            if horizon not in (None, 1) or "source" in entry or entry.get("down_sample_steps", 1) != 1:
+                raise ValueError(f"shape_meta {where} is a text key: one step of the episode's instruction, "
+                                 "with no horizon, source or down_sample_steps")
+            horizon = 1
         obs[key] = ObsSpec(
             key=key,
             shape=shape,

@@ -6,7 +6,8 @@ import numpy as np
 
 from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.shape_meta import ObsSpec, ShapeMeta
-from robopolicy.datasets.store import Array, EpisodeStore
+from robopolicy.datasets.store import EPISODE_TASKS_ATTR, Array, EpisodeStore
+from robopolicy.datasets.text import instruction_tokens
 
 
 def _source(store: EpisodeStore, key: str, role: str) -> Array:
@@ -35,8 +36,31 @@ def check_finite(store: EpisodeStore, key: str) -> None:
                         key=f"data/{key}", fix="drop or repair that episode before training")
 
 
+def instruction_rows(store: EpisodeStore, spec: ObsSpec) -> np.ndarray:
+    """(n_steps, L) uint8: every row's episode instruction as byte tokens, from the store's `episode_tasks`."""
+    tasks = store.episode_tasks
+    where = f"attrs/{EPISODE_TASKS_ATTR}"
+    missing = [episode for episode, task in enumerate(tasks) if not task]
+    if missing:
+        raise DataError(store.path, f"{len(missing)} of {len(tasks)} episodes have no task string (first: episode "
+                        f"{missing[0]}), so obs.{spec.key} has no instruction to read", key=where,
+                        fix="convert from a source that names each episode's task (LeRobot `tasks`, robomimic "
+                            "`ep_meta.lang`), generate demos with robopolicy demos, or leave the text key out")
+    distinct = sorted(set(tasks))
+    try:
+        table = instruction_tokens(distinct, spec.shape[0])
+    except ValueError as error:
+        raise DataError(store.path, str(error), key=where, fix=f"set obs.{spec.key}.shape to "
+                        f"[{max(len(t.encode()) for t in distinct)}] or more") from None
+    index = np.array([distinct.index(task) for task in tasks], dtype=np.int64)
+    return table[np.repeat(index, store.episode_lengths)]
+
+
 def obs_source(store: EpisodeStore, spec: ObsSpec) -> Array:
-    """The store array behind one obs key, after checking its layout against the spec."""
+    """The store array behind one obs key, after checking its layout against the spec (a text key's rows are
+    built from the episodes' instructions)."""
+    if spec.type == "text":
+        return instruction_rows(store, spec)
     array = _source(store, spec.source, f"obs.{spec.key}")
     where = f"data/{spec.source}"
     if spec.type == "rgb":

@@ -4,7 +4,8 @@ Each attempt resets the env with the next seed and lets the task's scripted expe
 the task is solved (or the horizon); by default only successful episodes are kept. Every
 episode is appended atomically with per-step timestamps and its seed (data key `seed`), so a
 killed run loses at most the episode in flight and `resume=True` continues after the last
-recorded seed.
+recorded seed. Every episode's task string (`episode_tasks`) is the env task's instruction, so a
+store of several tasks' demos trains a language-conditioned policy.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from robopolicy.datasets.store import EpisodeStore
+from robopolicy.datasets.store import EPISODE_TASKS_ATTR, EpisodeStore
 from robopolicy.envs.base import max_episode_steps
-from robopolicy.envs.registry import make_env, make_expert
+from robopolicy.envs.registry import env_instruction, make_env, make_expert
 from robopolicy.progress import progress
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def generate_demos(env_cfg: Mapping[str, Any], out: str | Path, n_episodes: int,
                    overwrite: bool = False) -> dict[str, Any]:
     """Record n_episodes expert demos of the env into the store at `out`; returns a summary."""
     out = Path(out)
+    instruction = env_instruction(env_cfg)
     env = make_env(env_cfg)
     fps = float(env.metadata.get("render_fps", 10))
     store = _open_output(out, env_cfg, fps, resume, overwrite)
@@ -79,6 +81,7 @@ def generate_demos(env_cfg: Mapping[str, Any], out: str | Path, n_episodes: int,
             if success or keep_failed:
                 times = np.arange(len(data["action"])) / fps
                 store.append_episode(data, timestamps={key: times for key in data if key != "seed"})
+                store.update_attrs({EPISODE_TASKS_ATTR: [instruction] * store.n_episodes})
                 kept += 1
                 bar.update(1)
             bar.set_postfix(success=f"{successes / attempts:.2f}")

@@ -303,6 +303,23 @@ class MetaWorldExpert:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
+# MT10's tasks in words; every other task's instruction is its name (`handle-pull-side-v3`: "handle pull side").
+MT10_INSTRUCTIONS = {
+    "reach-v3": "reach the goal position", "push-v3": "push the puck to the goal",
+    "pick-place-v3": "pick up the puck and place it at the goal", "door-open-v3": "open the door",
+    "drawer-open-v3": "open the drawer", "drawer-close-v3": "close the drawer",
+    "button-press-topdown-v3": "press the button from the top",
+    "peg-insert-side-v3": "insert the peg into the hole from the side", "window-open-v3": "open the window",
+    "window-close-v3": "close the window",
+}
+
+
+def instruction(task: str = "reach-v3", **_: Any) -> str:
+    """The task's instruction, as a language-conditioned policy is told it (and demos record it)."""
+    choose("metaworld task", task, TASKS)
+    return MT10_INSTRUCTIONS.get(task) or task.removesuffix("-v3").replace("-", " ")
+
+
 def make_env(task: str = "reach-v3", obs_type: str = "point_cloud", camera: str = "corner2",
              image_size: int = DP3_IMAGE_SIZE, n_points: int = DP3_N_POINTS, max_steps: int | None = None,
              render_size: int = 256) -> MetaWorldTaskEnv:

@@ -129,6 +129,11 @@ def make_env(obs_type: str = "keypoint", max_steps: int = MAX_STEPS, render_size
     return PushTTask(obs_type, max_steps, render_size)
 
 
+def instruction(**_: Any) -> str:
+    """The task's instruction, as a language-conditioned policy is told it."""
+    return "push the T-shaped block onto the target"
+
+
 def make_expert(env: gym.Env, rng: np.random.Generator):
     """Push-T has no scripted expert: demos come from the human teleop store."""
     raise NotImplementedError(

@@ -13,7 +13,8 @@ import numpy as np
 from robopolicy.envs.base import Expert
 from robopolicy.registry import Registry
 
-# Each module exposes make_env(**options) -> gymnasium.Env and make_expert(env, rng) -> Expert.
+# Each module exposes make_env(**options) -> gymnasium.Env, make_expert(env, rng) -> Expert and
+# instruction(**options) -> str (the task in words, for language-conditioned policies).
 ENVS = Registry("env name (the task's env.name)", {
     "pusht": "robopolicy.envs.pusht",
     "robosuite": "robopolicy.envs.robosuite_tasks",
@@ -43,3 +44,8 @@ def make_env(env_cfg: Mapping[str, Any]) -> gym.Env:
 def make_expert(env_cfg: Mapping[str, Any], env: Any, rng: np.random.Generator) -> Expert:
     """The scripted expert of the env's task (raises if the task has none)."""
     return _module(env_cfg).make_expert(env, rng)
+
+
+def env_instruction(env_cfg: Mapping[str, Any]) -> str:
+    """The instruction of the env's task (what scripted demos record and what evaluation tells the policy)."""
+    return _module(env_cfg).instruction(**env_options(env_cfg))

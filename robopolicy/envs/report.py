@@ -21,6 +21,7 @@ def summarize(rollouts: Rollouts) -> dict[str, Any]:
     lengths = np.array([e.length for e in episodes])
     calls = np.array(rollouts.call_ms) if rollouts.call_ms else np.zeros(1)
     return {
+        "instruction": rollouts.instruction,
         "n_episodes": len(episodes),
         "success_rate": float(success.mean()),
         "success_rate_ci95": list(wilson_interval(int(success.sum()), len(episodes))),

@@ -303,6 +303,16 @@ class RobosuiteTaskEnv(gym.Env):
         return farthest_point_sample(points, self.n_points)[1]
 
 
+INSTRUCTIONS = {"Lift": "lift the cube", "PickPlaceCan": "pick up the can and place it in its bin",
+                "NutAssemblySquare": "put the square nut on the square peg"}
+
+
+def instruction(task: str = "Lift", **_: Any) -> str:
+    """The task's instruction, as a language-conditioned policy is told it (and demos record it)."""
+    choose("robosuite task", task, tuple(TASKS))
+    return INSTRUCTIONS[task]
+
+
 def make_env(task: str = "Lift", obs_type: str = "lowdim", controller: str = "absolute",
              image_size: int = 84, n_points: int = 512, max_steps: int | None = None,
              control_freq: int = 20, render_size: int = 256) -> RobosuiteTaskEnv:

@@ -25,7 +25,9 @@ import torch
 
 from robopolicy.datasets.layout import history_length, obs_offsets, to_policy_layout
 from robopolicy.datasets.shape_meta import ShapeMeta, parse_shape_meta
+from robopolicy.datasets.text import instruction_tokens
 from robopolicy.envs.multistep import make_rollout_env
+from robopolicy.envs.registry import env_instruction
 from robopolicy.policies.base import PolicyConfig
 from robopolicy.progress import progress
 
@@ -57,6 +59,7 @@ class EvalConfig:
     max_steps: int | None = None  # env steps per episode (None: the task's own horizon)
     n_videos: int = 4  # mp4s of the first episodes (needs a video_dir)
     stop_on_success: bool = True  # an episode ends when the task succeeds
+    instruction: str | None = None  # what a language-conditioned policy is told (None: the env task's own)
 
     def __post_init__(self) -> None:
         if self.n_episodes < 1 or self.n_envs < 1 or self.n_videos < 0:
@@ -88,6 +91,7 @@ class Rollouts:
     call_ms: list[float] = field(default_factory=list)
     batch_size: int = 1
     wall_s: float = 0.0
+    instruction: str | None = None  # what a language-conditioned policy was told
 
 
 def make_vector_env(env_cfg: Mapping[str, Any], history: int, settings: EvalConfig) -> gym.vector.VectorEnv:
@@ -105,12 +109,15 @@ def make_vector_env(env_cfg: Mapping[str, Any], history: int, settings: EvalConf
 
 
 class ObsAdapter:
-    """Vector-env observation histories (store layout) -> the policy's obs dict (policy layout)."""
+    """Vector-env observation histories (store layout) -> the policy's obs dict (policy layout); text keys get
+    `instruction`'s byte tokens, the same for every env."""
 
-    def __init__(self, shape_meta: Mapping[str, Any] | ShapeMeta, n_obs_steps: int):
+    def __init__(self, shape_meta: Mapping[str, Any] | ShapeMeta, n_obs_steps: int, instruction: str | None = None):
         self.specs = parse_shape_meta(shape_meta).obs
         self.history = history_length(self.specs, n_obs_steps)
         self.rows = {k: obs_offsets(s, n_obs_steps) + self.history - n_obs_steps for k, s in self.specs.items()}
+        self.tokens = {key: instruction_tokens([instruction], spec.shape[0]) for key, spec in self.specs.items()
+                       if spec.type == "text" and instruction is not None}
         self.checked = False
 
     def _check_shapes(self, batch: Mapping[str, torch.Tensor]) -> None:
@@ -124,7 +131,13 @@ class ObsAdapter:
 
     def __call__(self, obs: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
         batch = {}
+        n_envs = len(next(iter(obs.values())))
         for key, spec in self.specs.items():
+            if spec.type == "text":
+                if key not in self.tokens:
+                    raise ValueError(f"the policy is conditioned on an instruction ({key!r}): pass instruction=...")
+                batch[key] = torch.from_numpy(self.tokens[key]).long().expand(n_envs, 1, -1).to(device)
+                continue
             if spec.source not in obs:
                 raise KeyError(f"the env gives no observation {spec.source!r} (for shape_meta key {key!r}); "
                                f"it gives {sorted(obs)}: use the env obs_type that records it")
@@ -162,7 +175,11 @@ def rollout(policy: EvaluatedPolicy, env_cfg: Mapping[str, Any], settings: EvalC
             video_dir: Path | None = None, device: str | torch.device = "cpu") -> Rollouts:
     """Run settings.n_episodes episodes of `policy` in the env described by `env_cfg`."""
     config = policy.config
-    adapter = ObsAdapter(policy.shape_meta, config.n_obs_steps)
+    conditioned = any(spec.type == "text" for spec in policy.shape_meta.obs.values())
+    instruction = (settings.instruction or env_instruction(env_cfg)) if conditioned else None
+    if instruction is not None:
+        log.info("instruction: %r", instruction)
+    adapter = ObsAdapter(policy.shape_meta, config.n_obs_steps, instruction)
     envs = make_vector_env(env_cfg, adapter.history, settings)
     device = torch.device(device)
     generator = torch.Generator(device=device)  # any noise a sampler draws after the initial noise
@@ -206,4 +223,4 @@ def rollout(policy: EvaluatedPolicy, env_cfg: Mapping[str, Any], settings: EvalC
         envs.close()
     finally:
         bar.close()
-    return Rollouts(episodes, call_ms, n_envs, time.perf_counter() - start)
+    return Rollouts(episodes, call_ms, n_envs, time.perf_counter() - start, instruction)

@@ -127,6 +127,17 @@ def test_append_with_mismatched_episode(tmp_path):
     assert EpisodeStore.open(tmp_path / "s.zarr").n_episodes == 1
 
 
+def test_a_text_key_needs_every_episode_to_name_its_task(tmp_path):
+    store = EpisodeStore.open(write_raw_store(tmp_path / "s.zarr", good_data(), [5, 10]), mode="a")
+    store.update_attrs({"episode_tasks": ["open the drawer"]})
+    meta = {"obs": {"instruction": {"shape": [8], "type": "text"}}, "action": {"shape": [2]}}
+    with pytest.raises(DataError, match=r"1 of 2 episodes have no task string \(first: episode 1\)"):
+        SequenceDataset(store, meta, horizon=4, n_obs_steps=2, n_action_steps=2)
+    store.update_attrs({"episode_tasks": ["open the drawer", "close the drawer"]})
+    with pytest.raises(DataError, match=r"set obs.instruction.shape to \[16\] or more"):
+        SequenceDataset(store, meta, horizon=4, n_obs_steps=2, n_action_steps=2)
+
+
 def test_depth_with_several_channels(tmp_path):
     data = good_data() | {"depth": np.ones((10, 96, 96, 3), np.float32)}
     store = EpisodeStore.open(write_raw_store(tmp_path / "s.zarr", data, [5, 10]))
@@ -141,6 +152,8 @@ def test_depth_with_several_channels(tmp_path):
     ({"obs": {}, "action": [2]}, "'action' must be"),
     ({"obs": {"img": {"shape": [96, 96], "type": "rgb"}}, "action": {"shape": [2]}}, r"obs.img.shape must be \[C, H, W\]"),
     ({"obs": {"state": {"shape": [2], "type": "joint"}}, "action": {"shape": [2]}}, "obs.state.type must be one of"),
+    ({"obs": {"task": {"shape": [4, 8], "type": "text"}}, "action": {"shape": [2]}}, r"task.shape must be \[L\]"),
+    ({"obs": {"task": {"shape": [32], "type": "text", "horizon": 2}}, "action": {"shape": [2]}}, "one step"),
 ])
 def test_malformed_shape_meta(meta, message):
     with pytest.raises(ValueError, match=message):

@@ -400,3 +400,37 @@ def test_frames_from_lossy_video_are_stored_as_jpeg_unless_a_codec_is_named(tmp_
     assert "jpeg-q90" in describe_codec(store["observation.images.front"])
     levels = store.episode(0)["observation.images.front"].reshape(LENGTH, -1).mean(axis=1)
     np.testing.assert_allclose(levels, gray_frames(0, LENGTH)[:, 0, 0, 0], atol=2.0)
+
+
+def test_stores_merge_into_one_keeping_values_timestamps_and_tasks(tmp_path):
+    for name, task, value in (("b_close.zarr", "close the drawer", 1.0), ("a_open.zarr", None, 2.0)):
+        store = EpisodeStore.create(tmp_path / "stores" / name, attrs={"fps": 10.0})
+        for length in (3, 4):
+            store.append_episode({"state": np.full((length, 2), value, np.float32),
+                                  "action": np.arange(length, dtype=np.float32)[:, None]},
+                                 timestamps={"state": np.arange(length) / 10.0})
+        if task:
+            store.update_attrs({"episode_tasks": [task, task]})
+        store.close()
+    source = open_source("zarr", tmp_path / "stores", {"task": "open the drawer"})
+    summary = convert_source(source, tmp_path / "merged.zarr")
+    assert summary["episodes"] == 4 and summary["fps"] == 10.0
+    merged = EpisodeStore.open(tmp_path / "merged.zarr")
+    # name order: a_open (no tasks of its own: task= names them), then b_close (its own)
+    assert merged.episode_tasks == ["open the drawer"] * 2 + ["close the drawer"] * 2
+    assert merged.read("state")[:, 0].tolist() == [2.0] * 7 + [1.0] * 7
+    assert merged.episode_lengths.tolist() == [3, 4, 3, 4]
+    np.testing.assert_allclose(merged.timestamps("state")[7:10], [0.0, 0.1, 0.2])
+    assert convert_source(open_source("zarr", tmp_path / "stores", {}), tmp_path / "merged.zarr")["converted"] == 0
+
+
+def test_stores_of_different_rates_are_not_merged(tmp_path):
+    for name, fps in (("a.zarr", 10.0), ("b.zarr", 30.0)):
+        store = EpisodeStore.create(tmp_path / name, attrs={"fps": fps})
+        store.append_episode({"action": np.zeros((2, 1), np.float32)})
+        store.close()
+    with pytest.raises(DataError, match="different rates"):
+        open_source("zarr", tmp_path, {})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds none"):
+        open_source("zarr", tmp_path / "empty", {})

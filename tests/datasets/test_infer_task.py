@@ -123,3 +123,16 @@ def test_channels_first_frames_train_like_the_same_frames_channels_last(tmp_path
     assert windows["hwc_stats"]["fields.cam.mean"].shape == (3, 1, 1)  # per channel
     for key, value in windows["hwc_stats"].items():
         torch.testing.assert_close(value, windows["chw_stats"][key])
+
+
+def test_a_store_of_several_tasks_gets_an_instruction_key(tmp_path):
+    store = write_store(tmp_path / "demos.zarr", action=np.zeros((T, 26), np.float32))
+    store.update_attrs({"episode_tasks": ["open the drawer", "close the drawer and then press the green button"]})
+    meta = infer_shape_meta(store)
+    assert meta["obs"]["instruction"] == {"shape": [48], "type": "text"}  # 48 bytes, the longest instruction
+    store.update_attrs({"episode_tasks": ["open the drawer", "open the drawer"]})
+    assert "instruction" not in infer_shape_meta(store)["obs"]  # one task: nothing to tell apart
+    assert infer_shape_meta(store, obs=["cloud", "instruction"])["obs"]["instruction"]["type"] == "text"
+    store.update_attrs({"episode_tasks": ["open the drawer"]})
+    with pytest.raises(DataError, match="1 of 2 episodes have no task string"):
+        infer_shape_meta(store, obs=["instruction"])

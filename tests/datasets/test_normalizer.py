@@ -147,3 +147,13 @@ def test_nan_in_fit_names_the_key(tmp_path):
     meta = {"obs": {"state": {"shape": [5]}}, "action": {"shape": [2]}}
     with pytest.raises(ValueError, match=r"\[data/action\]: NaN or inf"):
         Normalizer.fit(store, meta)
+
+
+def test_text_keys_get_no_normalizer_and_refuse_a_mode():
+    store = EpisodeStore.from_arrays({"state": np.ones((4, 2), np.float32), "action": np.ones((4, 1), np.float32)},
+                                     np.array([2, 4]))
+    store.update_attrs({"episode_tasks": ["open the drawer", "close the drawer"]})
+    meta = {"obs": {"state": {"shape": [2]}, "instruction": {"shape": [32], "type": "text"}}, "action": {"shape": [1]}}
+    assert set(Normalizer.fit(store, meta).modes) == {"state", "action"}
+    with pytest.raises(ValueError, match="not normalized"):
+        Normalizer.fit(store, meta, modes={"instruction": "limits"})

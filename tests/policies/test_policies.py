@@ -38,7 +38,10 @@ SHAPE_METAS = {
                     "action": {"shape": [2]}},
     "depth": {"obs": {"depth": {"shape": [64, 64], "type": "depth"}, "agent_pos": {"shape": [2]}},
               "action": {"shape": [2]}},
+    "text": {"obs": {"instruction": {"shape": [32], "type": "text"}, "agent_pos": {"shape": [2]}},
+             "action": {"shape": [2]}},
 }
+TASKS = ["open the drawer", "close the drawer", "press the button"]
 SAMPLING_FAMILIES = ["diffusion_unet", "diffusion_transformer", "flow"]
 
 
@@ -54,7 +57,9 @@ def synthetic_store(seed: int = 0) -> EpisodeStore:
         "depth": rng.uniform(0.5, 2.0, (n, 64, 64)).astype(np.float32),
         "action": rng.uniform(100, 300, (n, 2)).astype(np.float32),
     }
-    return EpisodeStore.from_arrays(data, np.array([30, 60, 90]))
+    store = EpisodeStore.from_arrays(data, np.array([30, 60, 90]))
+    store.update_attrs({"episode_tasks": TASKS})
+    return store
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,15 @@ FORMATS = Registry("--from format", {
     "lerobot": "robopolicy.datasets.convert.lerobot:LeRobotSource",
     "video": "robopolicy.datasets.convert.raw_video:RawVideoSource",
     "rosbag": "robopolicy.ros.bag_source:RosbagSource",
+    "zarr": "robopolicy.datasets.convert.stores:StoresSource",
 })
 # the options each format takes, with what their values look like
 FORMAT_OPTIONS = {"robomimic": {"keys": "[obs_key,...]"},
                   "lerobot": {"resize": "[H,W]", "tolerance_s": "0.003"},
                   "video": {"rate": "HZ", "actions": "absolute|relative", "resize": "[H,W]"},
                   "rosbag": {"map": "NAME|PATH", "rate": "HZ", "reference": "/topic", "max_age": "SECONDS",
-                             "split_topic": "/topic", "action_from": "OBS_KEY"}}
+                             "split_topic": "/topic", "action_from": "OBS_KEY"},
+                  "zarr": {"task": "TEXT"}}
 
 
 def open_source(name: str, path: str | Path, options: Mapping[str, Any]) -> Source:

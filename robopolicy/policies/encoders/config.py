@@ -11,6 +11,7 @@ from robopolicy.settings import build_settings
 IMAGE_POOLS = ("spatial_softmax", "avg")
 POINT_CLOUD_KINDS = ("dp3", "pointnet")
 LOW_DIM_KINDS = ("identity", "mlp")
+TEXT_KINDS = ("learned", "pretrained")
 
 
 @dataclass
@@ -63,17 +64,41 @@ class LowDimEncoderConfig:
 
 
 @dataclass
+class TextEncoderConfig:
+    """The instruction's encoder (robopolicy.policies.encoders.text): byte tokens through a small transformer
+    trained with the policy, or a frozen local transformers model with a trained projection."""
+
+    kind: str = "learned"  # "learned" (no pretrained weights) or "pretrained" (needs pretrained_path)
+    feature_dim: int = 64  # the task embedding's size, as it enters the policy's conditioning
+    width: int = 64  # learned: byte embedding and transformer width
+    layers: int = 2  # learned: transformer layers
+    heads: int = 4  # learned: attention heads (must divide width)
+    pretrained_path: str | None = None  # pretrained: a directory saved by transformers' save_pretrained
+
+    def __post_init__(self) -> None:
+        if self.kind not in TEXT_KINDS:
+            raise ValueError(f"text kind must be one of {TEXT_KINDS}, got {self.kind!r}")
+        if min(self.feature_dim, self.width, self.layers, self.heads) < 1 or self.width % self.heads:
+            raise ValueError(f"text feature_dim, width, layers and heads must be positive and heads must divide "
+                             f"width, got {self}")
+        if (self.kind == "pretrained") != (self.pretrained_path is not None):
+            raise ValueError("text kind=pretrained needs pretrained_path=DIR, and only it takes one")
+
+
+@dataclass
 class EncoderConfig:
     """Settings per obs type; every shape_meta key is encoded by the encoder of its type."""
 
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     point_cloud: PointCloudEncoderConfig = field(default_factory=PointCloudEncoderConfig)
     low_dim: LowDimEncoderConfig = field(default_factory=LowDimEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> EncoderConfig:
         """Build from nested plain dicts (as a YAML config holds them); unknown keys are errors."""
-        parts = {"image": ImageEncoderConfig, "point_cloud": PointCloudEncoderConfig, "low_dim": LowDimEncoderConfig}
+        parts = {"image": ImageEncoderConfig, "point_cloud": PointCloudEncoderConfig, "low_dim": LowDimEncoderConfig,
+                 "text": TextEncoderConfig}
         unknown = set(values) - set(parts)
         if unknown:
             raise ValueError(f"unknown encoder settings {sorted(unknown)}; known: {sorted(parts)}")

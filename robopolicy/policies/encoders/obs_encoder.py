@@ -13,13 +13,16 @@ from robopolicy.policies.encoders.config import EncoderConfig
 from robopolicy.policies.encoders.image import ImageEncoder
 from robopolicy.policies.encoders.lowdim import LowDimEncoder
 from robopolicy.policies.encoders.pointcloud import PointCloudEncoder
+from robopolicy.policies.encoders.text import make_text_encoder
 
 
 class ObsEncoder(nn.Module):
     """Normalized obs {key: (B, T_k, ...)} -> {key: (B, T_k, F_k)}; `flatten` gives one (B, D) vector.
 
     rgb keys take (C, H, W) float images, depth keys (H, W) frames (encoded as one-channel
-    images), point_cloud keys (P, 3|6) clouds and low_dim keys vectors of their shape.
+    images), point_cloud keys (P, 3|6) clouds, low_dim keys vectors of their shape, and text keys
+    (L,) byte tokens of the instruction (one step), whose embedding so enters every family's
+    conditioning as any other key's features do.
     """
 
     def __init__(self, shape_meta: ShapeMeta, config: EncoderConfig, n_obs_steps: int):
@@ -37,6 +40,9 @@ class ObsEncoder(nn.Module):
                 else:
                     encoder = ImageEncoder(channels, size, config.image)
                 self.feature_dims[key] = config.image.feature_dim
+            elif spec.type == "text":
+                encoder = make_text_encoder(spec.shape[0], config.text)
+                self.feature_dims[key] = config.text.feature_dim
             elif spec.type == "point_cloud":
                 encoder = PointCloudEncoder(spec.shape[-1], config.point_cloud)
                 self.feature_dims[key] = config.point_cloud.feature_dim
