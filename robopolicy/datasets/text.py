@@ -47,3 +47,11 @@ def token_length(texts: Sequence[str]) -> int:
     least 32)."""
     longest = max((len(t.encode("utf-8")) for t in texts), default=0)
     return max(MIN_LENGTH, -(-longest // LENGTH_STEP) * LENGTH_STEP)
+
+
+def untrained_instruction(text: str, known: Sequence[str] | None) -> str | None:
+    """Why `text` may not be followed, when the training instructions `known` do not include it (None if they
+    do, or are not known)."""
+    if not known or text in known:
+        return None
+    return f"instruction {text!r} is not one of the training data's ({'; '.join(known)}); the policy may not follow it"

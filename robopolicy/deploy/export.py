@@ -27,9 +27,11 @@ from torch import nn
 from robopolicy.datasets.layout import obs_offsets
 from robopolicy.datasets.shape_meta import ShapeMeta
 from robopolicy.datasets.task import TaskConfig
+from robopolicy.datasets.text import instruction_tokens
 from robopolicy.latency import call_seconds
 from robopolicy.policies.base import Policy
 from robopolicy.policies.checkpoint import load_policy, read_config, read_meta
+from robopolicy.policies.encoders.text import PretrainedTextEncoder
 from robopolicy.runtime.artifact import (
     ARTIFACT_VERSION,
     FORMATS,
@@ -83,14 +85,16 @@ class ChunkProgram(nn.Module):
         return self.policy.predict_action(obs)["action_pred"]
 
 
-def input_specs(shape_meta: ShapeMeta, n_obs_steps: int, action_dim: int, horizon: int,
-                takes_noise: bool) -> list[dict[str, Any]]:
-    """The program's inputs in order: each obs key with its steps relative to now, then the noise."""
+def input_specs(shape_meta: ShapeMeta, n_obs_steps: int, action_dim: int, horizon: int, takes_noise: bool,
+                instructions: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The program's inputs in order: each obs key with its steps relative to now, then the noise. A text input
+    also lists the training data's `instructions` and whether the program knows only those (`closed`)."""
     specs = []
     for key, spec in shape_meta.obs.items():
         offsets = obs_offsets(spec, n_obs_steps) - (n_obs_steps - 1)
         specs.append({"name": key, "type": spec.type, "source": spec.source, "shape": [len(offsets), *spec.shape],
-                      "dims": list(spec.dims) if spec.dims else None, "step_offsets": [int(k) for k in offsets]})
+                      "dims": list(spec.dims) if spec.dims else None, "step_offsets": [int(k) for k in offsets],
+                      **(dict(instructions or {}) if spec.type == "text" else {})})
     if takes_noise:
         specs += [{"name": NOISE_INPUT, "type": NOISE_INPUT, "shape": [horizon, action_dim]},
                   {"name": PREFIX_INPUT, "type": PREFIX_INPUT, "shape": [horizon, action_dim]},
@@ -124,8 +128,28 @@ def control_rate(task: TaskConfig, given: float | None) -> float:
                      "env; pass control_hz=HZ")
 
 
+def training_instructions(policy: Policy, task: TaskConfig) -> dict[str, Any] | None:
+    """{instructions, closed} for a policy told its task in words: the training store's distinct instructions, and
+    whether the exported program knows only those (a pretrained text encoder, whose tokenizer is looked up in a
+    table of them); None for a policy without a text key."""
+    if not any(spec.type == "text" for spec in policy.shape_meta.obs.values()):
+        return None
+    path = Path(str(task.dataset.path))
+    texts = None
+    if path.exists():
+        from robopolicy.datasets.store import EpisodeStore
+
+        texts = sorted({t for t in EpisodeStore.open(path).episode_tasks if t})
+    if texts:
+        return {"instructions": texts, "closed": policy.fix_instructions(texts)}
+    if any(isinstance(module, PretrainedTextEncoder) for module in policy.modules()):
+        raise ValueError(f"the training store {path} (task.dataset.path) is not here, and a policy with a pretrained "
+                         "text encoder exports only the instructions it lists: export where the store is")
+    return {"instructions": None, "closed": False}
+
+
 def build_meta(policy: Policy, checkpoint: Path, fmt: str, sampling: Mapping[str, Any], control_hz: float,
-               task: TaskConfig) -> dict[str, Any]:
+               task: TaskConfig, instructions: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """meta.json: what the runtime needs to feed the program and time its actions."""
     meta = read_meta(checkpoint)
     settings = policy.config
@@ -139,7 +163,7 @@ def build_meta(policy: Policy, checkpoint: Path, fmt: str, sampling: Mapping[str
         "dataset": asdict(task.dataset),  # the store and split `eval ARTIFACT offline=true` reads
         "shape_meta": meta["shape_meta"],
         "inputs": input_specs(policy.shape_meta, settings.n_obs_steps, policy.action_dim, settings.horizon,
-                              policy.takes_noise),
+                              policy.takes_noise, instructions),
         "output": {"name": "action_pred", "shape": [settings.horizon, policy.action_dim]},
         "horizon": settings.horizon,
         "n_obs_steps": settings.n_obs_steps,
@@ -232,7 +256,8 @@ def export_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> 
     policy.prepare_export()
     sampling = policy.export_sampling(options.sampler, options.num_inference_steps)
     task = TaskConfig.from_dict(read_config(checkpoint)["task"], strict=False)
-    meta = build_meta(policy, checkpoint, fmt, sampling, control_rate(task, options.control_hz), task)
+    meta = build_meta(policy, checkpoint, fmt, sampling, control_rate(task, options.control_hz), task,
+                      training_instructions(policy, task))
     program = ChunkProgram(policy, list(policy.shape_meta.obs), sampling).eval()
     tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -260,15 +285,31 @@ def export_checkpoint(checkpoint: str | Path, overrides: Sequence[str] = ()) -> 
 
 
 def example_inputs(specs: list[dict[str, Any]], batch_size: int, seed: int) -> tuple[torch.Tensor, ...]:
-    """Random float32 inputs of the listed shapes: images in [0, 1], everything else standard normal."""
+    """Random float32 inputs of the listed shapes: images in [0, 1], text as the byte tokens of the training
+    instructions (random printable text where none are listed), everything else standard normal."""
     generator = torch.Generator().manual_seed(seed)
     tensors = []
     for spec in specs:
         shape = (batch_size, *spec["shape"])
-        if spec["type"] == "rgb":
+        if spec["type"] == "text":
+            tensors.append(example_tokens(spec, batch_size, generator))
+        elif spec["type"] == "rgb":
             tensors.append(torch.rand(shape, generator=generator))
         elif spec["type"] == PREFIX_MASK_INPUT:
             tensors.append((torch.rand(shape, generator=generator) < 0.4).float())
         else:
             tensors.append(torch.randn(shape, generator=generator))
     return tuple(tensors)
+
+
+def example_tokens(spec: Mapping[str, Any], batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """(B, 1, L) float byte tokens: the listed instructions in turn, else printable bytes of random lengths."""
+    length = spec["shape"][-1]
+    texts = spec.get("instructions")
+    if texts:
+        chosen = [texts[(int(torch.randint(len(texts), (), generator=generator)) + i) % len(texts)]
+                  for i in range(batch_size)]
+        return torch.from_numpy(instruction_tokens(chosen, length)).float()[:, None]
+    tokens = torch.randint(32, 127, (batch_size, 1, length), generator=generator).float()
+    used = torch.randint(1, length + 1, (batch_size, 1, 1), generator=generator)
+    return torch.where(torch.arange(length) < used, tokens, torch.zeros(()))

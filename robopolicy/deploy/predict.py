@@ -19,6 +19,7 @@ import torch
 from robopolicy.datasets.layout import obs_offsets, policy_layout_array
 from robopolicy.datasets.shape_meta import ObsSpec
 from robopolicy.datasets.task import TaskConfig
+from robopolicy.datasets.text import instruction_tokens
 from robopolicy.deploy.artifact_policy import ArtifactPolicy, artifact_task
 from robopolicy.envs.offline import predict_episode, recorded_windows
 from robopolicy.envs.runner import EvaluatedPolicy
@@ -73,12 +74,17 @@ class Predictor:
         self.policy.reset()
         return {k: v[0].float().cpu().numpy() for k, v in out.items()}
 
-    def _policy_input(self, obs: Mapping[str, np.ndarray], spec: ObsSpec) -> np.ndarray:
-        """One key's store-layout steps (given under its obs name or its store key) -> (1, K, ...) policy layout."""
+    def _policy_input(self, obs: Mapping[str, np.ndarray | str], spec: ObsSpec) -> np.ndarray:
+        """One key's store-layout steps (given under its obs name or its store key) -> (1, K, ...) policy layout; a
+        text key takes the instruction as a string."""
         name = spec.key if spec.key in obs else spec.source
         if name not in obs:
             raise ValueError(f"{self.source}: observation {spec.key!r} (store key {spec.source!r}) is missing; give "
                              f"{sorted(self.inputs)} as (steps, ...) arrays in store layout")
+        if spec.type == "text":  # the instruction, as its text (or its byte tokens)
+            given = obs[name]
+            tokens = instruction_tokens([given], spec.shape[0]) if isinstance(given, str) else np.asarray(given)
+            return policy_layout_array(tokens.reshape(1, 1, spec.shape[0]), "text")
         values = np.asarray(obs[name])
         if spec.dims is not None and values.shape[-1:] != spec.shape[-1:]:
             values = values[..., spec.dims[0] : spec.dims[1]]

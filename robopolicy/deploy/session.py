@@ -10,9 +10,11 @@ Options (key=value): episodes, seed_start, out (run log directory), latency.<sen
 actuation_latency, jitter, sensors.<sensor>=[store keys] (default: images, depth and point clouds
 come from "camera", everything else from "arm"), env.<key> (simulator overrides), and every
 RuntimeConfig field (inference, blending, match_latency, n_action_steps, replan_steps, margin,
-seed, safety.<field>). Writes run_log.zarr (one episode per run: per-tick times, jitter,
-time spent in the tick, capture time of the observation used, execution time of the first
-action sent, observation age, planned/sent/dropped counts, holds) and results.json (success per seed).
+seed, safety.<field>, instruction: what a policy told its task in words is told; robot=sim defaults it
+to the simulated task's instruction, robot=ros also takes it from the topic map's text topic).
+Writes run_log.zarr (one episode per run: per-tick times, jitter, time spent in the tick, capture
+time of the observation used, execution time of the first action sent, observation age,
+planned/sent/dropped counts, holds) and results.json (success per seed).
 robot=ros takes out, latency.<sensor>, actuation_latency, max_seconds (per run), the RuntimeConfig
 fields and robot.* options, and logs one run per operator start.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from robopolicy.atomic import write_json_atomic
+from robopolicy.envs.registry import env_instruction
 from robopolicy.progress import progress
 from robopolicy.robots.kinds import split_robot
 from robopolicy.robots.sim import SIM_OPTIONS, SimRobot, SimRobotConfig, sensor_latencies, sim_robot_config
@@ -81,6 +84,8 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
     latency = sim.latency if sim else sensor_latencies(options)
     actuation = sim.actuation_latency if sim else float(options.pop("actuation_latency", 0.0))
     options.pop("latency", None)  # robot=ros: compensated by the runtime only
+    if sim is not None and "instruction" not in options and any(s["type"] == "text" for s in artifact.obs_inputs):
+        options["instruction"] = env_instruction(sim.env)  # the simulated task's own, as `robopolicy eval` tells it
     config = build_settings(RuntimeConfig, {"sensor_latency": latency, "actuation_latency": actuation, **options},
                             "deploy")
     local = not str(artifact_dir).startswith(SCHEME)

@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
+from robopolicy.datasets.store import EpisodeStore
 from robopolicy.datasets.task import TaskConfig
+from robopolicy.datasets.text import untrained_instruction
 from robopolicy.envs.offline import OfflineEvalConfig, evaluate_offline
 from robopolicy.envs.report import summarize, write_report
 from robopolicy.envs.runner import EvalConfig, EvaluatedPolicy, rollout
@@ -103,8 +105,21 @@ def evaluate_in_env(policy: EvaluatedPolicy, task: TaskConfig, where: Path, opti
         return {"checkpoint": str(source), **summary}
     options.pop("offline", None)
     env_cfg = {**task.env, **options.pop("env", {})}
-    summary = evaluate_policy(policy, env_cfg, eval_settings(options), out_dir, title=f"{task.name} {source.name}")
+    settings = eval_settings(options)
+    if settings.instruction is not None:
+        warn_if_untrained(settings.instruction, task)
+    summary = evaluate_policy(policy, env_cfg, settings, out_dir, title=f"{task.name} {source.name}")
     return {"checkpoint": str(source), **summary}
+
+
+def warn_if_untrained(instruction: str, task: TaskConfig) -> None:
+    """Log an instruction that no episode of the training store names: the policy may not follow it."""
+    path = Path(str(task.dataset.path))
+    if not path.exists():
+        return
+    problem = untrained_instruction(instruction, sorted({t for t in EpisodeStore.open(path).episode_tasks if t}))
+    if problem:
+        log.warning(problem)
 
 
 def make_eval_hook(raw_config: Mapping[str, Any]) -> Callable[[Policy, int], dict[str, float]]:

@@ -29,8 +29,10 @@ from robopolicy.ros.convert import (
 from robopolicy.ros.topic_map import ObservationTopic
 
 
-def read_binding(binding: ObservationTopic, msg: Any) -> np.ndarray:
-    """The value one binding takes from a message of its topic, in the store's layout."""
+def read_binding(binding: ObservationTopic, msg: Any) -> np.ndarray | str:
+    """The value one binding takes from a message of its topic, in the store's layout (an instruction's text)."""
+    if binding.type == "string":
+        return str(msg.data)
     if binding.type == "image":
         return crop_resize(image_to_array(msg), binding.crop, binding.resize)
     if binding.type == "compressed_image":

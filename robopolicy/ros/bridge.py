@@ -34,6 +34,7 @@ from robopolicy.ros.convert import (
 )
 from robopolicy.ros.topic_map import (
     CONTROL_TOPICS,
+    TEXT_TYPES,
     CommandTopic,
     ObservationTopic,
     TopicMap,
@@ -113,6 +114,12 @@ class RosBridge:
             transport.subscribe(topic_map.control(name), "empty", getattr(self, f"_on_{name}"))
 
     def _on_observation(self, topic: str, bindings: Sequence[ObservationTopic], msg: Any) -> None:
+        if bindings[0].type in TEXT_TYPES:  # an instruction: no header; it holds from when it arrives
+            readings = [Reading(sensor, self.transport.now(), values)
+                        for sensor, values in read_topic(bindings, msg).items()]
+            with self._lock:
+                self._readings.extend(readings)
+            return
         try:
             stamp = stamp_seconds(msg.header.stamp)
             if stamp == 0.0:

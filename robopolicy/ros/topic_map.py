@@ -16,13 +16,14 @@ import yaml
 
 from robopolicy.settings import CONFIG_DIR
 
-OBSERVATION_TYPES = ("image", "compressed_image", "joint_state", "pose", "point_cloud")
+OBSERVATION_TYPES = ("image", "compressed_image", "joint_state", "pose", "point_cloud", "string")
+TEXT_TYPES = ("string",)  # std_msgs/String: an instruction, which has no capture time and holds until replaced
 COMMAND_TYPES = ("joint_trajectory", "pose")
 POSE_PARTS = ("position", "orientation", "pose", "rot6d")  # rot6d: the orientation as the policy layout
 POSE_ACTION_WIDTHS = (7, 9)  # xyz + quaternion xyzw, xyz + rot6d
 CONTROL_TOPICS = ("start", "stop", "reset", "estop")  # std_msgs/Empty under control_prefix
 CAMERA_TYPES = ("image", "compressed_image", "point_cloud")
-OBSERVATION_QOS = ("default", "sensor_data")
+OBSERVATION_QOS = ("default", "sensor_data", "latched")  # latched: an instruction published before the bridge ran
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class ObservationTopic:
     key: str
     topic: str
     type: str
-    sensor: str = ""  # latency group; default "camera" for images and clouds, "arm" otherwise
+    sensor: str = ""  # latency group; default "camera" for images and clouds, "operator" for text, "arm" otherwise
     joints: tuple[str, ...] = ()  # joint_state: the names, in the order the policy expects
     field: str = "position"  # joint_state: position | velocity | effort; pose: one of POSE_PARTS
     crop: tuple[int, int, int, int] | None = None  # images: top, left, height, width, before resizing
@@ -74,8 +75,9 @@ class TopicMap:
 
     def check_artifact(self, meta: Mapping[str, Any], where: str) -> None:
         """Every observation the artifact reads has a topic, and the commands cover every action dim once."""
-        sources = {spec["source"] for spec in meta["inputs"] if spec["name"] not in ("noise", "prefix", "prefix_mask")}
-        missing = sorted(sources - set(self.observations))
+        sources = {spec["source"] for spec in meta["inputs"]
+                   if spec["name"] not in ("noise", "prefix", "prefix_mask") and spec.get("type") != "text"}
+        missing = sorted(sources - set(self.observations))  # an instruction may come from instruction= instead
         if missing:
             raise ValueError(f"{where}: the policy reads {missing}, which the topic map does not bind; add them "
                              f"under observations: (it binds {sorted(self.observations)})")
@@ -111,7 +113,11 @@ def _observation(key: str, values: Any, where: str) -> ObservationTopic:
     if topic.qos not in OBSERVATION_QOS:
         raise ValueError(f"{where}: observations.{key}.qos is {topic.qos!r}; use one of {OBSERVATION_QOS} "
                          "(sensor_data for topics the robot publishes best effort)")
-    sensor = topic.sensor or ("camera" if topic.type in CAMERA_TYPES else "arm")
+    if topic.qos == "latched" and topic.type not in TEXT_TYPES:
+        raise ValueError(f"{where}: observations.{key}.qos latched is for an instruction topic (type string): a "
+                         "sensor's old message must not stand for a new one")
+    sensor = topic.sensor or ("camera" if topic.type in CAMERA_TYPES else "operator" if topic.type in TEXT_TYPES
+                              else "arm")
     return ObservationTopic(**{**topic.__dict__, "sensor": sensor})
 
 

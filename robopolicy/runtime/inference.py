@@ -1,13 +1,15 @@
 """Running an artifact on aligned observation windows, in the caller's thread or in a worker thread.
 
 `ArtifactRunner` turns a store-layout window (what `ObservationAligner.window` gives) into the
-artifact's inputs (policy layout plus seeded initial noise) and returns the raw-unit chunk.
+artifact's inputs (policy layout plus seeded initial noise, and the byte tokens of the current
+instruction for a policy told its task in words) and returns the raw-unit chunk.
 `InferenceWorker` runs one request at a time in a background thread, so the control loop keeps
 ticking while the policy thinks; torch releases the GIL inside its kernels.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robopolicy.datasets.layout import policy_layout_array
+from robopolicy.datasets.text import instruction_tokens, untrained_instruction
 from robopolicy.runtime.alignment import DEFAULT_INTERPOLATION, KeySpec
 from robopolicy.runtime.artifact import (
     NOISE_INPUT,
@@ -24,12 +27,16 @@ from robopolicy.runtime.artifact import (
     ArtifactBase,
 )
 
+log = logging.getLogger(__name__)
+
 
 def key_specs(artifact: ArtifactBase, interpolation: Mapping[str, str] | None = None) -> list[KeySpec]:
     """The aligner's keys from the artifact's inputs; `interpolation` overrides per input name (e.g. slerp)."""
     chosen = dict(interpolation or {})
     specs = []
     for spec in artifact.obs_inputs:
+        if spec["type"] == "text":  # the instruction is set on the runner, not aligned in time
+            continue
         method = chosen.pop(spec["name"], DEFAULT_INTERPOLATION.get(spec["type"], "nearest"))
         specs.append(KeySpec(spec["name"], spec["source"], tuple(spec["step_offsets"]), method,
                              tuple(spec["dims"]) if spec.get("dims") else None))
@@ -45,6 +52,24 @@ class ArtifactRunner:
         self.artifact = artifact
         self.types = {s["name"]: s["type"] for s in artifact.meta["inputs"]}
         self.rng = np.random.default_rng(seed)
+        self.text_inputs = [spec for spec in artifact.obs_inputs if spec["type"] == "text"]
+        self.instruction: str | None = None
+        self._tokens: dict[str, np.ndarray] = {}
+
+    def set_instruction(self, text: str) -> None:
+        """What a policy told its task in words is told from now on. An instruction the training data never had is
+        logged (the policy may not follow it), and refused by an artifact that knows only its training
+        instructions (a pretrained text encoder's table); one too long for the input is refused."""
+        tokens = {}
+        for spec in self.text_inputs:
+            problem = untrained_instruction(text, spec.get("instructions"))
+            if problem and spec.get("closed"):
+                raise ValueError(f"{problem}: {self.artifact.directory}'s text encoder was exported with the training "
+                                 "instructions only")
+            if problem:
+                log.warning(problem)
+            tokens[spec["name"]] = instruction_tokens([text], spec["shape"][-1]).astype(np.float32)
+        self._tokens, self.instruction = tokens, text
 
     def __call__(self, window: Mapping[str, np.ndarray], prefix: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """The chunk for `window`; `prefix` = (actions (horizon, Da), mask (horizon,)) holds rows (inpainting)."""
@@ -53,6 +78,10 @@ class ArtifactRunner:
             kind = self.types[name]
             squeeze = kind == "depth" and values.ndim == 4
             inputs[name] = np.ascontiguousarray(policy_layout_array(values[None], kind, 255.0, squeeze))
+        if self.text_inputs and self.instruction is None:
+            raise ValueError(f"{self.artifact.directory} is told its task in words: give it an instruction "
+                             "(instruction=\"...\", or on the topic the robot's topic map names for it)")
+        inputs.update({name: tokens[None] for name, tokens in self._tokens.items()})
         if self.artifact.takes_noise:
             inputs[NOISE_INPUT] = self.rng.standard_normal((1, *self.artifact.noise_shape)).astype(np.float32)
         if prefix is not None:

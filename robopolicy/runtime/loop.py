@@ -57,6 +57,7 @@ class RuntimeConfig:
     seed: int = 0
     interpolation: dict[str, str] = field(default_factory=dict)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    instruction: str | None = None  # what a policy told its task in words is told (a topic may change it)
 
     def __post_init__(self) -> None:
         if self.inference not in INFERENCE_MODES:
@@ -138,6 +139,12 @@ class Runtime:
         latency = config.sensor_latency if match else {}
         self.aligner = ObservationAligner(key_specs(artifact, config.interpolation), self.dt, latency)
         self.runner = ArtifactRunner(artifact, config.seed)
+        self.text_sources = {spec["source"] for spec in self.runner.text_inputs}
+        if config.instruction is not None:
+            if not self.text_sources:
+                raise ValueError(f"instruction= is for a policy told its task in words; {artifact.directory} takes no "
+                                 "instruction")
+            self.runner.set_instruction(config.instruction)
         self.n_action_steps = config.n_action_steps or meta["horizon"] - meta["action_start"]
         self.inpaint = config.blending == INPAINT
         if self.inpaint and not artifact.takes_prefix:
@@ -185,17 +192,29 @@ class Runtime:
                 f"{math.ceil(needed / self.dt) - self.n_action_steps + 1} (actions that far ahead), predict a "
                 "longer horizon, or reduce the latency")
 
+    def _file(self, reading: Any) -> None:
+        """File a reading: an instruction (a text input's source, as a string) goes to the runner, the rest to the
+        aligner. A bad instruction is logged and the last good one kept: the arm must not stop over a message."""
+        for source in self.text_sources & set(reading.values):
+            try:
+                self.runner.set_instruction(str(reading.values[source]))
+            except ValueError as error:
+                log.warning("instruction from %s refused: %s", reading.sensor, error)
+        self.aligner.add(reading)
+
     def _wait_for_observations(self, timeout: float) -> float:
         deadline = self.robot.now() + timeout
         while self.robot.now() < deadline:
             for reading in self.robot.poll():
-                self.aligner.add(reading)
+                self._file(reading)
             t_ref = self.aligner.reference_time()
-            if t_ref is not None:
+            if t_ref is not None and (self.runner.instruction is not None or not self.text_sources):
                 return t_ref
             if self.estop.wait(self.dt / 4):
                 raise RuntimeError(f"emergency stop while waiting for observations: {self.estop.reason}")
         missing = sorted(source for source, buffer in self.aligner.buffers.items() if buffer.newest is None)
+        if self.runner.instruction is None:
+            missing += [f"{source} (an instruction: deploy with instruction=...)" for source in self.text_sources]
         raise TimeoutError(f"no observation of {missing} within {timeout} s: check that the robot sends them "
                            "(and the sensors option that maps them to sensors)")
 
@@ -248,7 +267,7 @@ class Runtime:
     def _tick(self, now: float, loop: _LoopState, stats: RunStats) -> float | None:
         """One control period: file readings, take a finished chunk, hold or start the next inference."""
         for reading in self.robot.poll():
-            self.aligner.add(reading)
+            self._file(reading)
         t_ref = self.aligner.reference_time()
         busy = self.worker.busy  # read before take(): a result that lands in between waits for the next tick
         result = self.worker.take()

@@ -139,3 +139,26 @@ def test_commands_split_by_action_dims_and_estop_holds_until_reset(bridge):
     assert not bridge.halted and not bridge.estop.triggered
     bridge.send(actions)
     assert len(transport.wires["/gripper/command"].messages) == sent + 1
+
+
+def test_an_instruction_topic_gives_its_text_as_the_operator_says_it(types, tmp_path):
+    raw = yaml.safe_load((CONFIG_DIR / "robot" / "sim_lift.yaml").read_text())
+    raw["observations"]["instruction"] = {"topic": "/robopolicy/instruction", "type": "string", "qos": "latched"}
+    (tmp_path / "robot.yaml").write_text(yaml.safe_dump(raw))
+    transport = LoopbackTransport(types)
+    bridge = RosBridge(load_topic_map(tmp_path / "robot.yaml"), transport)
+    try:
+        assert transport.subscribed["/robopolicy/instruction"] == ("string", "latched")
+        message = transport.types.new("string")
+        message.data = "lift the cube"
+        before = transport.now()
+        transport.callbacks["/robopolicy/instruction"](message)  # no header: it holds from its arrival
+        (reading,) = bridge.poll()
+        assert (reading.sensor, dict(reading.values)) == ("operator", {"instruction": "lift the cube"})
+        assert before <= reading.received <= transport.now()
+    finally:
+        bridge.close()
+    raw["observations"]["object"]["qos"] = "latched"
+    (tmp_path / "robot.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ValueError, match="observations.object.qos latched is for an instruction topic"):
+        load_topic_map(tmp_path / "robot.yaml")

@@ -54,9 +54,9 @@ def test_bad_maps_are_refused_naming_the_file_the_key_and_the_fix(tmp_path):
                                    "b": {"topic": "/x", "type": "joint_state", "joints": ["j"]}}},
          "topic /x is bound with several types"),
         ({**good, "observations": {"q": {"topic": "/p", "type": "pose", "qos": "reliable"}}},
-         "observations.q.qos is 'reliable'; use one of \\('default', 'sensor_data'\\)"),
+         "observations.q.qos is 'reliable'; use one of \\('default', 'sensor_data', 'latched'\\)"),
         ({**good, "observations": {"q": {"topic": "/p", "type": "pose", "qos": "latched"}}},
-         "observations.q.qos is 'latched'.*sensor_data for topics the robot publishes best effort"),
+         "observations.q.qos latched is for an instruction topic \\(type string\\)"),
         ({**good, "observations": {"a": {"topic": "/p", "type": "pose", "field": "position"},
                                    "b": {"topic": "/p", "type": "pose", "field": "rot6d", "qos": "sensor_data"}}},
          "topic /p is bound with several qos profiles \\({'a': 'default', 'b': 'sensor_data'}\\); "

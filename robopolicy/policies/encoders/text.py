@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robopolicy.datasets.text import PAD, instruction_texts
+from robopolicy.datasets.text import PAD, instruction_texts, instruction_tokens
 from robopolicy.policies.encoders.config import TextEncoderConfig
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,18 @@ class PretrainedTextEncoder(nn.Module):
             self._cache.update(zip(new, pooled, strict=True))
         return torch.stack([self._cache[text] for text in texts])
 
+    def fix_instructions(self, texts: list[str], length: int) -> None:
+        """Look these instructions up in a table from now on instead of running the tokenizer, which is Python
+        that a traced program (an exported artifact) cannot hold; any other instruction then embeds as zeros."""
+        self.register_buffer("table_tokens", torch.from_numpy(instruction_tokens(texts, length)).long())
+        self.register_buffer("table_embeddings", self.embed(list(texts)).clone())
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        embedding = self.embed(instruction_texts(tokens.detach().cpu().numpy()))
+        if hasattr(self, "table_tokens"):
+            match = (tokens.long()[:, None, :] == self.table_tokens[None]).all(-1).to(self.table_embeddings.dtype)
+            embedding = match @ self.table_embeddings
+        else:
+            embedding = self.embed(instruction_texts(tokens.detach().cpu().numpy()))
         return self.project(embedding.to(self.project.weight))
 
 
