@@ -60,6 +60,7 @@ class Row:
     teacher: str = ""  # a student row: the teacher's checkpoint, RUN/checkpoints/STEP under runs/quality
     best_k: int = 0  # when set, the score is also the mean of the best k checkpoints (DP3's mean of its best 5)
     group: str = ""  # rows reported together with one mean (MetaWorld's difficulty groups)
+    page: str = "quality"  # the results page that reports the row (bench/mt10.py reports its own)
 
 
 DP_PUSHT = ("training.num_workers=0", "training.val_every=250", "training.val_batches=8", "training.top_k=1000")
@@ -150,6 +151,20 @@ for group, group_tasks in DIFFICULTY.items():
                     **({"as listed": DP3_GROUP_MEANS_LISTED[group]} if group in DP3_GROUP_MEANS_LISTED else {})},
             demos=("env=metaworld", f"task={metaworld_task}", "obs=pointcloud", "n=10"),
             notes="metaworld's scripted demos, DP3's camera, crop and points")
+
+
+# MetaWorld MT10 as one policy told each task in words: the ten tasks' 9 training demos each (the episodes their
+# single-task rows train on), merged by bench/mt10.py, the single-task recipe plus an instruction key, and the ten
+# single-task rows' compute (10 x 10 minutes). Scored per task by bench/mt10.py (`eval ... --as TASK env.task=TASK`).
+MT10_STORE = RUNS / "data" / "metaworld_mt10.zarr"
+ROWS["metaworld_mt10"] = Row(
+    task="metaworld_mt10",
+    train=(*METAWORLD_RECIPE, "task.env.task=reach-v3", f"task.dataset.path={MT10_STORE}", "task.dataset.val_ratio=0",
+           "task.shape_meta.obs.instruction={shape: [48], type: text}"),
+    budget_min=100.0, tail=1.0, best_k=5, page="mt10",
+    eval=("n_episodes=20", "n_envs=10", "n_videos=0", "sampler=ddim", "num_inference_steps=10"),
+    anchor={"ten single-task rows (10 min each)": "docs/results/mt10.md"},
+    notes="one policy for MT10's ten tasks, told each task's instruction")
 
 
 def run_dir(name: str, tag: str) -> Path:
@@ -455,7 +470,8 @@ def report() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    everything = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    everything = [r for r in (json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json")))
+                  if ROWS[r["row"]].page == "quality"]
     results = [r for r in everything if not ROWS[r["row"]].group]
     lines = ["# Policy quality on this 2-core CPU", "",
              "Written by `python -m bench.quality report` from `quality/*.json`; how each number was made is in the "

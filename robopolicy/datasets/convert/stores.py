@@ -41,24 +41,24 @@ class StoresSource:
 
     def __init__(self, path: str | Path, task: str | None = None):
         self.location = str(Path(path).resolve())
-        self._stores = {p.name: EpisodeStore.open(p) for p in _store_paths(Path(path))}
+        self.stores = {p.name: EpisodeStore.open(p) for p in _store_paths(Path(path))}
         self._task = task
         self.attrs: dict[str, Any] = {}
         for key in KEPT_ATTRS:
-            values = [store.attrs.get(key) for store in self._stores.values()]
+            values = [store.attrs.get(key) for store in self.stores.values()]
             if values[0] is not None and all(value == values[0] for value in values):
                 self.attrs[key] = values[0]
-        fps = {name: store.fps for name, store in self._stores.items() if store.fps is not None}
+        fps = {name: store.fps for name, store in self.stores.items() if store.fps is not None}
         if len(set(fps.values())) > 1:
             raise DataError(self.location, f"the stores were recorded at different rates {fps}",
                             fix="merge stores of one rate (resample the others first)")
 
     def episode_ids(self) -> list[str]:
-        return [f"{name}/{index}" for name, store in self._stores.items() for index in range(store.n_episodes)]
+        return [f"{name}/{index}" for name, store in self.stores.items() for index in range(store.n_episodes)]
 
     def read(self, episode_id: str) -> Episode:
         name, _, index = episode_id.rpartition("/")
-        store, episode = self._stores[name], int(index)
+        store, episode = self.stores[name], int(index)
         rows = store.episode_slice(episode)
         data = {key: store.read(key, rows.start, rows.stop) for key in store.keys}
         timestamps = {key: np.asarray(stamps[rows.start : rows.stop]) for key in store.keys
