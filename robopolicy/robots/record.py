@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from robopolicy.datasets.store import EpisodeStore
+from robopolicy.datasets.store import EPISODE_TASKS_ATTR, EpisodeStore
 from robopolicy.progress import progress
 from robopolicy.robots.interface import RobotInterface, TimedAction
 from robopolicy.robots.kinds import open_robot, split_robot
@@ -50,14 +50,24 @@ class RecordConfig:
     pose_keys: tuple[str, str] = ("robot0_eef_pos", "robot0_eef_rot6d")
 
 
-Streams = dict[str, list[tuple[float, np.ndarray]]]
+Streams = dict[str, list[tuple[float, np.ndarray | str]]]  # an instruction reading holds its text
 
 
 def _file(robot: RobotInterface, latency: Mapping[str, float], streams: Streams) -> None:
     for reading in robot.poll():
         captured = reading.received - latency.get(reading.sensor, 0.0)
         for key, value in reading.values.items():
-            streams.setdefault(key, []).append((captured, np.asarray(value)))
+            streams.setdefault(key, []).append((captured, value if isinstance(value, str) else np.asarray(value)))
+
+
+def split_instruction(streams: Streams) -> str | None:
+    """Take the instruction out of the streams (a text reading, such as a ROS topic map's `type: string` topic):
+    the episode's task is the last one given, and it is no data key."""
+    spoken = [key for key, rows in streams.items() if rows and isinstance(rows[-1][1], str)]
+    task = None
+    for key in spoken:
+        task = streams.pop(key)[-1][1]
+    return task
 
 
 def _pose(robot: RobotInterface, latency: Mapping[str, float], streams: Streams, keys: Sequence[str],
@@ -170,8 +180,11 @@ def _record_episodes(robot: Any, teleop: Teleop, options: RecordConfig, latency:
         verdict = teleop.verdict()
         verdicts[verdict] += 1
         if verdict == "keep" and len(ticks):
+            task = split_instruction(streams)
             data, timestamps = resample(streams, ticks, actions)
             store.append_episode(data, timestamps)
+            if task is not None or EPISODE_TASKS_ATTR in store.attrs:
+                store.update_attrs({EPISODE_TASKS_ATTR: [*store.episode_tasks[:-1], task]})
             bar.update(1)
         seed += verdict != "redo"
         store.update_attrs({RECORD_ATTR: {**store.attrs[RECORD_ATTR], "next_seed": seed}})

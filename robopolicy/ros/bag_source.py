@@ -109,7 +109,9 @@ class RosbagSource:
             raise DataError(str(self.path), "is not a bag and holds none",
                             fix="give a ROS 1 .bag file, a ROS 2 bag directory (metadata.yaml), or a directory of them")
         self.rate, self.max_age, self.split_topic = rate, max_age, split_topic
-        self.reference = reference or next(iter(self.map.by_topic()))
+        self.sensed = self.map.sensed_topics()
+        self.spoken = sorted(set(self.map.by_topic()) - set(self.sensed))  # instruction topics
+        self.reference = reference or next(iter(self.sensed))
         self.topics = sorted({*self.map.by_topic(), *(c.topic for c in self.commands), self.reference})
         self.attrs = {"topic_map": asdict(self.map), **({"fps": rate} if rate else {}),
                       **({"action_from": action_from} if action_from else {})}
@@ -165,7 +167,7 @@ class RosbagSource:
         streams = self._last[1]
         ticks = self._ticks(streams[self.reference], start, end)
         chosen = {topic: streams[topic].newest(ticks) for topic in self.topics}
-        fresh = {topic: self._fresh(streams[topic], chosen[topic], ticks) for topic in self.map.by_topic()}
+        fresh = {topic: self._fresh(streams[topic], chosen[topic], ticks) for topic in self.sensed}
         # a recording usually starts before the first command: those ticks have no action yet
         commanded = [] if self.action_from else [chosen[c.topic] >= 0 for c in self.commands]
         every = np.all([*fresh.values(), *commanded], axis=0)
@@ -180,7 +182,7 @@ class RosbagSource:
                 raise SkipEpisode(f"{topic} has no message in the {self.max_age} s before {tick:.3f} s")
         ticks = ticks[first:]
         data = {}
-        for topic, bindings in self.map.by_topic().items():
+        for topic, bindings in self.sensed.items():
             messages = [streams[topic].messages[i] for i in chosen[topic][first:]]
             for binding in bindings:
                 try:
@@ -192,7 +194,15 @@ class RosbagSource:
         else:
             parts = [self._command(command, streams[command.topic], ticks) for command in self.commands]
             data["action"] = np.concatenate(parts, axis=1)
-        return Episode(data, {key: ticks for key in data})
+        return Episode(data, {key: ticks for key in data}, self._instruction(streams, ticks))
+
+    def _instruction(self, streams: dict[str, Stream], ticks: np.ndarray) -> str | None:
+        """The episode's task: the newest message of the map's instruction topic (type string) by its last tick."""
+        for topic in self.spoken:
+            index = int(streams[topic].newest(ticks[-1:])[0])
+            if index >= 0:
+                return str(streams[topic].messages[index].data)
+        return None
 
     def _ticks(self, reference: Stream, start: float, end: float) -> np.ndarray:
         times = reference.times[(reference.times >= start) & (reference.times < end)]

@@ -65,7 +65,7 @@ class DriverConfig(RosOptions):
 def sim_sensors(topic_map: TopicMap) -> dict[str, list[str]]:
     """The simulator's sensor groups from the map; each topic's keys must come from one sensor."""
     sensors: dict[str, list[str]] = {}
-    for topic, bindings in topic_map.by_topic().items():
+    for topic, bindings in topic_map.sensed_topics().items():
         if len({b.sensor for b in bindings}) > 1:
             raise ValueError(f"topic {topic} binds keys of several sensors ({ {b.key: b.sensor for b in bindings} }); "
                              "the simulated driver publishes one sensor's reading per message")
@@ -83,7 +83,7 @@ class SimDriver:
         self._schedules: list[list[tuple[float, np.ndarray]]] = [[] for _ in topic_map.commands]
         self.episode_start = -math.inf
         self._topics = [(bindings, transport.publisher(topic, bindings[0].type, qos=bindings[0].qos))
-                        for topic, bindings in topic_map.by_topic().items()]
+                        for topic, bindings in topic_map.sensed_topics().items()]
         for index, command in enumerate(topic_map.commands):
             handler = self._on_trajectory if command.type == "joint_trajectory" else self._on_pose
             transport.subscribe(command.topic, command.type, functools.partial(self._receive, handler, index))

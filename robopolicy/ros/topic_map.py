@@ -73,6 +73,10 @@ class TopicMap:
             topics.setdefault(binding.topic, []).append(binding)
         return topics
 
+    def sensed_topics(self) -> dict[str, list[ObservationTopic]]:
+        """by_topic without an instruction topic: the topics the robot's sensors publish, each with a capture time."""
+        return {topic: bindings for topic, bindings in self.by_topic().items() if bindings[0].type not in TEXT_TYPES}
+
     def check_artifact(self, meta: Mapping[str, Any], where: str) -> None:
         """Every observation the artifact reads has a topic, and the commands cover every action dim once."""
         sources = {spec["source"] for spec in meta["inputs"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from robopolicy.datasets.store import EpisodeStore
-from robopolicy.robots.record import resample
+from robopolicy.robots.record import resample, split_instruction
 from robopolicy.robots.teleop import (
     CLOSED,
     OPEN,
@@ -81,6 +81,14 @@ def test_keys_are_resampled_to_the_control_ticks_by_capture_time():
     np.testing.assert_allclose(timestamps["camera"], [1.03, 1.09, 1.13])
     np.testing.assert_allclose(timestamps["arm"], [1.05, 1.10, 1.15], atol=1e-9)
     np.testing.assert_array_equal(data["action"], [[2, 3], [4, 5], [6, 7]])
+
+
+def test_an_instruction_reading_is_the_episodes_task_not_a_data_key():
+    streams = {"arm": [(1.0, np.array([1.0])), (1.1, np.array([2.0]))],
+               "instruction": [(0.5, "lift the cube"), (1.05, "lift the red cube")]}
+    assert split_instruction(streams) == "lift the red cube"  # the last one given
+    assert set(streams) == {"arm"}
+    assert split_instruction(streams) is None
 
 
 @pytest.mark.slow

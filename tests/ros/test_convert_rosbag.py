@@ -279,3 +279,18 @@ def test_a_ros1_bag_recorded_with_rosbag_record_converts(tmp_path, topic_map):
     summary = convert_source(source, tmp_path / "out.zarr")
     assert summary["episodes"] == 1, summary
     assert_ticks_follow_messages(EpisodeStore.open(tmp_path / "out.zarr"), 0, first=0, step=2, count=20)
+
+
+def test_an_instruction_topic_names_each_episodes_task_and_is_no_sensor(tmp_path):
+    """The operator's instruction (a std_msgs/String, here the bag's two /episode messages) becomes the episode's
+    task string; it is published once, not at a sensor's rate, so it is neither a data key nor checked for age."""
+    spoken = {**TOPIC_MAP, "observations": {**TOPIC_MAP["observations"],
+                                            "instruction": {"topic": "/episode", "type": "string"}}}
+    (tmp_path / "map.yaml").write_text(yaml.safe_dump(spoken))
+    write_ros2_bag(tmp_path / "demo", n=40)
+    summary = convert_source(open_source("rosbag", tmp_path / "demo", {"map": str(tmp_path / "map.yaml")}),
+                             tmp_path / "out.zarr")
+    assert summary["episodes"] == 1 and summary["dropped"] == []
+    store = EpisodeStore.open(tmp_path / "out.zarr")
+    assert store.episode_tasks == ["start"] and "instruction" not in store.keys
+    assert_ticks_follow_messages(store, 0, first=0, step=1, count=40)
