@@ -104,6 +104,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     shown = ("checkpoint", *(("instruction",) if summary.get("instruction") else ()), "success_rate",
              "success_rate_ci95", "mean_score", "mean_score_ci95", "mean_episode_length", "policy_call_ms", "eval_json",
              "videos")
+    if "suite" in summary:
+        shown = ("checkpoint", "suite", "suites", "success_rate", "suite_json", "suite_md")
     if summary.get("mode") == "offline":
         shown = ("checkpoint", "data", "n_episodes", "held_out", "n_windows", "mse", "mae", "normalized_mse",
                  "executed_mse", "executed_normalized_mse", "eval_json", "plots")

