@@ -18,7 +18,7 @@ from robopolicy.robots.teleop import make_teleop
     (lambda: open_source("robomimc", "x.hdf5", {}), "unknown --from format 'robomimc'; did you mean 'robomimic'"),
     (lambda: make_teleop("keybaord", {}), "unknown teleop device 'keybaord'; did you mean 'keyboard'"),
     (lambda: split_robot(["robot=rso"]), "unknown robot 'rso'; did you mean 'ros'"),
-    (lambda: make_env({"task": "Lift"}), r"no env name \(the task's env.name\) given; known: \['metaworld'"),
+    (lambda: make_env({"task": "Lift"}), r"no env name \(the task's env.name\) given; known: \['libero', 'metaworld'"),
 ])
 def test_a_mistyped_name_gets_the_closest_known_one(call, message):
     with pytest.raises(UnknownName, match=message):

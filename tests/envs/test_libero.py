@@ -112,7 +112,7 @@ def write_libero_lerobot(root: Path, tasks: list[str], episodes: int = 4) -> Non
 
 
 @pytest.mark.slow
-def test_a_policy_trained_on_a_libero_lerobot_dataset_is_evaluated_on_a_suite(tmp_path, capsys, monkeypatch):
+def test_a_policy_trained_on_a_libero_lerobot_dataset_is_evaluated_on_the_four_suites(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MUJOCO_GL", "egl")
     tasks = [env_instruction({**GOAL, "task_id": i}) for i in (0, 1)]
     write_libero_lerobot(tmp_path / "libero_lerobot", tasks)
@@ -127,11 +127,13 @@ def test_a_policy_trained_on_a_libero_lerobot_dataset_is_evaluated_on_a_suite(tm
     one = run_cli(capsys, "eval", checkpoint, "n_episodes=1", "n_envs=1", "n_videos=0", "env.max_steps=4",
                   f"out={tmp_path / 'one'}")
     assert one["instruction"] == tasks[1] and 0.0 <= one["success_rate"] <= 1.0
-    suite = run_cli(capsys, "eval", checkpoint, "suite=libero_goal", "n_episodes=1", "n_envs=1", "n_videos=1",
-                    "env.max_steps=4", f"out={tmp_path / 'suite'}")
+    suite = run_cli(capsys, "eval", checkpoint, "suite=libero", "n_episodes=1", "n_envs=1", "n_videos=1",
+                    "env.max_steps=4", f"out={tmp_path / 'suite'}")  # the four suites, 40 tasks
     report = json.loads(Path(suite["suite_json"]).read_text())
-    assert list(report["tasks"]) == [f"libero_goal/task_{i}" for i in range(10)]
+    assert list(report["tasks"]) == [f"{name}/task_{i}" for name in SUITES for i in range(10)]
     assert report["tasks"]["libero_goal/task_0"]["instruction"] == tasks[0]
-    assert set(report["suites"]) == {"libero_goal"} and report["success_rate"] == suite["success_rate"]
+    assert all(t["instruction"] == env_instruction({**GOAL, "suite": name.split("/")[0], "task_id": int(name[-1])})
+               for name, t in report["tasks"].items())
+    assert set(report["suites"]) == set(SUITES) and report["success_rate"] == suite["success_rate"]
     assert all(Path(t["videos"][0]).is_file() for t in report["tasks"].values())  # a video per task
-    assert "| libero_goal/task_9 |" in Path(suite["suite_md"]).read_text()
+    assert "| libero_10/task_9 |" in Path(suite["suite_md"]).read_text()
