@@ -15,7 +15,7 @@ import numpy as np
 
 PAD = 0
 LENGTH_STEP = 16  # an inferred token length is the longest instruction rounded up to this
-MIN_LENGTH = 32
+MIN_LENGTH = 96  # room for other tasks' instructions at evaluation: LIBERO's longest is 88 bytes
 
 
 def instruction_tokens(texts: Sequence[str], length: int) -> np.ndarray:
@@ -43,8 +43,8 @@ def instruction_texts(tokens: np.ndarray) -> list[str]:
 
 
 def token_length(texts: Sequence[str]) -> int:
-    """A text key's length for these instructions: the longest in bytes, rounded up to a multiple of 16 (at
-    least 32)."""
+    """A text key's length for these instructions: the longest in bytes, rounded up to a multiple of 16, and at
+    least MIN_LENGTH, so that a policy trained on a few tasks can still be told a longer instruction."""
     longest = max((len(t.encode("utf-8")) for t in texts), default=0)
     return max(MIN_LENGTH, -(-longest // LENGTH_STEP) * LENGTH_STEP)
 

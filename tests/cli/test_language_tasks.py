@@ -33,7 +33,7 @@ def test_two_metaworld_tasks_merge_train_and_evaluate_with_their_instructions(tm
     run_cli(capsys, "train", f"data={merged}", f"run_dir={run_dir}", *TINY,
             "task.env={name: metaworld, task: drawer-open-v3, obs_type: lowdim}")
     task = yaml.safe_load((run_dir / "task.yaml").read_text())
-    assert task["shape_meta"]["obs"]["instruction"] == {"shape": [32], "type": "text"}
+    assert task["shape_meta"]["obs"]["instruction"] == {"shape": [96], "type": "text"}
 
     checkpoint = str(run_dir / "checkpoints" / "last")
     rollout = ["n_episodes=1", "n_envs=1", "n_videos=0", "env.max_steps=6"]

@@ -48,7 +48,7 @@ def test_a_lerobot_dataset_with_video_trains_evaluates_offline_and_predicts(tmp_
         "obs": {"images_front": {"shape": [3, 32, 48], "type": "rgb", "source": "observation.images.front"},
                 "images_wrist": {"shape": [3, 8, 10], "type": "rgb", "source": "observation.images.wrist"},
                 "state": {"shape": [2], "type": "low_dim", "source": "observation.state"},
-                "instruction": {"shape": [32], "type": "text"}},  # its episodes name two tasks
+                "instruction": {"shape": [96], "type": "text"}},  # its episodes name two tasks
         "action": {"shape": [2]}}
     assert task["control_hz"] == 10.0 and task["env"] is None
     assert evaluation["held_out"] is True and evaluation["n_episodes"] == 1 and evaluation["mse"] > 0

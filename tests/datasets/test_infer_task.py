@@ -129,7 +129,9 @@ def test_a_store_of_several_tasks_gets_an_instruction_key(tmp_path):
     store = write_store(tmp_path / "demos.zarr", action=np.zeros((T, 26), np.float32))
     store.update_attrs({"episode_tasks": ["open the drawer", "close the drawer and then press the green button"]})
     meta = infer_shape_meta(store)
-    assert meta["obs"]["instruction"] == {"shape": [48], "type": "text"}  # 48 bytes, the longest instruction
+    assert meta["obs"]["instruction"] == {"shape": [96], "type": "text"}  # room beyond the longest (48 bytes)
+    store.update_attrs({"episode_tasks": ["open the drawer", "x" * 100]})
+    assert infer_shape_meta(store)["obs"]["instruction"] == {"shape": [112], "type": "text"}
     store.update_attrs({"episode_tasks": ["open the drawer", "open the drawer"]})
     assert "instruction" not in infer_shape_meta(store)["obs"]  # one task: nothing to tell apart
     assert infer_shape_meta(store, obs=["cloud", "instruction"])["obs"]["instruction"]["type"] == "text"

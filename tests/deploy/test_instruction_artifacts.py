@@ -72,7 +72,7 @@ def test_the_artifact_takes_the_instruction_and_matches_the_policy(learned, two_
     checkpoint, directory = learned
     artifact, policy = load_artifact(directory), load_policy(checkpoint)
     spec = next(s for s in artifact.meta["inputs"] if s["name"] == "instruction")
-    assert (spec["type"], spec["shape"], spec["instructions"], spec["closed"]) == ("text", [1, 32], list(TASKS), False)
+    assert (spec["type"], spec["shape"], spec["instructions"], spec["closed"]) == ("text", [1, 96], list(TASKS), False)
     chunks = {}
     for text in TASKS:
         obs, noise = told(checkpoint, two_task_store, text)
@@ -92,8 +92,8 @@ def test_the_runner_needs_an_instruction_and_warns_about_unknown_ones(learned, c
     with caplog.at_level(logging.WARNING):
         runner.set_instruction("spin the block")
     assert "not one of the training data's" in caplog.text and runner.instruction == "spin the block"
-    with pytest.raises(ValueError, match="longer than the 32"):
-        runner.set_instruction("push the block all the way to the far corner")
+    with pytest.raises(ValueError, match="longer than the 96"):
+        runner.set_instruction("push the block " * 7)
     assert runner.instruction == "spin the block"  # a refused instruction leaves the last one
 
 

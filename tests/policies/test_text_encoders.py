@@ -20,7 +20,7 @@ def test_byte_tokens_round_trip_utf8_and_pad_with_zero():
     assert tokens.shape == (3, 32) and tokens.dtype == np.uint8
     assert instruction_texts(tokens) == INSTRUCTIONS
     assert (tokens[0, len("open the drawer"):] == 0).all() and tokens[2, :20].all()  # ö is two bytes
-    assert token_length(INSTRUCTIONS) == 32 and token_length(["x" * 33]) == 48
+    assert token_length(INSTRUCTIONS) == 96 and token_length(["x" * 97]) == 112
 
 
 @pytest.mark.parametrize("text, message", [("x" * 33, "33 bytes, longer than the 32"), ("", "non-empty"),
