@@ -72,7 +72,9 @@ def evaluate_tasks(jobs: int) -> None:
 
 
 def load(path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A finished result (an evaluation still running has written its checkpoints only), else None."""
+    result = json.loads(path.read_text()) if path.is_file() else None
+    return result if result and "row" in result else None
 
 
 def report() -> str:

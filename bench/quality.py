@@ -471,7 +471,7 @@ def report() -> None:
     import matplotlib.pyplot as plt
 
     everything = [r for r in (json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json")))
-                  if ROWS[r["row"]].page == "quality"]
+                  if "row" in r and ROWS[r["row"]].page == "quality"]  # an evaluation still running has no row yet
     results = [r for r in everything if not ROWS[r["row"]].group]
     lines = ["# Policy quality on this 2-core CPU", "",
              "Written by `python -m bench.quality report` from `quality/*.json`; how each number was made is in the "

@@ -46,6 +46,11 @@ class ShapeMeta:
     action_shape: tuple[int, ...]
     action_source: str = "action"
 
+    @property
+    def text_keys(self) -> list[str]:
+        """The obs keys that hold an instruction (type text): a policy with any is told its task in words."""
+        return [key for key, spec in self.obs.items() if spec.type == "text"]
+
     def to_dict(self) -> dict[str, Any]:
         """The plain-dict form written into configs and checkpoints."""
         obs = {}

@@ -7,7 +7,7 @@ import numpy as np
 from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.shape_meta import ObsSpec, ShapeMeta
 from robopolicy.datasets.store import EPISODE_TASKS_ATTR, Array, EpisodeStore
-from robopolicy.datasets.text import instruction_tokens
+from robopolicy.datasets.text import instruction_tokens, token_length
 
 
 def _source(store: EpisodeStore, key: str, role: str) -> Array:
@@ -46,14 +46,14 @@ def instruction_rows(store: EpisodeStore, spec: ObsSpec) -> np.ndarray:
                         f"{missing[0]}), so obs.{spec.key} has no instruction to read", key=where,
                         fix="convert from a source that names each episode's task (LeRobot `tasks`, robomimic "
                             "`ep_meta.lang`), generate demos with robopolicy demos, or leave the text key out")
-    distinct = sorted(set(tasks))
+    distinct, index = np.unique(np.array(tasks, dtype=object), return_inverse=True)
     try:
-        table = instruction_tokens(distinct, spec.shape[0])
+        table = instruction_tokens(list(distinct), spec.shape[0])
     except ValueError as error:
-        raise DataError(store.path, str(error), key=where, fix=f"set obs.{spec.key}.shape to "
-                        f"[{max(len(t.encode()) for t in distinct)}] or more") from None
-    index = np.array([distinct.index(task) for task in tasks], dtype=np.int64)
-    return table[np.repeat(index, store.episode_lengths)]
+        longest = token_length([t for t in distinct if isinstance(t, str)])
+        raise DataError(store.path, str(error), key=where, fix=f"give every episode a non-blank task without NUL "
+                        f"bytes; for long ones set obs.{spec.key}.shape to [{longest}]") from None
+    return table[np.repeat(index.reshape(-1), store.episode_lengths)]
 
 
 def obs_source(store: EpisodeStore, spec: ObsSpec) -> Array:

@@ -314,6 +314,11 @@ class EpisodeStore:
         return tasks + [None] * (self.n_episodes - len(tasks))
 
     @property
+    def task_names(self) -> list[str]:
+        """The distinct task strings the episodes name, sorted (what a policy trained on the store was told)."""
+        return sorted({task for task in self.episode_tasks if task})
+
+    @property
     def zarr_format(self) -> int | None:
         """2 or 3 for a store on disk, None in memory."""
         return None if self._group is None else self._group.metadata.zarr_format

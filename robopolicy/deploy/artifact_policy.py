@@ -11,6 +11,7 @@ import torch
 
 from robopolicy.datasets.shape_meta import parse_shape_meta
 from robopolicy.datasets.task import TaskConfig
+from robopolicy.datasets.text import instruction_texts
 from robopolicy.envs.evaluate import CHECKPOINT_OPTIONS, evaluate_checkpoint, evaluate_in_env
 from robopolicy.policies.act.ensemble import TemporalEnsembler
 from robopolicy.policies.base import PolicyConfig
@@ -33,6 +34,7 @@ class ArtifactPolicy:
         self.takes_noise = artifact.takes_noise
         coeff = meta.get("temporal_ensemble_coeff")
         self.ensembler = TemporalEnsembler(coeff) if coeff is not None else None
+        self.checked: set[str] = set()  # instructions already checked against the artifact's training ones
 
     @classmethod
     def load(cls, directory: str | Path, threads: int | None = None, trusted: bool = False) -> ArtifactPolicy:
@@ -42,6 +44,8 @@ class ArtifactPolicy:
                        noise: torch.Tensor | None = None, **_: Any) -> dict[str, torch.Tensor]:
         """Raw-unit actions as Policy.predict_action gives them; noise is drawn from `generator` when not given."""
         inputs = {k: v.detach().cpu().numpy() for k, v in obs.items()}
+        for spec in self.artifact.text_inputs:
+            self.check_instructions(set(instruction_texts(inputs[spec["name"]])))
         if self.takes_noise:
             if noise is None:
                 batch = next(iter(obs.values())).shape[0]
@@ -52,6 +56,13 @@ class ArtifactPolicy:
         if self.ensembler is not None:
             return {"action": self.ensembler.update(chunk[:, start:]).unsqueeze(1), "action_pred": chunk}
         return {"action": chunk[:, start : start + self.config.n_action_steps], "action_pred": chunk}
+
+    def check_instructions(self, texts: set[str]) -> None:
+        """Refuse an instruction the training data never had where the artifact knows only those (the evaluator
+        logs the others, from the training store)."""
+        for text in sorted(texts - self.checked):
+            self.artifact.check_instruction(text)
+            self.checked.add(text)
 
     def reset(self) -> None:
         if self.ensembler is not None:

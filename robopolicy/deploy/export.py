@@ -31,7 +31,6 @@ from robopolicy.datasets.text import instruction_tokens
 from robopolicy.latency import call_seconds
 from robopolicy.policies.base import Policy
 from robopolicy.policies.checkpoint import load_policy, read_config, read_meta
-from robopolicy.policies.encoders.text import PretrainedTextEncoder
 from robopolicy.runtime.artifact import (
     ARTIFACT_VERSION,
     FORMATS,
@@ -132,17 +131,17 @@ def training_instructions(policy: Policy, task: TaskConfig) -> dict[str, Any] | 
     """{instructions, closed} for a policy told its task in words: the training store's distinct instructions, and
     whether the exported program knows only those (a pretrained text encoder, whose tokenizer is looked up in a
     table of them); None for a policy without a text key."""
-    if not any(spec.type == "text" for spec in policy.shape_meta.obs.values()):
+    if not policy.shape_meta.text_keys:
         return None
     path = Path(str(task.dataset.path))
     texts = None
     if path.exists():
         from robopolicy.datasets.store import EpisodeStore
 
-        texts = sorted({t for t in EpisodeStore.open(path).episode_tasks if t})
+        texts = EpisodeStore.open(path).task_names
     if texts:
         return {"instructions": texts, "closed": policy.fix_instructions(texts)}
-    if any(isinstance(module, PretrainedTextEncoder) for module in policy.modules()):
+    if policy.needs_instruction_table():
         raise ValueError(f"the training store {path} (task.dataset.path) is not here, and a policy with a pretrained "
                          "text encoder exports only the instructions it lists: export where the store is")
     return {"instructions": None, "closed": False}

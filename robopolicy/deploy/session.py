@@ -84,7 +84,7 @@ def deploy(artifact_dir: str | Path, overrides: Sequence[str] = ()) -> dict[str,
     latency = sim.latency if sim else sensor_latencies(options)
     actuation = sim.actuation_latency if sim else float(options.pop("actuation_latency", 0.0))
     options.pop("latency", None)  # robot=ros: compensated by the runtime only
-    if sim is not None and "instruction" not in options and any(s["type"] == "text" for s in artifact.obs_inputs):
+    if sim is not None and "instruction" not in options and artifact.text_inputs:
         options["instruction"] = env_instruction(sim.env)  # the simulated task's own, as `robopolicy eval` tells it
     config = build_settings(RuntimeConfig, {"sensor_latency": latency, "actuation_latency": actuation, **options},
                             "deploy")

@@ -21,7 +21,7 @@ from robopolicy.datasets.store import EpisodeStore
 from robopolicy.datasets.task import TaskConfig
 from robopolicy.datasets.text import untrained_instruction
 from robopolicy.envs.offline import OfflineEvalConfig, evaluate_offline
-from robopolicy.envs.registry import env_suite
+from robopolicy.envs.registry import env_instruction, env_suite
 from robopolicy.envs.report import summarize, write_report, write_suite_report
 from robopolicy.envs.runner import EvalConfig, EvaluatedPolicy, rollout
 from robopolicy.policies.base import Policy
@@ -109,21 +109,22 @@ def evaluate_in_env(policy: EvaluatedPolicy, task: TaskConfig, where: Path, opti
     env_cfg = {**task.env, **options.pop("env", {})}
     suite = options.pop("suite", None)
     settings = eval_settings(options)
+    known = training_tasks(task)
     if suite is not None:
-        return {"checkpoint": str(source), **evaluate_suite(policy, env_cfg, str(suite), settings, out_dir)}
-    if settings.instruction is not None:
-        warn_if_untrained(settings.instruction, task)
+        return {"checkpoint": str(source), **evaluate_suite(policy, env_cfg, str(suite), settings, out_dir, known)}
+    warn_if_untrained(policy, settings, env_cfg, known)
     summary = evaluate_policy(policy, env_cfg, settings, out_dir, title=f"{task.name} {source.name}")
     return {"checkpoint": str(source), **summary}
 
 
 def evaluate_suite(policy: EvaluatedPolicy, env_cfg: Mapping[str, Any], suite: str, settings: EvalConfig,
-                   out_dir: Path) -> dict[str, Any]:
+                   out_dir: Path, known: list[str] | None = None) -> dict[str, Any]:
     """Every task of a benchmark suite (`suite=libero_goal`, or `libero` for the four), each told its own
     instruction unless `instruction=` is given: an eval.json and videos per task under out_dir/<suite>/task_<k>,
     and suite.json with the success per task, per suite and overall."""
     tasks: dict[str, dict[str, Any]] = {}
     for name, task_env in env_suite(env_cfg, suite):
+        warn_if_untrained(policy, settings, task_env, known)
         summary = evaluate_policy(policy, task_env, settings, out_dir / name, title=name)
         tasks[name] = {key: summary[key] for key in ("instruction", "success_rate", "success_rate_ci95", "n_episodes",
                                                      "eval_json", "videos")}
@@ -137,12 +138,19 @@ def evaluate_suite(policy: EvaluatedPolicy, env_cfg: Mapping[str, Any], suite: s
     return write_suite_report(report, out_dir)
 
 
-def warn_if_untrained(instruction: str, task: TaskConfig) -> None:
-    """Log an instruction that no episode of the training store names: the policy may not follow it."""
+def training_tasks(task: TaskConfig) -> list[str] | None:
+    """The task strings of the training store's episodes (None where the store is not here)."""
     path = Path(str(task.dataset.path))
-    if not path.exists():
+    return EpisodeStore.open(path).task_names if path.exists() else None
+
+
+def warn_if_untrained(policy: EvaluatedPolicy, settings: EvalConfig, env_cfg: Mapping[str, Any],
+                      known: list[str] | None) -> None:
+    """Log the instruction a rollout tells a policy (the one given, else the env task's) when no training episode
+    names it: the policy may not follow it."""
+    if not policy.shape_meta.text_keys:
         return
-    problem = untrained_instruction(instruction, sorted({t for t in EpisodeStore.open(path).episode_tasks if t}))
+    problem = untrained_instruction(settings.instruction or env_instruction(env_cfg), known)
     if problem:
         log.warning(problem)
 

@@ -51,6 +51,7 @@ import numpy as np
 import yaml
 from gymnasium import spaces
 
+from robopolicy.atomic import write_text_atomic
 from robopolicy.envs.options import choose, positive_int
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ def prepare_libero() -> None:
     if not link.exists():
         try:
             link.symlink_to(source, target_is_directory=True)
+        except FileExistsError:
+            pass  # another env process linked it first
         except OSError as error:
             raise OSError(f"LIBERO's scenes look for their assets in {link}; link it to {source} "
                           f"(ln -s {source} {link})") from error
@@ -91,7 +94,7 @@ def prepare_libero() -> None:
               "init_states": str(root / "init_files"), "datasets": str(config_dir / "datasets"), "assets": str(source)}
     path = config_dir / "config.yaml"
     if not path.is_file() or yaml.safe_load(path.read_text()) != config:
-        path.write_text(yaml.safe_dump(config))
+        write_text_atomic(path, yaml.safe_dump(config))  # env processes may start together
     os.environ["LIBERO_CONFIG_PATH"] = str(config_dir)
 
 
@@ -114,7 +117,13 @@ def _suite(name: str) -> Any:
 def instruction(suite: str = "libero_spatial", task_id: int = 0, **_: Any) -> str:
     """The task's language instruction (its BDDL file's)."""
     choose("LIBERO suite", suite, tuple(SUITES))
+    check_task_id(task_id)
     return _suite(suite).get_task(int(task_id)).language
+
+
+def check_task_id(task_id: int) -> None:
+    if not 0 <= int(task_id) < 10:
+        raise ValueError(f"task_id must be 0..9 (a LIBERO suite has 10 tasks), got {task_id}")
 
 
 def suite_tasks(suite: str) -> list[tuple[str, dict[str, Any]]]:
@@ -201,8 +210,7 @@ def make_env(suite: str = "libero_spatial", task_id: int = 0, obs_type: str = "i
     """A LIBERO task env (see the module docstring); videos show the agent view at image_size."""
     choose("LIBERO suite", suite, tuple(SUITES))
     choose("obs_type", obs_type, OBS_TYPES)
-    if not 0 <= int(task_id) < 10:
-        raise ValueError(f"task_id must be 0..9 (a LIBERO suite has 10 tasks), got {task_id}")
+    check_task_id(task_id)
     steps = SUITES[suite] if max_steps is None else positive_int("max_steps", max_steps)
     return LiberoTaskEnv(suite, int(task_id), positive_int("image_size", image_size), steps)
 

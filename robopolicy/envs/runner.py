@@ -175,7 +175,10 @@ def rollout(policy: EvaluatedPolicy, env_cfg: Mapping[str, Any], settings: EvalC
             video_dir: Path | None = None, device: str | torch.device = "cpu") -> Rollouts:
     """Run settings.n_episodes episodes of `policy` in the env described by `env_cfg`."""
     config = policy.config
-    conditioned = any(spec.type == "text" for spec in policy.shape_meta.obs.values())
+    conditioned = bool(policy.shape_meta.text_keys)
+    if settings.instruction is not None and not conditioned:
+        raise ValueError(f"instruction={settings.instruction!r} is for a policy told its task in words; this policy "
+                         "has no text key")
     instruction = (settings.instruction or env_instruction(env_cfg)) if conditioned else None
     if instruction is not None:
         log.info("instruction: %r", instruction)

@@ -144,14 +144,20 @@ class Policy(nn.Module):
         """What an artifact's meta.json must record for the runtime to use its chunks as this policy would."""
         return {"temporal_ensemble_coeff": None}
 
+    def needs_instruction_table(self) -> bool:
+        """Whether a text encoder tokenizes in Python (a pretrained model's tokenizer), so that an export must fix the
+        instructions it knows (`fix_instructions`)."""
+        encoders = getattr(self.encoder_module(), "encoders", {})
+        return any(hasattr(encoders[key], "fix_instructions") for key in self.shape_meta.text_keys if key in encoders)
+
     def fix_instructions(self, texts: list[str]) -> bool:
         """Make text encoders that tokenize in Python (a pretrained model's tokenizer) look up these instructions in
         a table, so that a traced program holds them; True when the policy then knows only these instructions."""
         encoders = getattr(self.encoder_module(), "encoders", {})
         fixed = False
-        for key, spec in self.shape_meta.obs.items():
-            if spec.type == "text" and key in encoders and hasattr(encoders[key], "fix_instructions"):
-                encoders[key].fix_instructions(texts, spec.shape[0])
+        for key in self.shape_meta.text_keys:
+            if key in encoders and hasattr(encoders[key], "fix_instructions"):
+                encoders[key].fix_instructions(texts, self.shape_meta.obs[key].shape[0])
                 fixed = True
         return fixed
 

@@ -171,6 +171,7 @@ def _record_episodes(robot: Any, teleop: Teleop, options: RecordConfig, latency:
     simulated = hasattr(robot, "reset")
     task_done = (lambda: bool(robot.status["done"])) if simulated else (lambda: False)
     verdicts = dict.fromkeys(VERDICTS, 0)
+    task = None  # the operator's instruction holds until replaced (a latched topic sends it once)
     bar = progress(None, desc="record", total=options.episodes)
     bar.update(store.n_episodes)
     while store.n_episodes < options.episodes:
@@ -179,8 +180,8 @@ def _record_episodes(robot: Any, teleop: Teleop, options: RecordConfig, latency:
         streams, ticks, actions = record_episode(robot, teleop, options, latency, task_done)
         verdict = teleop.verdict()
         verdicts[verdict] += 1
+        task = split_instruction(streams) or task
         if verdict == "keep" and len(ticks):
-            task = split_instruction(streams)
             data, timestamps = resample(streams, ticks, actions)
             store.append_episode(data, timestamps)
             if task is not None or EPISODE_TASKS_ATTR in store.attrs:

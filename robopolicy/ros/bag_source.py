@@ -127,7 +127,7 @@ class RosbagSource:
         try:
             with AnyReader([bag], default_typestore=get_typestore(Stores.ROS2_HUMBLE)) as reader:
                 present = {c.topic for c in reader.connections}
-                missing = sorted(set(topics) - present)
+                missing = sorted(set(topics) - present - set(self.spoken))  # an instruction topic is optional
                 if missing:
                     raise SkipEpisode(f"{bag.name} has no {missing} (it has {sorted(present)})")
                 rows: dict[str, list[tuple[float, Any]]] = {topic: [] for topic in topics}

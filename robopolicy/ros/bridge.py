@@ -167,11 +167,13 @@ class RosBridge:
         self._state.publish(msg)
 
     def begin_run(self) -> None:
-        """Forget the start / stop requests and the readings queued before this run."""
+        """Forget the start / stop requests and the readings queued before this run, except the newest
+        instruction: the operator's words hold until replaced, also across runs."""
         self.start_requested.clear()
         self.stop_requested.clear()
         with self._lock:
-            self._readings = []
+            spoken = [r for r in self._readings if any(isinstance(v, str) for v in r.values.values())]
+            self._readings = spoken[-1:]
 
     def now(self) -> float:
         return self.transport.now()

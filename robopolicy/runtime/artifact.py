@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from robopolicy.datasets.text import untrained_instruction
+
 ARTIFACT_VERSION = 1
 FORMATS = ("torchscript", "onnx")
 MODEL_FILES = {"torchscript": "policy.pt", "onnx": "policy.onnx"}
@@ -39,6 +41,20 @@ class ArtifactBase:
         self.takes_noise = NOISE_INPUT in self.input_names
         self.takes_prefix = PREFIX_INPUT in self.input_names
         self.obs_inputs = [spec for spec in meta["inputs"] if spec["name"] not in SAMPLING_INPUTS]
+        self.text_inputs = [spec for spec in self.obs_inputs if spec["type"] == "text"]  # instructions
+
+    def check_instruction(self, text: str) -> str | None:
+        """Why the policy may not follow `text`: no training instruction of a text input names it (None when one
+        does, or when the artifact lists none); a ValueError when that input's encoder knows only those (a
+        pretrained text encoder exported as a table of them)."""
+        for spec in self.text_inputs:
+            problem = untrained_instruction(text, spec.get("instructions"))
+            if problem and spec.get("closed"):
+                raise ValueError(f"{problem}: {self.directory}'s text encoder was exported with the training "
+                                 "instructions only")
+            if problem:
+                return problem
+        return None
 
     @property
     def noise_shape(self) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robopolicy.datasets.layout import policy_layout_array
-from robopolicy.datasets.text import instruction_tokens, untrained_instruction
+from robopolicy.datasets.text import instruction_tokens
 from robopolicy.runtime.alignment import DEFAULT_INTERPOLATION, KeySpec
 from robopolicy.runtime.artifact import (
     NOISE_INPUT,
@@ -52,7 +52,7 @@ class ArtifactRunner:
         self.artifact = artifact
         self.types = {s["name"]: s["type"] for s in artifact.meta["inputs"]}
         self.rng = np.random.default_rng(seed)
-        self.text_inputs = [spec for spec in artifact.obs_inputs if spec["type"] == "text"]
+        self.text_inputs = artifact.text_inputs
         self.instruction: str | None = None
         self._tokens: dict[str, np.ndarray] = {}
 
@@ -60,15 +60,11 @@ class ArtifactRunner:
         """What a policy told its task in words is told from now on. An instruction the training data never had is
         logged (the policy may not follow it), and refused by an artifact that knows only its training
         instructions (a pretrained text encoder's table); one too long for the input is refused."""
-        tokens = {}
-        for spec in self.text_inputs:
-            problem = untrained_instruction(text, spec.get("instructions"))
-            if problem and spec.get("closed"):
-                raise ValueError(f"{problem}: {self.artifact.directory}'s text encoder was exported with the training "
-                                 "instructions only")
-            if problem:
-                log.warning(problem)
-            tokens[spec["name"]] = instruction_tokens([text], spec["shape"][-1]).astype(np.float32)
+        problem = self.artifact.check_instruction(text)
+        tokens = {spec["name"]: instruction_tokens([text], spec["shape"][-1]).astype(np.float32)
+                  for spec in self.text_inputs}
+        if problem:
+            log.warning(problem)
         self._tokens, self.instruction = tokens, text
 
     def __call__(self, window: Mapping[str, np.ndarray], prefix: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:

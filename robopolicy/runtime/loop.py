@@ -196,8 +196,12 @@ class Runtime:
         """File a reading: an instruction (a text input's source, as a string) goes to the runner, the rest to the
         aligner. A bad instruction is logged and the last good one kept: the arm must not stop over a message."""
         for source in self.text_sources & set(reading.values):
+            text = str(reading.values[source])
+            if text == self.runner.instruction:  # a topic repeats it: nothing new to check or log
+                continue
             try:
-                self.runner.set_instruction(str(reading.values[source]))
+                self.runner.set_instruction(text)
+                log.info("instruction from %s: %r", reading.sensor, text)
             except ValueError as error:
                 log.warning("instruction from %s refused: %s", reading.sensor, error)
         self.aligner.add(reading)

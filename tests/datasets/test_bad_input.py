@@ -134,7 +134,7 @@ def test_a_text_key_needs_every_episode_to_name_its_task(tmp_path):
     with pytest.raises(DataError, match=r"1 of 2 episodes have no task string \(first: episode 1\)"):
         SequenceDataset(store, meta, horizon=4, n_obs_steps=2, n_action_steps=2)
     store.update_attrs({"episode_tasks": ["open the drawer", "close the drawer"]})
-    with pytest.raises(DataError, match=r"set obs.instruction.shape to \[16\] or more"):
+    with pytest.raises(DataError, match=r"for long ones set obs.instruction.shape to \[96\]"):
         SequenceDataset(store, meta, horizon=4, n_obs_steps=2, n_action_steps=2)
 
 

@@ -422,6 +422,8 @@ def test_stores_merge_into_one_keeping_values_timestamps_and_tasks(tmp_path):
     assert merged.episode_lengths.tolist() == [3, 4, 3, 4]
     np.testing.assert_allclose(merged.timestamps("state")[7:10], [0.0, 0.1, 0.2])
     assert convert_source(open_source("zarr", tmp_path / "stores", {}), tmp_path / "merged.zarr")["converted"] == 0
+    with pytest.raises(DataError, match="lies inside the source"):  # it would read its own output when resumed
+        convert_source(open_source("zarr", tmp_path / "stores", {}), tmp_path / "stores" / "all.zarr")
 
 
 def test_stores_of_different_rates_are_not_merged(tmp_path):

@@ -98,13 +98,13 @@ def test_the_runner_needs_an_instruction_and_warns_about_unknown_ones(learned, c
 
 
 class TaskRobot:
-    """A robot that replays one real Push-T step as its readings and, from `switch_at`, sends a new instruction on
-    the instruction topic, as a ROS String message would arrive."""
+    """A robot that replays one real Push-T step as its readings and, once `speaking`, sends a new instruction with
+    each poll, as a ROS String topic would deliver it."""
 
-    def __init__(self, store: Path, switch_at: float):
+    def __init__(self, store: Path):
         data = EpisodeStore.open(store)
         self.state, self.keypoint = data.read("state", 30, 31)[0], data.read("keypoint", 30, 31)[0]
-        self.start, self.switch_at, self.sent = time.monotonic(), switch_at, []
+        self.start, self.speaking, self.sent = time.monotonic(), False, []
 
     def now(self) -> float:
         return time.monotonic() - self.start
@@ -112,7 +112,7 @@ class TaskRobot:
     def poll(self) -> list[Reading]:
         now = self.now()
         readings = [Reading("arm", now, {"state": self.state, "keypoint": self.keypoint})]
-        if now >= self.switch_at:
+        if self.speaking:
             readings.append(Reading("operator", now, {"instruction": TASKS[1]}))
         return readings
 
@@ -128,12 +128,13 @@ class TaskRobot:
 
 def test_the_runtime_takes_the_instruction_from_its_settings_and_then_from_a_reading(learned, two_task_store):
     artifact = load_artifact(learned[1])
-    robot = TaskRobot(two_task_store, switch_at=1.0)
+    robot = TaskRobot(two_task_store)
     runtime = Runtime(artifact, robot, RuntimeConfig(inference="sync", instruction=TASKS[0]))
     assert runtime.runner.instruction == TASKS[0]
     runtime.run(0.5)
     assert runtime.runner.instruction == TASKS[0] and robot.sent
-    runtime.run(1.0)
+    robot.speaking = True
+    runtime.run(0.5)
     assert runtime.runner.instruction == TASKS[1]
 
 
@@ -150,6 +151,10 @@ def test_a_pretrained_text_encoder_exports_its_training_instructions_only(two_ta
     runner = ArtifactRunner(artifact)
     with pytest.raises(ValueError, match="exported with the training instructions only"):
         runner.set_instruction("spin the block")
+    store = EpisodeStore.open(two_task_store)
+    obs = {"state": store.read("state", 29, 31), "keypoint": store.read("keypoint", 29, 31)}
+    with pytest.raises(ValueError, match="exported with the training instructions only"):  # evaluation, Predictor
+        Predictor.load(directory).predict_chunk({**obs, "instruction": "spin the block"})
 
 
 def test_predictor_takes_the_instruction_as_text_for_a_checkpoint_and_its_artifact(learned, two_task_store):

@@ -43,6 +43,10 @@ ROS2_MAP = {**TOPIC_MAP, "observations": {**TOPIC_MAP["observations"],
                                           "wrist_image": {"topic": "/camera/wrist", "type": "compressed_image"}}}
 
 
+ROS2_TOPICS = ("/arm/eef_pose", "/arm/joint_states", "/camera/front", "/arm/target_pose", "/gripper/command",
+               "/episode", "/camera/wrist")
+
+
 @pytest.fixture
 def topic_map(tmp_path) -> Path:
     path = tmp_path / "bag_arm.yaml"
@@ -294,3 +298,8 @@ def test_an_instruction_topic_names_each_episodes_task_and_is_no_sensor(tmp_path
     store = EpisodeStore.open(tmp_path / "out.zarr")
     assert store.episode_tasks == ["start"] and "instruction" not in store.keys
     assert_ticks_follow_messages(store, 0, first=0, step=1, count=40)
+    # a bag recorded without the instruction topic still converts, its task unknown
+    write_ros2_bag(tmp_path / "silent", n=40, only=[t for t in ROS2_TOPICS if t != "/episode"])
+    summary = convert_source(open_source("rosbag", tmp_path / "silent", {"map": str(tmp_path / "map.yaml")}),
+                             tmp_path / "silent.zarr")
+    assert summary["episodes"] == 1 and EpisodeStore.open(tmp_path / "silent.zarr").episode_tasks == [None]

@@ -156,6 +156,9 @@ def convert_source(source: Source, out: str | Path, overwrite: bool = False, zar
     source's rate. Returns a summary with what was dropped and why; raises DataError when the store
     holds no episode at the end."""
     out = Path(out)
+    if out.resolve().is_relative_to(Path(source.location).resolve()):
+        raise DataError(str(out), f"lies inside the source {source.location}, which a conversion reads",
+                        fix="write the store outside the source (e.g. next to it)")
     _check_fps(fps)
     store, created = _open_or_create(source, out, overwrite, zarr_format, image_codec, image_quality)
     _set_fps(store, fps)

@@ -56,6 +56,9 @@ class FrozenTextModel:
     model: Any
     tokenizer: Any
 
+    def __deepcopy__(self, memo: dict) -> FrozenTextModel:
+        return self  # never trained: the EMA's and a consistency target's copies share it
+
 
 class PretrainedTextEncoder(nn.Module):
     """A frozen local `transformers` model, mean-pooled over its tokens, then a trained linear projection."""
