@@ -21,17 +21,19 @@ import json
 import logging
 
 import numpy as np
+import yaml
 
 from bench.quality import MT10_STORE, RESULTS, ROWS, demo_store, evaluate, result_file
 from robopolicy.datasets.convert.run import Episode, convert_source
 from robopolicy.datasets.convert.stores import StoresSource
 from robopolicy.datasets.sampler import split_episodes
 from robopolicy.envs.metaworld_tasks import MT10_INSTRUCTIONS
+from robopolicy.settings import CONFIG_DIR
 
 log = logging.getLogger(__name__)
 ROW = "metaworld_mt10"
 TASKS = tuple(MT10_INSTRUCTIONS)
-VAL_RATIO, SPLIT_SEED = 0.1, 42  # the single-task rows' split (configs/task/metaworld_pointcloud.yaml)
+SINGLE_TASK = yaml.safe_load((CONFIG_DIR / "task" / "metaworld_pointcloud.yaml").read_text())["dataset"]
 
 
 class TrainingEpisodes(StoresSource):
@@ -40,7 +42,7 @@ class TrainingEpisodes(StoresSource):
     def episode_ids(self) -> list[str]:
         ids = []
         for name, store in self.stores.items():
-            train, _ = split_episodes(store.n_episodes, VAL_RATIO, SPLIT_SEED)
+            train, _ = split_episodes(store.n_episodes, SINGLE_TASK["val_ratio"], SINGLE_TASK["split_seed"])
             ids += [f"{name}/{index}" for index in np.flatnonzero(train)]
         return ids
 

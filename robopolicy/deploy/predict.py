@@ -58,16 +58,16 @@ class Predictor:
     def _steps(self, spec: ObsSpec) -> int:
         return len(obs_offsets(spec, self.policy.config.n_obs_steps))
 
-    def predict(self, obs: Mapping[str, np.ndarray], seed: int = 0) -> np.ndarray:
+    def predict(self, obs: Mapping[str, np.ndarray | str], seed: int = 0) -> np.ndarray:
         """The actions to execute from now on: (n_action_steps, Da) in raw units."""
         return self._run(obs, seed)["action"]
 
-    def predict_chunk(self, obs: Mapping[str, np.ndarray], seed: int = 0) -> np.ndarray:
+    def predict_chunk(self, obs: Mapping[str, np.ndarray | str], seed: int = 0) -> np.ndarray:
         """The whole predicted chunk: (horizon, Da) raw units, row n_obs_steps - 1 being the current step."""
         return self._run(obs, seed)["action_pred"]
 
     @torch.no_grad()
-    def _run(self, obs: Mapping[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    def _run(self, obs: Mapping[str, np.ndarray | str], seed: int) -> dict[str, np.ndarray]:
         batch = {key: torch.from_numpy(np.ascontiguousarray(self._policy_input(obs, spec))).to(self.policy.device)
                  for key, spec in self.policy.shape_meta.obs.items()}
         out = self.policy.predict_action(batch, generator=torch.Generator().manual_seed(seed))

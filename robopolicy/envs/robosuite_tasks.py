@@ -73,13 +73,14 @@ GRIPPER_OPEN, GRIPPER_CLOSED = -1.0, 1.0
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What differs between tasks: horizon, object body, workspace box and point-cloud cameras."""
+    """What differs between tasks: horizon, object body, workspace box, point-cloud cameras and the instruction."""
 
     max_episode_steps: int  # evaluation horizon at REFERENCE_HZ
     object_body: str  # the body whose pose is the `object` observation
     workspace_low: tuple[float, float, float]  # world-frame box (m): point-cloud crop and
     workspace_high: tuple[float, float, float]  # absolute-action position limits
     cloud_cameras: tuple[str, ...]  # fixed cameras fused into the point cloud
+    instruction: str  # the task in words (what demos record, and a language-conditioned policy is told)
 
 
 # Boxes: up to 0.4-0.45 m above the table, short of its edges and of the robot base (x = -0.56 for
@@ -87,10 +88,11 @@ class TaskSpec:
 # the table away: otherwise 455 of 512 points are table and the cube gets 14; Can's and Square's
 # start 1 cm under it, keeping the surface the objects are placed on.
 TASKS = {
-    "Lift": TaskSpec(200, "cube_main", (-0.2, -0.2, 0.81), (0.2, 0.2, 1.2), ("agentview",)),
-    "PickPlaceCan": TaskSpec(400, "Can_main", (-0.15, -0.5, 0.79), (0.35, 0.55, 1.25), ("agentview",)),
+    "Lift": TaskSpec(200, "cube_main", (-0.2, -0.2, 0.81), (0.2, 0.2, 1.2), ("agentview",), "lift the cube"),
+    "PickPlaceCan": TaskSpec(400, "Can_main", (-0.15, -0.5, 0.79), (0.35, 0.55, 1.25), ("agentview",),
+                             "pick up the can and place it in its bin"),
     "NutAssemblySquare": TaskSpec(400, "SquareNut_main", (-0.3, -0.3, 0.81), (0.3, 0.3, 1.25),
-                                  ("agentview",)),
+                                  ("agentview",), "put the square nut on the square peg"),
 }
 
 
@@ -303,14 +305,10 @@ class RobosuiteTaskEnv(gym.Env):
         return farthest_point_sample(points, self.n_points)[1]
 
 
-INSTRUCTIONS = {"Lift": "lift the cube", "PickPlaceCan": "pick up the can and place it in its bin",
-                "NutAssemblySquare": "put the square nut on the square peg"}
-
-
 def instruction(task: str = "Lift", **_: Any) -> str:
     """The task's instruction, as a language-conditioned policy is told it (and demos record it)."""
     choose("robosuite task", task, tuple(TASKS))
-    return INSTRUCTIONS[task]
+    return TASKS[task].instruction
 
 
 def make_env(task: str = "Lift", obs_type: str = "lowdim", controller: str = "absolute",

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from robopolicy.datasets.shape_meta import parse_shape_meta
-from robopolicy.envs.registry import make_env
+from robopolicy.envs.registry import env_instruction, make_env
 from robopolicy.envs.runner import ObsAdapter
 from robopolicy.settings import CONFIG_DIR
 
@@ -51,3 +51,13 @@ def test_an_env_setting_that_changes_a_shape_is_refused():
             ObsAdapter(parse_shape_meta(config["shape_meta"]), n_obs_steps=2)(history, device="cpu")
     finally:
         env.close()
+
+
+def test_every_env_task_states_its_instruction():
+    assert env_instruction({"name": "pusht"}) == "push the T-shaped block onto the target"
+    robosuite = [env_instruction({"name": "robosuite", "task": t}) for t in ("Lift", "PickPlaceCan", "NutAssemblySquare")]
+    assert robosuite[0] == "lift the cube" and len(set(robosuite)) == 3
+    assert env_instruction({"name": "metaworld", "task": "drawer-open-v3"}) == "open the drawer"  # MT10's, in words
+    assert env_instruction({"name": "metaworld", "task": "handle-pull-side-v3"}) == "handle pull side"  # its name
+    with pytest.raises(ValueError, match="metaworld task"):
+        env_instruction({"name": "metaworld", "task": "fly-v3"})
