@@ -55,7 +55,8 @@ def test_an_env_setting_that_changes_a_shape_is_refused():
 
 def test_every_env_task_states_its_instruction():
     assert env_instruction({"name": "pusht"}) == "push the T-shaped block onto the target"
-    robosuite = [env_instruction({"name": "robosuite", "task": t}) for t in ("Lift", "PickPlaceCan", "NutAssemblySquare")]
+    robosuite = [env_instruction({"name": "robosuite", "task": task})
+                 for task in ("Lift", "PickPlaceCan", "NutAssemblySquare")]
     assert robosuite[0] == "lift the cube" and len(set(robosuite)) == 3
     assert env_instruction({"name": "metaworld", "task": "drawer-open-v3"}) == "open the drawer"  # MT10's, in words
     assert env_instruction({"name": "metaworld", "task": "handle-pull-side-v3"}) == "handle pull side"  # its name
