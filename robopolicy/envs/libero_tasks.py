@@ -35,6 +35,8 @@ Two facts checked against the original LIBERO (robosuite 1.4), which these envs 
 - `OnTheGroundPanda` (libero_object's floor scene, libero_10's living room) names no base, which
   robosuite 1.4 read as its `NullMount` and robosuite 1.5 cannot build; `fix_robots` names it
   (robot base at z 0 on the floor, 0.42 in the living room, as originally).
+The arm itself moves as robosuite's own: the same 75 end-effector deltas move the grip site 0.436 m
+in a LIBERO scene and 0.438 m in robosuite's Lift scene, 4.7 mm apart on average (tested).
 """
 
 from __future__ import annotations
