@@ -59,7 +59,6 @@ from robopolicy.envs.options import choose, positive_int
 log = logging.getLogger(__name__)
 SUITES = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520}  # max steps
 CONTROL_HZ = 20.0
-N_INIT_STATES = 50
 SETTLE_STEPS = 10  # held still after the init state, while dropped objects come to rest
 HOLD = np.array([0, 0, 0, 0, 0, 0, -1.0])  # no motion, gripper open
 IMAGE_KEY, WRIST_KEY, STATE_KEY = "observation.images.image", "observation.images.wrist_image", "observation.state"
@@ -124,6 +123,7 @@ def instruction(suite: str = "libero_spatial", task_id: int = 0, **_: Any) -> st
 
 
 def check_task_id(task_id: int) -> None:
+    """Refuse a task id a suite does not have, naming the range."""
     if not 0 <= int(task_id) < 10:
         raise ValueError(f"task_id must be 0..9 (a LIBERO suite has 10 tasks), got {task_id}")
 
