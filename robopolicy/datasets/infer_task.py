@@ -22,6 +22,7 @@ import numpy as np
 
 from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.layout import channels_first
+from robopolicy.datasets.sources import require_tasks
 from robopolicy.datasets.store import EpisodeStore, image_value_scale
 from robopolicy.datasets.text import token_length
 
@@ -102,8 +103,7 @@ def infer_shape_meta(store: EpisodeStore, obs: Sequence[str] | None = None,
     chosen = list(obs) if obs is not None else [k for k in store.keys if k != action_key
                                                 and not NOT_OBSERVATIONS.search(k)]
     entries: dict[str, Any] = {}
-    tasks = store.episode_tasks
-    if obs is None and INSTRUCTION_KEY not in store and all(tasks) and len(set(tasks)) > 1:
+    if obs is None and INSTRUCTION_KEY not in store and all(store.episode_tasks) and len(store.task_names) > 1:
         chosen.append(INSTRUCTION_KEY)
     for key in chosen:
         if key == INSTRUCTION_KEY and key not in store:
@@ -135,14 +135,10 @@ def infer_shape_meta(store: EpisodeStore, obs: Sequence[str] | None = None,
 
 def instruction_entry(store: EpisodeStore) -> dict[str, Any]:
     """The text key of the episodes' instructions, long enough for the longest."""
-    tasks = store.episode_tasks
-    if not all(tasks):
-        raise DataError(store.path, f"{sum(not t for t in tasks)} of {len(tasks)} episodes have no task string",
-                        key="attrs/episode_tasks", fix=f"leave {INSTRUCTION_KEY} out of obs=[...], or convert from a "
-                                                       "source that names each episode's task")
+    require_tasks(store, INSTRUCTION_KEY)
     log.info("%s: %d tasks, so the policy is told each episode's instruction (obs key %s)", store.path,
-             len(set(tasks)), INSTRUCTION_KEY)
-    return {"shape": [token_length(sorted(set(tasks)))], "type": "text"}
+             len(store.task_names), INSTRUCTION_KEY)
+    return {"shape": [token_length(store.task_names)], "type": "text"}
 
 
 def encoder_hints(shape_meta: dict[str, Any]) -> dict[str, Any]:

@@ -36,17 +36,22 @@ def check_finite(store: EpisodeStore, key: str) -> None:
                         key=f"data/{key}", fix="drop or repair that episode before training")
 
 
-def instruction_rows(store: EpisodeStore, spec: ObsSpec) -> np.ndarray:
-    """(n_steps, L) uint8: every row's episode instruction as byte tokens, from the store's `episode_tasks`."""
+def require_tasks(store: EpisodeStore, key: str) -> list[str]:
+    """Every episode's task string, for the text key `key`; a DataError naming the first episode without one."""
     tasks = store.episode_tasks
-    where = f"attrs/{EPISODE_TASKS_ATTR}"
     missing = [episode for episode, task in enumerate(tasks) if not task]
     if missing:
         raise DataError(store.path, f"{len(missing)} of {len(tasks)} episodes have no task string (first: episode "
-                        f"{missing[0]}), so obs.{spec.key} has no instruction to read", key=where,
+                        f"{missing[0]}), so obs.{key} has no instruction to read", key=f"attrs/{EPISODE_TASKS_ATTR}",
                         fix="convert from a source that names each episode's task (LeRobot `tasks`, robomimic "
                             "`ep_meta.lang`), generate demos with robopolicy demos, or leave the text key out")
-    distinct, index = np.unique(np.array(tasks, dtype=object), return_inverse=True)
+    return tasks
+
+
+def instruction_rows(store: EpisodeStore, spec: ObsSpec) -> np.ndarray:
+    """(n_steps, L) uint8: every row's episode instruction as byte tokens, from the store's `episode_tasks`."""
+    where = f"attrs/{EPISODE_TASKS_ATTR}"
+    distinct, index = np.unique(np.array(require_tasks(store, spec.key), dtype=object), return_inverse=True)
     try:
         table = instruction_tokens(list(distinct), spec.shape[0])
     except ValueError as error:

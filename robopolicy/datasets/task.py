@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from robopolicy.settings import build_settings
@@ -28,6 +29,14 @@ class DatasetConfig:
             raise ValueError(f"task.dataset.val_ratio must be in [0, 1), got {self.val_ratio}")
         if self.n_latency_steps < 0:
             raise ValueError(f"task.dataset.n_latency_steps must be >= 0, got {self.n_latency_steps}")
+
+    def task_names(self) -> list[str] | None:
+        """The task strings the store's episodes name (what a policy trained on it was told); None where the store
+        is not on this machine."""
+        from robopolicy.datasets.store import EpisodeStore
+
+        path = Path(str(self.path))
+        return EpisodeStore.open(path).task_names if path.exists() else None
 
 
 @dataclass(frozen=True)

@@ -133,17 +133,13 @@ def training_instructions(policy: Policy, task: TaskConfig) -> dict[str, Any] | 
     table of them); None for a policy without a text key."""
     if not policy.shape_meta.text_keys:
         return None
-    path = Path(str(task.dataset.path))
-    texts = None
-    if path.exists():
-        from robopolicy.datasets.store import EpisodeStore
-
-        texts = EpisodeStore.open(path).task_names
+    texts = task.dataset.task_names()
     if texts:
         return {"instructions": texts, "closed": policy.fix_instructions(texts)}
     if policy.needs_instruction_table():
-        raise ValueError(f"the training store {path} (task.dataset.path) is not here, and a policy with a pretrained "
-                         "text encoder exports only the instructions it lists: export where the store is")
+        raise ValueError(f"the training store {task.dataset.path} (task.dataset.path) names no instructions here, "
+                         "and a policy with a pretrained text encoder exports only the instructions it lists: "
+                         "export where the store is")
     return {"instructions": None, "closed": False}
 
 

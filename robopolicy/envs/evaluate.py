@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from robopolicy.datasets.store import EpisodeStore
 from robopolicy.datasets.task import TaskConfig
 from robopolicy.datasets.text import untrained_instruction
 from robopolicy.envs.offline import OfflineEvalConfig, evaluate_offline
@@ -109,7 +108,7 @@ def evaluate_in_env(policy: EvaluatedPolicy, task: TaskConfig, where: Path, opti
     env_cfg = {**task.env, **options.pop("env", {})}
     suite = options.pop("suite", None)
     settings = eval_settings(options)
-    known = training_tasks(task)
+    known = task.dataset.task_names()
     if suite is not None:
         return {"checkpoint": str(source), **evaluate_suite(policy, env_cfg, str(suite), settings, out_dir, known)}
     warn_if_untrained(policy, settings, env_cfg, known)
@@ -136,12 +135,6 @@ def evaluate_suite(policy: EvaluatedPolicy, env_cfg: Mapping[str, Any], suite: s
               "success_rate": float(np.mean([t["success_rate"] for t in tasks.values()])),
               "settings": vars(settings).copy()}
     return write_suite_report(report, out_dir)
-
-
-def training_tasks(task: TaskConfig) -> list[str] | None:
-    """The task strings of the training store's episodes (None where the store is not here)."""
-    path = Path(str(task.dataset.path))
-    return EpisodeStore.open(path).task_names if path.exists() else None
 
 
 def warn_if_untrained(policy: EvaluatedPolicy, settings: EvalConfig, env_cfg: Mapping[str, Any],

@@ -158,7 +158,6 @@ class LiberoTaskEnv(gym.Env):
 
         benchmark = _suite(suite)
         task = benchmark.get_task(task_id)
-        self.suite, self.task_id, self.instruction = suite, task_id, task.language
         self.init_states = benchmark.get_task_init_states(task_id)
         self.max_episode_steps = max_steps
         bddl = Path(get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file

@@ -144,22 +144,23 @@ class Policy(nn.Module):
         """What an artifact's meta.json must record for the runtime to use its chunks as this policy would."""
         return {"temporal_ensemble_coeff": None}
 
-    def needs_instruction_table(self) -> bool:
-        """Whether a text encoder tokenizes in Python (a pretrained model's tokenizer), so that an export must fix the
-        instructions it knows (`fix_instructions`)."""
+    def _table_text_encoders(self) -> dict[str, nn.Module]:
+        """The text encoders that tokenize in Python (a pretrained model's tokenizer), by obs key."""
         encoders = getattr(self.encoder_module(), "encoders", {})
-        return any(hasattr(encoders[key], "fix_instructions") for key in self.shape_meta.text_keys if key in encoders)
+        return {key: encoders[key] for key in self.shape_meta.text_keys
+                if key in encoders and hasattr(encoders[key], "fix_instructions")}
+
+    def needs_instruction_table(self) -> bool:
+        """Whether an export must fix the instructions the policy knows (`fix_instructions`)."""
+        return bool(self._table_text_encoders())
 
     def fix_instructions(self, texts: list[str]) -> bool:
-        """Make text encoders that tokenize in Python (a pretrained model's tokenizer) look up these instructions in
-        a table, so that a traced program holds them; True when the policy then knows only these instructions."""
-        encoders = getattr(self.encoder_module(), "encoders", {})
-        fixed = False
-        for key in self.shape_meta.text_keys:
-            if key in encoders and hasattr(encoders[key], "fix_instructions"):
-                encoders[key].fix_instructions(texts, self.shape_meta.obs[key].shape[0])
-                fixed = True
-        return fixed
+        """Make text encoders that tokenize in Python look up these instructions in a table, so that a traced
+        program holds them; True when the policy then knows only these instructions."""
+        table_encoders = self._table_text_encoders()
+        for key, encoder in table_encoders.items():
+            encoder.fix_instructions(texts, self.shape_meta.obs[key].shape[0])
+        return bool(table_encoders)
 
     def prepare_export(self) -> None:
         """Drop what blends chunks across calls: an artifact returns whole chunks, and the runtime blends them."""
