@@ -157,7 +157,8 @@ for group, group_tasks in DIFFICULTY.items():
 # single-task rows train on), merged by bench/mt10.py, the single-task recipe plus an instruction key (48 bytes:
 # MT10's longest instruction is 42, and the policy is told only those), and the ten single-task rows' compute
 # (10 x 10 minutes). It trains 3.7-3.8 steps/s on the AVX-512 EPYC (the single-task rows 4.4-4.7: the text encoder
-# and the larger store cost the rest), so training.max_steps=22333 fills the 100 minutes there. Scored per task by bench/mt10.py (`eval ... --as TASK env.task=TASK`).
+# and the larger store cost the rest), so training.max_steps=22333 fills the 100 minutes there. Scored per task by
+# bench/mt10.py (`eval ... --as TASK env.task=TASK`).
 MT10_STORE = RUNS / "data" / "metaworld_mt10.zarr"
 ROWS["metaworld_mt10"] = Row(
     task="metaworld_mt10",
