@@ -99,6 +99,7 @@ def generate_demos(env_cfg: Mapping[str, Any], out: str | Path, n_episodes: int,
 
 ENV_SHORTCUTS = {
     "lift": {"name": "robosuite", "task": "Lift"},
+    "conveyor": {"name": "robosuite", "task": "LiftConveyor"},
     "can": {"name": "robosuite", "task": "PickPlaceCan"},
     "square": {"name": "robosuite", "task": "NutAssemblySquare"},
     "metaworld": {"name": "metaworld"},

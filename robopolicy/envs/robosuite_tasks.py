@@ -1,4 +1,11 @@
-"""robosuite's Panda tasks (Lift, PickPlaceCan, NutAssemblySquare) under the task-env contract.
+"""robosuite's Panda tasks (Lift, PickPlaceCan, NutAssemblySquare, LiftConveyor) under the task-env contract.
+
+LiftConveyor is Lift with the cube riding a belt: it starts 20-25 cm upstream (-y) and the belt
+carries it along +y at `belt_speed` m/s (a task setting; 0 holds it still) while it rests on the
+table and is not grasped, and off the table's far edge (y = 0.4 m) when nobody picks it up. Stale
+observations or late actions close the gripper where the cube was: the dynamic task on which latency
+matching is measured (bench/latency.py). Its expert picks the cube in 2-2.5 s at 0.05-0.15 m/s; an episode
+lasts at most 6 s (120 steps at 20 Hz).
 
 Observations, in store layout (float32 unless said):
 - `robot0_eef_pos` (3,): grip-site position in the world frame (m);
@@ -81,6 +88,7 @@ class TaskSpec:
     workspace_high: tuple[float, float, float]  # absolute-action position limits
     cloud_cameras: tuple[str, ...]  # fixed cameras fused into the point cloud
     instruction: str  # the task in words (what demos record, and a language-conditioned policy is told)
+    suite_task: str | None = None  # the robosuite env it is built on, when not its own name
 
 
 # Boxes: up to 0.4-0.45 m above the table, short of its edges and of the robot base (x = -0.56 for
@@ -93,7 +101,13 @@ TASKS = {
                              "pick up the can and place it in its bin"),
     "NutAssemblySquare": TaskSpec(400, "SquareNut_main", (-0.3, -0.3, 0.81), (0.3, 0.3, 1.25),
                                   ("agentview",), "put the square nut on the square peg"),
+    "LiftConveyor": TaskSpec(120, "cube_main", (-0.2, -0.35, 0.81), (0.2, 0.35, 1.2), ("agentview",),
+                             "pick the cube off the moving belt", suite_task="Lift"),
 }
+BELT_TASKS = ("LiftConveyor",)
+BELT_START_Y = (-0.25, -0.2)  # m: where the cube is placed on the belt (robosuite's Lift: -0.03 .. 0.03)
+BELT_REST = 0.015  # m above its resting height at which the cube has left the belt (it is placed 1 cm up)
+DEFAULT_BELT_SPEED = 0.05  # m/s
 
 
 def _controller_config(controller: str) -> dict[str, Any]:
@@ -141,7 +155,7 @@ class RobosuiteTaskEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": REFERENCE_HZ}
 
     def __init__(self, task: str, obs_type: str, controller: str, image_size: int, n_points: int,
-                 max_steps: int | None, control_freq: int, render_size: int) -> None:
+                 max_steps: int | None, control_freq: int, render_size: int, belt_speed: float = 0.0) -> None:
         self.task = task
         self.task_spec = TASKS[task]
         self.obs_type = obs_type
@@ -154,13 +168,45 @@ class RobosuiteTaskEnv(gym.Env):
         default_steps = round(self.task_spec.max_episode_steps * control_freq / REFERENCE_HZ)
         self.max_episode_steps = max_steps or default_steps
         self.workspace = (np.array(self.task_spec.workspace_low), np.array(self.task_spec.workspace_high))
-        self.suite_env = _make_suite_env(task, controller, control_freq)
+        self.suite_env = _make_suite_env(self.task_spec.suite_task or task, controller, control_freq)
         self._object_body = self.suite_env.sim.model.body_name2id(self.task_spec.object_body)
+        self.belt_velocity = np.array([0.0, belt_speed, 0.0])  # m/s, world frame
+        self._belt_on = False
+        if task in BELT_TASKS:
+            self._install_belt()
         self.observation_space = self._observation_space()
         self.action_space = self._action_space()
         self._steps = 0
         log.info("robosuite %s: obs_type %s, %s actions, %d-step horizon at %d Hz",
                  task, obs_type, controller, self.max_episode_steps, control_freq)
+
+    def _install_belt(self) -> None:
+        """Place the cube upstream, make the table and cube frictionless against each other (the belt, not the table,
+        moves the cube; the finger pads keep their friction), and set the cube's horizontal velocity to the belt's
+        before every physics substep while the belt holds it (robosuite calls `_pre_action` once per substep)."""
+        suite_env = self.suite_env
+        suite_env.placement_initializer.y_range = list(BELT_START_Y)
+        model = suite_env.sim.model
+        for geom in ("table_collision", *suite_env.cube.contact_geoms):
+            model.geom_friction[model.geom_name2id(geom)] = 0.0
+        start, _ = model.get_joint_qvel_addr(suite_env.cube.joints[0])
+        horizontal = slice(start, start + 2)
+        pre_action = suite_env._pre_action
+
+        def drive(action: np.ndarray, policy_step: bool = False) -> None:
+            pre_action(action, policy_step)
+            if self._belt_on:
+                suite_env.sim.data.qvel[horizontal] = self.belt_velocity[:2]
+
+        suite_env._pre_action = drive
+
+    def _update_belt(self) -> None:
+        """The belt carries the cube while it rests on the table and is not grasped (checked once per step)."""
+        suite_env = self.suite_env
+        rest = suite_env.table_offset[2] - suite_env.cube.bottom_offset[2]  # the cube's centre when on the table
+        resting = self.object_pose()[0][2] < rest + BELT_REST
+        self._belt_on = resting and not suite_env._check_grasp(gripper=suite_env.robots[0].gripper,
+                                                               object_geoms=suite_env.cube)
 
     def _observation_space(self) -> spaces.Dict:
         """Box per key with the dtype and shape `_observe` returns for this obs_type."""
@@ -197,12 +243,16 @@ class RobosuiteTaskEnv(gym.Env):
         _reseed_in_place(self.suite_env.rng, int(self.np_random.integers(2**63)))
         raw = self.suite_env.reset()
         self._steps = 0
+        if self.task in BELT_TASKS:
+            self._update_belt()
         return self._observe(raw), self._info()
 
     def step(self, action: np.ndarray) -> tuple[Obs, float, bool, bool, dict]:
         """Apply one action for one control period; never terminates, truncates at the horizon."""
         raw, _, _, _ = self.suite_env.step(self._suite_action(action))
         self._steps += 1
+        if self.task in BELT_TASKS:
+            self._update_belt()
         info = self._info()
         return self._observe(raw), info["score"], False, self._steps >= self.max_episode_steps, info
 
@@ -313,8 +363,9 @@ def instruction(task: str = "Lift", **_: Any) -> str:
 
 def make_env(task: str = "Lift", obs_type: str = "lowdim", controller: str = "absolute",
              image_size: int = 84, n_points: int = 512, max_steps: int | None = None,
-             control_freq: int = 20, render_size: int = 256) -> RobosuiteTaskEnv:
-    """A Panda robosuite task env; see the module docstring for observations and actions."""
+             control_freq: int = 20, render_size: int = 256, belt_speed: float | None = None) -> RobosuiteTaskEnv:
+    """A Panda robosuite task env; see the module docstring for observations and actions. `belt_speed` (m/s,
+    default 0.05) is LiftConveyor's."""
     choose("robosuite task", task, tuple(TASKS))
     choose("obs_type", obs_type, OBS_TYPES)
     choose("controller", controller, CONTROLLERS)
@@ -322,7 +373,12 @@ def make_env(task: str = "Lift", obs_type: str = "lowdim", controller: str = "ab
         ("image_size", image_size), ("n_points", n_points), ("control_freq", control_freq),
         ("render_size", render_size))}
     steps = None if max_steps is None else positive_int("max_steps", max_steps)
-    return RobosuiteTaskEnv(task, obs_type, controller, max_steps=steps, **sizes)
+    if belt_speed is not None and task not in BELT_TASKS:
+        raise ValueError(f"belt_speed is a setting of {BELT_TASKS}, not of {task!r}")
+    speed = DEFAULT_BELT_SPEED if belt_speed is None else belt_speed
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0.0 <= speed <= 0.5:
+        raise ValueError(f"belt_speed: got {belt_speed!r}, expected metres per second in [0, 0.5]")
+    return RobosuiteTaskEnv(task, obs_type, controller, max_steps=steps, belt_speed=float(speed), **sizes)
 
 
 # ---------------------------------------------------------------- scripted experts
@@ -344,6 +400,7 @@ class _Leg:
     timeout: int = 40  # steps after the command reaches the target to end the leg, arrived or not
     turn: Callable[[], float] | None = None  # yaw (rad) to turn the grip site through, read when the leg starts
     speed: float = np.inf  # m per step: a cap on the episode's speed, for moves that must be precise
+    track: bool = False  # read the target every step (a moving object), not once when the leg starts
 
 
 class _ScriptedExpert:
@@ -374,6 +431,8 @@ class _ScriptedExpert:
     def act(self, obs: Obs, info: dict[str, Any]) -> np.ndarray:
         """Advance the commanded pose one step along the current leg; return it as an action."""
         self._update_leg(obs["robot0_eef_pos"])
+        if self.legs[self.leg].track:
+            self.target = np.asarray(self.legs[self.leg].target(), dtype=np.float64)
         step = self.target - self.command
         distance = np.linalg.norm(step)
         speed = min(self.speed, self.legs[self.leg].speed)
@@ -450,6 +509,36 @@ class LiftExpert(_ScriptedExpert):
             _Leg(lambda: self._object() + [0.0, 0.0, above], GRIPPER_OPEN, tolerance=0.015),
             _Leg(lambda: self._object() + [0.0, 0.0, grasp], GRIPPER_OPEN, tolerance=0.006, dwell=1),
             _Leg(self.here, GRIPPER_CLOSED, tolerance=np.inf, dwell=close),
+            _Leg(lambda: self.here() + [0.0, 0.0, lift], GRIPPER_CLOSED, dwell=_STAY),
+        ]
+
+
+# How far ahead (s) LiftConveyor's expert aims along the belt: the grip site trails its commanded position by about
+# this much under OSC, so without the lead it closes behind the cube at speed.
+_BELT_LEAD = 0.15
+
+
+class ConveyorLiftExpert(LiftExpert):
+    """LiftConveyor: Lift's legs, but above the cube, down and closing follow the moving cube (aimed ahead of it
+    by the belt's motion over _BELT_LEAD, and arrived when the grip site, carried as far, is there), then lift."""
+
+    def _update_leg(self, eef_pos: np.ndarray) -> None:
+        lead = self.env.belt_velocity * _BELT_LEAD if self.legs[self.leg].track else 0.0
+        super()._update_leg(eef_pos + lead)
+
+    def _plan(self) -> list[_Leg]:
+        above = self.rng.uniform(0.05, 0.1)
+        grasp = self.rng.uniform(-0.008, 0.0)
+        close = int(self.rng.integers(5, 9))
+        lift = self.rng.uniform(0.12, 0.2)
+
+        def ahead(height: float) -> Callable[[], np.ndarray]:
+            return lambda: self._object() + self.env.belt_velocity * _BELT_LEAD + [0.0, 0.0, height]
+
+        return [
+            _Leg(ahead(above), GRIPPER_OPEN, tolerance=0.015, track=True),
+            _Leg(ahead(grasp), GRIPPER_OPEN, tolerance=0.008, dwell=1, track=True),
+            _Leg(ahead(grasp), GRIPPER_CLOSED, tolerance=np.inf, dwell=close, track=True),
             _Leg(lambda: self.here() + [0.0, 0.0, lift], GRIPPER_CLOSED, dwell=_STAY),
         ]
 
@@ -562,6 +651,7 @@ class NutAssemblySquareExpert(_ScriptedExpert):
 
 EXPERTS: dict[str, type[_ScriptedExpert]] = {
     "Lift": LiftExpert, "PickPlaceCan": PickPlaceCanExpert, "NutAssemblySquare": NutAssemblySquareExpert,
+    "LiftConveyor": ConveyorLiftExpert,
 }
 
 
