@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ MODES = ("limits", "gaussian", "quantile", "identity")
 DEFAULT_MODES = {"low_dim": "limits", "action": "limits", "rgb": "identity", "depth": "identity",
                  "point_cloud": "identity"}
 STAT_NAMES = ("min", "max", "mean", "std", "q01", "q99")
+ABSOLUTE_ACTION = "absolute_action"  # a relative-frame policy's absolute action statistics (the range it commands)
 UPDATE_ROWS = 1 << 20  # rows per RunningStats update (about 24 MiB of float64 for 3 channels)
 
 
@@ -221,6 +222,26 @@ class Normalizer(nn.Module):
                 stats = {name: value.reshape(feature_shape) for name, value in stats.items()}
             fields[key] = FieldNormalizer(mode, stats, eps)
         return cls(fields)
+
+
+    def refit(self, windows: Iterable[Mapping[str, torch.Tensor]], eps: float = 1e-4) -> None:
+        """Refit the fields of the keys in `windows` (dicts of (B, T, *features) batches), modes kept, on those
+        values: a relative frame makes the action and pose values the policy sees depend on the window, not the row
+        alone. The absolute action statistics stay, as ABSOLUTE_ACTION (the range its actions command)."""
+        values: dict[str, list[np.ndarray]] = {}
+        for batch in windows:
+            for key, tensor in batch.items():
+                array = tensor.detach().cpu().numpy()
+                values.setdefault(key, []).append(array.reshape(-1, *array.shape[2:]))
+        fields = dict(self.fields)
+        if "action" in values:
+            fields[ABSOLUTE_ACTION] = self.fields["action"]
+        for key, parts in values.items():
+            rows = np.concatenate(parts)
+            stats = RunningStats(len(rows))
+            stats.update(rows)
+            fields[key] = FieldNormalizer(self.fields[key].mode, stats.result(), eps)
+        self.fields = nn.ModuleDict(fields)
 
 
 def _feature_shape(kind: str, meta: ShapeMeta, key: str) -> tuple[int, ...]:

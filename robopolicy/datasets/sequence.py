@@ -9,6 +9,7 @@ never the whole window, which is what makes image windows cheap.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -195,6 +196,12 @@ class SequenceDataset(Dataset):
             "action": self.action_reader.gather(self.sampler, windows),
             "action_is_pad": torch.from_numpy(self.sampler.is_pad(windows, self.action_offsets)),
         }
+
+    def with_obs(self, keys: Sequence[str]) -> SequenceDataset:
+        """The same windows reading only these obs keys (and the action): a cheap pass over a few low-dim keys."""
+        view = copy.copy(self)
+        view.obs_readers = {key: self.obs_readers[key] for key in keys}
+        return view
 
     def get_validation_dataset(self) -> SequenceDataset:
         """The same windows over the held-out episodes."""

@@ -7,7 +7,7 @@ As a dict (in configs and checkpoints)::
       agent_pos: {shape: [2], type: low_dim, source: state, dims: [0, 2]}
       cloud:     {shape: [1024, 6], type: point_cloud, horizon: 2}
       instruction: {shape: [64], type: text}                          # the episode's task string
-    action: {shape: [2]}
+    action: {shape: [2]}      # frame: relative (and pose: {...}) for relative trajectories (datasets/action_frame.py)
 
 Optional per obs key: `source` (the store key, default the obs key), `dims` ([start, stop)
 of the last axis, for low_dim), `horizon` (steps of history, default n_obs_steps) and
@@ -18,9 +18,12 @@ instruction as byte tokens (datasets/text.py) of the given length, read from the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from robopolicy.datasets.action_frame import ActionFrame, parse_action_frame
 
 OBS_TYPES = ("rgb", "depth", "point_cloud", "low_dim", "text")
 
@@ -45,6 +48,7 @@ class ShapeMeta:
     obs: dict[str, ObsSpec]
     action_shape: tuple[int, ...]
     action_source: str = "action"
+    action_frame: ActionFrame | None = None  # relative trajectories; None: absolute actions
 
     @property
     def text_keys(self) -> list[str]:
@@ -67,6 +71,8 @@ class ShapeMeta:
         action: dict[str, Any] = {"shape": list(self.action_shape)}
         if self.action_source != "action":
             action["source"] = self.action_source
+        if self.action_frame is not None:
+            action.update(frame="relative", pose=self.action_frame.to_dict())
         return {"obs": obs, "action": action}
 
 
@@ -125,4 +131,9 @@ def parse_shape_meta(meta: Mapping[str, Any] | ShapeMeta) -> ShapeMeta:
             down_sample_steps=_positive_int(entry.get("down_sample_steps", 1), f"{where}.down_sample_steps"),
         )
     action = dict(meta["action"])
-    return ShapeMeta(obs=obs, action_shape=_shape(action.get("shape"), "action"), action_source=action.get("source", "action"))
+    unknown = sorted(set(action) - {"shape", "source", "frame", "pose"})
+    if unknown:
+        raise ValueError(f"shape_meta action has unknown entries {unknown}; it takes shape, source, frame, pose")
+    shape = _shape(action.get("shape"), "action")
+    frame = parse_action_frame(action, obs, math.prod(shape))
+    return ShapeMeta(obs=obs, action_shape=shape, action_source=action.get("source", "action"), action_frame=frame)

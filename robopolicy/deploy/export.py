@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from robopolicy.datasets.layout import obs_offsets
+from robopolicy.datasets.normalizer import ABSOLUTE_ACTION
 from robopolicy.datasets.shape_meta import ShapeMeta
 from robopolicy.datasets.task import TaskConfig
 from robopolicy.datasets.text import instruction_tokens
@@ -166,6 +167,7 @@ def build_meta(policy: Policy, checkpoint: Path, fmt: str, sampling: Mapping[str
         "action_start": settings.action_start,
         "control_hz": control_hz,
         "sampling": dict(sampling),
+        "action_frame": action_frame_meta(policy.shape_meta),  # inside the program: it takes and gives absolute poses
         "action_range": action_range(policy),  # the runtime's default bound on what it sends (safety.range_margin)
         **policy.artifact_meta(),
         "latency": {"n_latency_steps": task.dataset.n_latency_steps},
@@ -173,9 +175,17 @@ def build_meta(policy: Policy, checkpoint: Path, fmt: str, sampling: Mapping[str
     }
 
 
+def action_frame_meta(shape_meta: ShapeMeta) -> dict[str, Any]:
+    """{"frame": "absolute"}, or "relative" with the pose keys and action dimensions it converts (action_frame.py)."""
+    frame = shape_meta.action_frame
+    return {"frame": "absolute"} if frame is None else {"frame": "relative", **frame.to_dict()}
+
+
 def action_range(policy: Policy) -> dict[str, list[float]]:
-    """{low, high}: each action dim's range in the training data, from the policy's normalizer."""
-    action = policy.normalizer["action"]
+    """{low, high}: each action dim's range in the training data, from the policy's normalizer (absolute actions,
+    also for a policy in a relative frame)."""
+    normalizer = policy.normalizer
+    action = normalizer[ABSOLUTE_ACTION] if ABSOLUTE_ACTION in normalizer else normalizer["action"]
     return {"low": action.min.flatten().tolist(), "high": action.max.flatten().tolist()}
 
 
@@ -236,7 +246,7 @@ def check_parity(program: ChunkProgram, artifact_dir: Path, batch_size: int = 2,
     with torch.no_grad():
         expected = program(*inputs).numpy()
     got = artifact.run({spec["name"]: x.numpy() for spec, x in zip(artifact.meta["inputs"], inputs, strict=True)})
-    got, expected = (program.policy.normalize_action(torch.from_numpy(x)) for x in (got, expected))
+    got, expected = (program.policy.normalizer["action"].normalize(torch.from_numpy(x)) for x in (got, expected))
     return float((got - expected).abs().max() / max(1.0, float(expected.abs().max())))
 
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from robopolicy.datasets.layout import Window
 from robopolicy.datasets.normalizer import Normalizer
+from robopolicy.datasets.relative import action_to_absolute, action_to_relative, obs_to_relative
 from robopolicy.datasets.shape_meta import ShapeMeta, parse_shape_meta
 from robopolicy.policies.encoders.config import EncoderConfig
 
@@ -83,17 +84,32 @@ class Policy(nn.Module):
         return self.normalizer
 
     def normalize_obs(self, obs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Raw obs -> normalized obs (keys without a normalizer pass through)."""
+        """Raw obs -> normalized obs (keys without a normalizer pass through), pose keys in the policy's frame."""
         missing = set(self.shape_meta.obs) - set(obs)
         if missing:
             raise KeyError(f"obs lacks keys {sorted(missing)}; the policy needs {sorted(self.shape_meta.obs)}")
-        return self._require_normalizer().normalize({k: obs[k] for k in self.shape_meta.obs})
+        obs = {k: obs[k] for k in self.shape_meta.obs}
+        frame = self.shape_meta.action_frame
+        return self._require_normalizer().normalize(obs_to_relative(frame, obs) if frame is not None else obs)
 
-    def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
+    def normalize_action(self, action: torch.Tensor, obs: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Raw actions -> normalized, in the policy's frame (relative to the pose of raw `obs`, which a policy with a
+        relative action frame needs)."""
+        frame = self.shape_meta.action_frame
+        if frame is not None:
+            action = action_to_relative(frame, action, self._frame_obs(obs))
         return self._require_normalizer()["action"].normalize(action)
 
-    def unnormalize_action(self, action: torch.Tensor) -> torch.Tensor:
-        return self._require_normalizer()["action"].unnormalize(action)
+    def unnormalize_action(self, action: torch.Tensor, obs: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Normalized actions in the policy's frame -> raw absolute actions (the inverse of normalize_action)."""
+        action = self._require_normalizer()["action"].unnormalize(action)
+        frame = self.shape_meta.action_frame
+        return action_to_absolute(frame, action, self._frame_obs(obs)) if frame is not None else action
+
+    def _frame_obs(self, obs: Mapping[str, torch.Tensor] | None) -> Mapping[str, torch.Tensor]:
+        if obs is None:
+            raise ValueError("this policy's actions are relative to the observed end-effector pose: pass the raw obs")
+        return obs
 
     def chunk_to_output(self, action_pred: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, horizon, Da) raw-unit chunk -> the predict_action dict."""

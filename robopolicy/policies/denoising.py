@@ -52,7 +52,7 @@ class DenoisingPolicy(Policy):
 
     def training_pair(self, batch: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """(features, normalized action chunk (B, horizon, Da)) of a training batch."""
-        action = self.normalize_action(batch["action"]).reshape(-1, self.config.horizon, self.action_dim)
+        action = self.normalize_action(batch["action"], batch["obs"]).reshape(-1, self.config.horizon, self.action_dim)
         return self.encode(batch["obs"]), action
 
     def initial_noise(self, batch_size: int, reference: torch.Tensor, generator: torch.Generator | None,
@@ -87,8 +87,8 @@ class DenoisingPolicy(Policy):
         if prefix is not None:
             if prefix_mask is None:
                 raise ValueError("prefix needs prefix_mask (B, horizon): 1 for rows to keep, 0 for rows to sample")
-            known = self.normalize_action(prefix.to(start)).reshape(start.shape)
+            known = self.normalize_action(prefix.to(start), obs).reshape(start.shape)
             sampling["prefix"] = Prefix(known, prefix_mask.to(start).reshape(*start.shape[:2], 1))
         chunk = self.sample(features, start, generator=generator, **sampling)
         shape = (chunk.shape[0], self.config.horizon, *self.shape_meta.action_shape)
-        return self.chunk_to_output(self.unnormalize_action(chunk.reshape(shape)))
+        return self.chunk_to_output(self.unnormalize_action(chunk.reshape(shape), obs))

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from robopolicy.datasets.errors import DataError
 from robopolicy.datasets.normalizer import Normalizer
+from robopolicy.datasets.relative import relative_windows
 from robopolicy.datasets.sequence import SequenceDataset
 from robopolicy.datasets.store import EpisodeStore
 from robopolicy.policies.base import Policy
@@ -117,8 +118,12 @@ class Trainer:
         self.store = self._open_store()
         self.policy = make_policy(config.policy_name, config.task.shape_meta, config.policy_settings).to(self.device)
         self.train_set, self.val_set = self._datasets()
-        self.policy.set_normalizer(Normalizer.fit(self.store, config.task.shape_meta, config.task.normalizer,
-                                                  episode_mask=self.train_set.episode_mask).to(self.device))
+        normalizer = Normalizer.fit(self.store, config.task.shape_meta, config.task.normalizer,
+                                    episode_mask=self.train_set.episode_mask)
+        frame = self.policy.shape_meta.action_frame
+        if frame is not None:  # statistics of what the policy sees: actions and poses relative to each window's pose
+            normalizer.refit(relative_windows(self.train_set, frame))
+        self.policy.set_normalizer(normalizer.to(self.device))
         if config.raw.get("init_from") and not config.raw.get("resume"):
             untouched = init_from_checkpoint(self.policy, config.raw["init_from"])
             log.info("initialized from %s (%d tensors kept their initial values: %s)", config.raw["init_from"],

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from robopolicy.settings import CONFIG_DIR
+from tests.deploy.test_relative_frame import relative_artifact  # noqa: F401 (a fixture used below)
 from tests.needs import require
 from tests.ros_graph import ROS_VERSIONS, running_graph, wait_for_topic
 
@@ -245,32 +246,36 @@ def test_a_stalled_camera_topic_makes_the_runtime_hold(graph, lift_artifact, tmp
     assert any(level == 1 and "stale_observation" in message for t, level, message in levels if t > first_held)
 
 
+def operator_runs(ros: int, artifact: Path, root: Path, runs: int) -> tuple[list[dict], list[dict]]:
+    """`robopolicy deploy ARTIFACT robot=ros` beside the simulated driver playing the operator (per seed it resets the
+    scene, starts a run and stops it after 3 s): (the bridge's runs, the driver's episodes)."""
+    latency = [f"latency.camera={CAMERA_LATENCY}", f"actuation_latency={ACTUATION}"]
+    with running_graph(ros) as env, (root / "driver.log").open("w") as stderr:
+        driver = subprocess.Popen([*ROBOPOLICY, "robot", "sim-driver", f"ros={ros}", "map=sim_lift", *LIFT, *latency,
+                                   f"episodes={runs}", "max_seconds=3", f"out={root / 'driver'}"], env=env, cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            bridge = subprocess.run([*ROBOPOLICY, "deploy", str(artifact), "robot=ros", f"robot.ros={ros}",
+                                     "robot.map=sim_lift", f"robot.runs={runs}", *latency, f"out={root / 'bridge'}"],
+                                    env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+            assert bridge.returncode == 0, bridge.stderr[-3000:]
+            assert driver.wait(60) == 0, (root / "driver.log").read_text()[-3000:]
+        finally:
+            driver.kill()
+            driver.wait()
+    return (json.loads((root / "bridge" / "results.json").read_text())["runs"],
+            json.loads((root / "driver" / "episodes.json").read_text())["episodes"])
+
+
 @pytest.mark.realtime
 def test_deploy_robot_ros_runs_what_the_operator_starts_and_logs_each_run(ros, lift_artifact, tmp_path):
     from robopolicy.datasets.store import EpisodeStore
 
-    latency = [f"latency.camera={CAMERA_LATENCY}", f"actuation_latency={ACTUATION}"]
-    with running_graph(ros) as env, (tmp_path / "driver.log").open("w") as stderr:
-        # the simulated driver plays the operator: per seed it resets the scene, starts a run, stops it after 3 s
-        driver = subprocess.Popen([*ROBOPOLICY, "robot", "sim-driver", f"ros={ros}", "map=sim_lift", *LIFT, *latency,
-                                   "episodes=2", "max_seconds=3", f"out={tmp_path / 'driver'}"], env=env, cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=stderr)
-        try:
-            bridge = subprocess.run([*ROBOPOLICY, "deploy", str(lift_artifact.directory), "robot=ros",
-                                     f"robot.ros={ros}", "robot.map=sim_lift", "robot.runs=2", *latency,
-                                     f"out={tmp_path / 'bridge'}"],
-                                    env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-            assert bridge.returncode == 0, bridge.stderr[-3000:]
-            assert driver.wait(60) == 0, (tmp_path / "driver.log").read_text()[-3000:]
-        finally:
-            driver.kill()
-            driver.wait()
-    runs = json.loads((tmp_path / "bridge" / "results.json").read_text())["runs"]
+    runs, episodes = operator_runs(ros, lift_artifact.directory, tmp_path, runs=2)
     assert len(runs) == 2
     for run in runs:
         assert run["ticks"] >= 50 and run["sent"] > 20 and run["stopped"] == ""  # ~3 s at 20 Hz, ended by stop
         assert run["tick_jitter_ms"]["p99"] < 25, run["tick_jitter_ms"]
-    episodes = json.loads((tmp_path / "driver" / "episodes.json").read_text())["episodes"]
     assert [e["seed"] for e in episodes] == [100000, 100001]
     # the arm applied the bridge's timed commands at the simulator step nearest their planned time (the median
     # command), and none more than one step off: on this loaded 2-core machine (roscore, driver, bridge and pytest) a
@@ -279,6 +284,15 @@ def test_deploy_robot_ros_runs_what_the_operator_starts_and_logs_each_run(ros, l
     errors = [e["executed_abs_error_ms"] for e in episodes]
     assert all(e["p50"] <= 1000 * DT / 2 + 5 and e["p99"] <= 1000 * DT + 5 for e in errors), errors
     assert EpisodeStore.open(tmp_path / "bridge" / "run_log.zarr").n_episodes == 2
+
+
+def test_a_policy_on_relative_trajectories_drives_the_arm_through_the_bridge(
+        ros, relative_artifact, tmp_path):  # noqa: F811 (the fixture imported above)
+    """The relative frame is inside the artifact: the bridge feeds it the arm's absolute pose topics and sends its
+    absolute targets, unchanged."""
+    (run,), (episode,) = operator_runs(ros, relative_artifact, tmp_path, runs=1)
+    assert run["ticks"] >= 50 and run["sent"] > 20 and run["non_finite_actions"] == 0 and run["stopped"] == ""
+    assert episode["steps"] >= 50
 
 
 def test_bad_robot_options_are_refused_before_any_node_starts(lift_artifact, tmp_path):

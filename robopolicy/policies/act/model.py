@@ -114,7 +114,7 @@ class ACTPolicy(Policy):
         if action.shape[1:] != expected:
             raise ValueError(f"batch['action'] must be (B, {expected[0]}, {expected[1]}), got {tuple(action.shape)}")
         is_pad = batch.get("action_is_pad")
-        target = self.normalize_action(action)
+        target = self.normalize_action(action, batch["obs"])
         mean, logvar = self.style_encoder(target, is_pad)
         latent = mean + (0.5 * logvar).exp() * torch.randn_like(mean)
         prediction = self.decode(self.normalize_obs(batch["obs"]), latent)
@@ -133,7 +133,7 @@ class ACTPolicy(Policy):
         batch = next(iter(normalized.values())).shape[0]
         reference = self.latent_position
         latent = torch.zeros(batch, self.config.latent_dim, device=reference.device, dtype=reference.dtype)
-        chunk = self.unnormalize_action(self.decode(normalized, latent))
+        chunk = self.unnormalize_action(self.decode(normalized, latent), obs)
         if self.ensembler is None:
             return self.chunk_to_output(chunk)
         action = self.ensembler.update(chunk[:, self.config.action_start :])
