@@ -129,6 +129,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reactive(args: argparse.Namespace) -> int:
+    from robopolicy.deploy.reactive import fit_reactive
+
+    meta = fit_reactive(args.checkpoint, args.options)
+    print(json.dumps({k: meta[k] for k in ("keys", "horizon", "errors")}, indent=2))
+    return 0
+
+
 def cmd_robot_calibrate(args: argparse.Namespace) -> int:
     from robopolicy.robots.calibrate import calibrate
 
@@ -216,6 +224,13 @@ def _deploy_help() -> str:
             f"robot=ros: robot.<key> for {options_help(BridgeConfig, map='NAME|PATH(required)', ros='1|2')}")
 
 
+def _reactive_help() -> str:
+    from robopolicy.deploy.reactive import ReactiveConfig
+    from robopolicy.settings import options_help
+
+    return options_help(ReactiveConfig, artifact="DIR(required)", keys="[low-dim obs keys]")
+
+
 def _record_help() -> str:
     from robopolicy.robots.record import RecordConfig
     from robopolicy.settings import options_help
@@ -260,7 +275,7 @@ def _convert_help() -> str:
 # running a verb imports nothing it does not use (`deploy tcp://...` on a robot computer without torch)
 OPTION_HELP = {"eval": _eval_help, "export": _export_help, "deploy": _deploy_help, "record": _record_help,
                "robot calibrate": _calibrate_help, "robot sim-driver": _sim_driver_help, "serve": _serve_help,
-               "dataset convert": _convert_help, "predict": _predict_help}
+               "dataset convert": _convert_help, "predict": _predict_help, "reactive": _reactive_help}
 
 
 def cmd_demos_generate(args: argparse.Namespace) -> int:
@@ -378,6 +393,12 @@ def build_parser(help_for: Sequence[str] = ()) -> argparse.ArgumentParser:
     export.add_argument("checkpoint", help="checkpoint directory, e.g. runs/lift_lowdim/diffusion_unet/checkpoints/last")
     export.add_argument("options", nargs="*", help=options("export"))
     export.set_defaults(func=cmd_export)
+
+    reacting = commands.add_parser("reactive", help="fit a fast reactive layer that corrects an artifact's planned "
+                                                    "actions with the newest observation (deploy reactive=true)")
+    reacting.add_argument("checkpoint", help="the checkpoint the artifact was exported from")
+    reacting.add_argument("options", nargs="*", help=options("reactive"))
+    reacting.set_defaults(func=cmd_reactive)
 
     deploy = commands.add_parser("deploy", help="run an exported artifact on a robot (robot=sim: the simulated arm; "
                                                 "robot=ros: a ROS robot through the bridge node)")

@@ -8,6 +8,9 @@ inference latency (`async`). Latency matching (`match_latency`) uses the configu
 actuation latencies; without it they are taken as zero, as a naive loop would. Blending rule
 `inpaint` (diffusion and flow artifacts) samples each chunk with the actions that will already be
 committed when it lands held fixed (real-time chunking), then replaces the plan from there.
+With `reactive`, the artifact's reactive layer (runtime/reactive.py) corrects the planned actions not yet
+sent at every tick that brings a newer observation, and sends them again (a send replaces what has not
+gone out).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from robopolicy.runtime.inference import (
     key_specs,
     measure_latency,
 )
+from robopolicy.runtime.reactive import ReactiveLayer
 from robopolicy.runtime.safety import EmergencyStop, SafetyConfig, Watchdog
 from robopolicy.runtime.timing import ActionPlan, TimingConfig, chunk_plan, to_send
 from robopolicy.settings import build_settings
@@ -58,6 +62,8 @@ class RuntimeConfig:
     interpolation: dict[str, str] = field(default_factory=dict)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     instruction: str | None = None  # what a policy told its task in words is told (a topic may change it)
+    reactive: bool = False  # correct planned actions with the newest observation at every tick (the artifact's
+    # reactive layer, fitted by `robopolicy reactive`)
 
     def __post_init__(self) -> None:
         if self.inference not in INFERENCE_MODES:
@@ -89,6 +95,7 @@ class RunStats:
     discarded: int = 0  # finished chunks not used because their observations had gone stale
     non_finite_actions: int = 0  # actions with NaN or inf, dropped with their chunk (the arm holds)
     non_finite_observations: dict[str, int] = field(default_factory=dict)  # readings refused, by store key
+    corrections: list[np.ndarray] = field(default_factory=list)  # reactive layer: per action dim, the largest change
     stopped: str = ""
 
     def summary(self) -> dict[str, Any]:
@@ -101,7 +108,8 @@ class RunStats:
                 "non_finite_observations": self.non_finite_observations,
                 "skipped_ticks": self.skipped_ticks,
                 "tick_jitter_ms": percentiles_ms(jitter), "tick_work_ms": percentiles_ms(work),
-                "inference_ms": percentiles_ms(inference),
+                "inference_ms": percentiles_ms(inference), "corrections": len(self.corrections),
+                "mean_correction": np.mean(self.corrections, axis=0).tolist() if self.corrections else None,
                 "mean_jump": np.mean(self.jumps, axis=0).tolist() if self.jumps else None, "stopped": self.stopped}
 
 
@@ -114,6 +122,9 @@ class _LoopState:
     deadline: float | None = None  # when the running inference must be done: the plan's last send time
     holding: bool = False
     sent_time: float = math.nan  # execution time of the first action sent in this tick
+    submitted: dict[float, np.ndarray] = field(default_factory=dict)  # reactive: observation time -> its values
+    chunk_obs: tuple[float, np.ndarray] | None = None  # reactive: the current chunk's observation (time, values)
+    reacted_at: float = -math.inf  # reactive: observation time of the last correction
 
     def take_sent_time(self) -> float:
         sent, self.sent_time = self.sent_time, math.nan
@@ -157,6 +168,11 @@ class Runtime:
         self.bounds = config.safety.training_bounds(meta.get("action_range"))
         self.worker = InferenceWorker(self.runner, robot.now)
         self.replan_steps = config.replan_steps
+        self.reactive = ReactiveLayer(artifact.directory) if config.reactive else None
+        inputs = [key.name for key in self.aligner.keys]
+        if self.reactive is not None and set(self.reactive.keys) - set(inputs):
+            raise ValueError(f"the reactive layer of {artifact.directory} reads {self.reactive.keys}, which the "
+                             f"artifact's inputs {inputs} do not all name: fit it again for this artifact")
 
     def reset(self) -> None:
         """Forget the observations, plan and deadline record of the last run (the latency estimate stays)."""
@@ -289,6 +305,8 @@ class Runtime:
             plan = loop.plan
             loop.deadline = plan.times[-1] - self.timing.actuation_latency if plan is not None and len(plan) else None
             loop.last_t_obs = t_ref
+            if self.reactive is not None:
+                loop.submitted[t_ref] = self.reactive.observation(window)
             prefix, held_until = self._prefix(plan, t_ref, now) if self.inpaint else (None, None)
             if self.config.inference == "async":
                 self.worker.submit(window, t_ref, prefix, held_until)
@@ -296,7 +314,28 @@ class Runtime:
                 started = self.robot.now()
                 result = InferenceResult(self.runner(window, prefix), t_ref, started, self.robot.now(), held_until)
                 self._apply(result, self.robot.now(), loop, stats, deadline=None)
+        if self.reactive is not None:
+            self._react(now, t_ref, loop, stats)
         return t_ref
+
+    def _react(self, now: float, t_ref: float | None, loop: _LoopState, stats: RunStats) -> None:
+        """Correct the planned actions still to be sent with the newest observation, and send them again."""
+        if loop.plan is None or loop.holding or loop.chunk_obs is None or t_ref is None or t_ref <= loop.reacted_at:
+            return
+        t0, obs0 = loop.chunk_obs
+        pending = loop.plan.after(now + self.timing.actuation_latency + self.timing.margin)
+        if t_ref <= t0 or not len(pending):
+            return
+        newest = self.reactive.observation(self.aligner.window(t_ref))
+        corrected = self.reactive.correct(pending.values, (pending.times - t0) / self.dt, obs0, newest,
+                                          (t_ref - t0) / self.dt)
+        safe = self.config.safety.clamp(ActionPlan(pending.times, corrected),
+                                        *rate_reference(loop.plan, pending.times[0]), bounds=self.bounds)
+        actions, _ = to_send(safe, now, self.timing)
+        if actions:
+            self.robot.send(actions)
+            stats.corrections.append(np.nan_to_num(np.abs(corrected - pending.values)).max(axis=0))
+        loop.reacted_at = t_ref
 
     def _hold(self, loop: _LoopState) -> None:
         """Hold the arm where it is and forget the plan."""
@@ -361,6 +400,11 @@ class Runtime:
         self.blender.commit(new, safe)
         stats.sent += len(actions)
         loop.plan, loop.holding, loop.sent_time = safe, False, safe.times[0]
+        if self.reactive is not None:
+            observed = loop.submitted.get(result.t_obs)
+            loop.chunk_obs = (result.t_obs, observed) if observed is not None else None
+            loop.submitted = {t: values for t, values in loop.submitted.items() if t > result.t_obs}
+            loop.reacted_at = result.t_obs
 
 
 def rate_reference(previous: ActionPlan | None,
