@@ -163,8 +163,8 @@ def training_summary(frame: str) -> str:
     if not log_file.is_file():
         return f"{frame}: not trained here"
     rows = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
-    last = rows[-1]
-    return f"{frame}: {last.get('step')} steps, final train loss {last.get('train_loss', float('nan')):.4f}"
+    last = [row for row in rows if "train_loss" in row][-1]
+    return f"{frame}: {last.get('step')} steps, final train loss {last['train_loss']:.4f}"
 
 
 def plot(points: dict[tuple[str, float, int], dict[str, Any]], names: list[str], path: Path) -> None:
@@ -184,7 +184,8 @@ def plot(points: dict[tuple[str, float, int], dict[str, Any]], names: list[str],
             if series:
                 y = np.array([p["success_rate"] for _, p in series])
                 low, high = np.array([p["ci95"] for _, p in series]).T
-                axis.errorbar([t for t, _ in series], y, yerr=[y - low, high - y], marker="o", capsize=3, label=name)
+                axis.errorbar([t for t, _ in series], y, yerr=np.clip([y - low, high - y], 0, None), marker="o", capsize=3,
+                              label=name)
         axis.set(title=f"belt {speed} m/s", xlabel="total latency (ms): camera + actuation", ylim=(-0.05, 1.05))
     axes[0].set_ylabel("success rate")
     axes[0].legend()
