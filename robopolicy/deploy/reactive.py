@@ -203,10 +203,10 @@ def fit_reactive(checkpoint: str | Path, overrides: list[str]) -> dict[str, Any]
     task = TaskConfig.from_dict(read_config(checkpoint)["task"], strict=False)
     data = task.dataset
     store = EpisodeStore.open(data.path)
-    splits = {split: SequenceDataset.for_window(store, policy.shape_meta, policy.config.window,
-                                                n_latency_steps=data.n_latency_steps, val_ratio=data.val_ratio,
-                                                seed=data.split_seed, max_train_episodes=data.max_train_episodes,
-                                                split=split) for split in ("train", "val")}
+    train = SequenceDataset.for_window(store, policy.shape_meta, policy.config.window,
+                                       n_latency_steps=data.n_latency_steps, val_ratio=data.val_ratio,
+                                       seed=data.split_seed, max_train_episodes=data.max_train_episodes)
+    splits = {"train": train, "val": train.get_validation_dataset()}
     rng = np.random.default_rng(settings.seed)
     horizon = policy.config.horizon - policy.config.action_start + data.n_latency_steps
     pairs = training_pairs(policy, splits["train"], keys, settings.windows, data.n_latency_steps, rng)
